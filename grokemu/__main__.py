@@ -1,0 +1,3 @@
+from grokemu.cli import main
+
+raise SystemExit(main())

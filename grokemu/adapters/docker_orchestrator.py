@@ -1,0 +1,207 @@
+"""The Orchestrator port on the host Docker daemon, through the docker SDK. The only module that imports `docker`.
+
+Containers publish their one port on 127.0.0.1 with an ephemeral host port (DESIGN.md decision 4) and carry
+grokemu's labels so a restart can re-adopt them and nothing is orphaned.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+
+from grokemu.domain.errors import DockerUnavailable, GrokemuError
+from grokemu.domain.ports import BuildResult, ImageInfo, RunningContainer, RunSpec
+
+log = logging.getLogger(__name__)
+
+
+class ContainerStartFailed(GrokemuError):
+    status = 500
+
+
+class DockerOrchestrator:
+    def __init__(self, base_url: str | None = None, timeout: float = 120):
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        self._storage_opt_supported: bool | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        # Connect lazily so grokemu starts (and serves what does not need Docker) while the daemon is down.
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = (docker.DockerClient(base_url=self._base_url, timeout=self._timeout)
+                                    if self._base_url else docker.from_env(timeout=self._timeout))
+                except DockerException as e:
+                    raise DockerUnavailable(f"Docker daemon unreachable: {e}") from None
+            return self._client
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except (DockerException, DockerUnavailable, OSError):
+            with self._lock:
+                self._client = None
+            return False
+
+    # images ---------------------------------------------------------------------------------------------------
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        try:
+            attrs = self.client.api.inspect_image(ref)
+        except (ImageNotFound, NotFound):
+            return None
+        except APIError as e:
+            if e.status_code == 404:
+                return None
+            raise
+        config = attrs.get("Config") or {}
+        ports = sorted(int(p.split("/")[0]) for p in (config.get("ExposedPorts") or {}))
+        return ImageInfo(id=attrs["Id"], exposed_ports=ports, labels=config.get("Labels") or {},
+                         healthcheck=bool((config.get("Healthcheck") or {}).get("Test")))
+
+    def build_image(self, context_dir: str, tag: str, labels: dict[str, str]) -> BuildResult:
+        lines: list[str] = []
+        image_id = ""
+        try:
+            for chunk in self.client.api.build(path=context_dir, tag=tag, labels=labels, rm=True, forcerm=True,
+                                               decode=True):
+                if "stream" in chunk:
+                    lines.append(chunk["stream"])
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                if "error" in chunk:
+                    lines.append(chunk["error"].rstrip("\n") + "\n")
+                    return BuildResult(ok=False, logs="".join(lines))
+        except (APIError, DockerException) as e:
+            lines.append(f"{e}\n")
+            return BuildResult(ok=False, logs="".join(lines))
+        return BuildResult(ok=True, logs="".join(lines), image_id=image_id)
+
+    def pull_image(self, ref: str) -> bool:
+        try:
+            self.client.images.pull(ref)
+            return True
+        except (APIError, DockerException) as e:
+            log.info("pull of %s failed: %s", ref, e)
+            return False
+
+    def remove_images(self, labels: dict[str, str]) -> int:
+        removed = 0
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        for image in self.client.images.list(filters=filters):
+            try:
+                self.client.images.remove(image.id, force=True)
+                removed += 1
+            except APIError as e:
+                log.warning("could not remove image %s: %s", image.id, e)
+        return removed
+
+    # containers -----------------------------------------------------------------------------------------------
+    def run(self, spec: RunSpec) -> RunningContainer:
+        kwargs = dict(
+            name=spec.name, labels=spec.labels, environment=spec.env, detach=True,
+            ports={f"{spec.container_port}/tcp": ("127.0.0.1", None)},  # loopback only, ephemeral host port
+            nano_cpus=spec.nano_cpus, mem_limit=spec.mem_bytes, shm_size=spec.shm_bytes,
+            extra_hosts=spec.extra_hosts or None,
+        )
+        warnings: list[str] = []
+        if spec.gpus:
+            kwargs["device_requests"] = [DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])]
+        if spec.storage_gb and self._storage_opt_supported is not False:
+            kwargs["storage_opt"] = {"size": f"{int(spec.storage_gb)}G"}
+        try:
+            container = self._create_and_start(spec.image, kwargs)
+        except APIError as e:
+            if "storage_opt" in kwargs and "storage" in str(e).lower():
+                # overlay2 supports a size limit only on xfs with pquota: say so, never ignore it silently.
+                self._storage_opt_supported = False
+                kwargs.pop("storage_opt")
+                container = self._create_and_start(spec.image, kwargs)
+            else:
+                raise
+        if spec.storage_gb and "storage_opt" not in kwargs:
+            warnings.append(f"storage {spec.storage_gb} GB not enforced: the Docker storage driver does not "
+                            "support a per-container disk size")
+        info = self._describe(container.attrs) if container.attrs else None
+        running = self.inspect(container.id) or info
+        running.warnings = warnings
+        return running
+
+    def _create_and_start(self, image: str, kwargs: dict):
+        try:
+            container = self.client.containers.create(image, **kwargs)
+        except APIError as e:
+            if e.status_code == 409:  # a container of that name is left over: replace it
+                self.client.containers.get(kwargs["name"]).remove(force=True)
+                container = self.client.containers.create(image, **kwargs)
+            else:
+                raise
+        try:
+            container.start()
+        except APIError as e:
+            container.remove(force=True)  # never leave a created-but-unstartable container behind
+            msg = str(e.explanation or e)
+            if "capabilities: [[gpu]]" in msg or "nvidia" in msg.lower():
+                raise ContainerStartFailed(
+                    "The container asks for a GPU (container.json 'gpu') but this Docker host has no GPU runtime; "
+                    "start grokemu with --ignore-gpu to run it without one", msg) from None
+            raise
+        return container
+
+    def inspect(self, container_id: str) -> RunningContainer | None:
+        try:
+            attrs = self.client.api.inspect_container(container_id)
+        except (NotFound, APIError) as e:
+            if isinstance(e, NotFound) or getattr(e, "status_code", None) == 404:
+                return None
+            raise
+        return self._describe(attrs)
+
+    @staticmethod
+    def _describe(attrs: dict) -> RunningContainer:
+        state = attrs.get("State") or {}
+        host_port = None
+        for bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).values():
+            for b in bindings or []:
+                if b.get("HostIp") in ("127.0.0.1", "") and b.get("HostPort"):
+                    host_port = int(b["HostPort"])
+        health = (state.get("Health") or {}).get("Status")
+        return RunningContainer(id=attrs["Id"], name=attrs.get("Name", "").lstrip("/"),
+                                labels=(attrs.get("Config") or {}).get("Labels") or {},
+                                state=state.get("Status", "unknown"), host_port=host_port, health=health,
+                                exit_code=state.get("ExitCode"))
+
+    def stop(self, container_id: str, timeout: float = 10) -> None:
+        try:
+            self.client.api.stop(container_id, timeout=int(timeout))
+        except NotFound:
+            pass
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except NotFound:
+            pass
+        except APIError as e:
+            if e.status_code not in (404, 409):  # 409: removal already in progress
+                raise
+
+    def logs(self, container_id: str, tail: int) -> str:
+        try:
+            data = self.client.api.logs(container_id, stdout=True, stderr=True, tail=max(tail, 0) or "all")
+        except NotFound:
+            return ""
+        return data.decode("utf-8", "replace")
+
+    def list_labelled(self, labels: dict[str, str]):
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        for attrs in self.client.api.containers(all=True, filters=filters):
+            info = self.inspect(attrs["Id"])
+            if info:
+                yield info

@@ -1,0 +1,180 @@
+"""An in-memory Orchestrator: the fake used by unit and integration tests. It passes the same contract tests as
+the Docker adapter (tests/contracts/), so what tests learn from it holds for the daemon.
+
+Builds follow Docker's rules closely enough to fail the same way: the FROM image must exist (`scratch` always
+does), every COPY/ADD source must exist in the context, and a `RUN` whose command is `false` or `exit N` (N ≠ 0)
+fails. EXPOSE and HEALTHCHECK lines become the image's config.
+"""
+from __future__ import annotations
+
+import itertools
+import shlex
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from grokemu.domain.ports import BuildResult, ImageInfo, RunningContainer, RunSpec
+
+
+@dataclass
+class _Image:
+    id: str
+    tags: set[str]
+    info: ImageInfo
+
+
+@dataclass
+class _Container:
+    running: RunningContainer
+    spec: RunSpec
+    log: list[str] = field(default_factory=list)
+
+
+class MemoryOrchestrator:
+    def __init__(self, reachable: bool = True):
+        self.reachable = reachable
+        self.images: dict[str, _Image] = {}
+        self.containers: dict[str, _Container] = {}
+        self.run_calls = 0
+        self._ports = itertools.count(40000)
+        self._lock = threading.RLock()
+        self.fail_next_run: str | None = None  # test control: the next run() raises this message
+
+    def ping(self) -> bool:
+        return self.reachable
+
+    # images ---------------------------------------------------------------------------------------------------
+    def add_image(self, ref: str, exposed_ports: list[int], labels: dict[str, str] | None = None,
+                  healthcheck: bool = False) -> str:
+        image_id = f"sha256:{uuid.uuid4().hex}{uuid.uuid4().hex}"
+        with self._lock:
+            self.images[image_id] = _Image(image_id, {_norm(ref)},
+                                           ImageInfo(image_id, sorted(exposed_ports), labels or {}, healthcheck))
+        return image_id
+
+    def _find_image(self, ref: str) -> _Image | None:
+        ref = _norm(ref)
+        with self._lock:
+            return next((i for i in self.images.values() if ref in i.tags or ref == i.id), None)
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        found = self._find_image(ref)
+        return replace(found.info) if found else None
+
+    def build_image(self, context_dir: str, tag: str, labels: dict[str, str]) -> BuildResult:
+        context = Path(context_dir)
+        try:
+            lines = (context / "Dockerfile").read_text().splitlines()
+        except OSError as e:
+            return BuildResult(False, f"unable to read Dockerfile: {e}\n")
+        log, ports, healthcheck = [], [], False
+        for n, raw in enumerate(l.strip() for l in lines):
+            if not raw or raw.startswith("#"):
+                continue
+            instruction, _, rest = raw.partition(" ")
+            instruction = instruction.upper()
+            log.append(f"Step {n + 1} : {raw}\n")
+            if instruction == "FROM":
+                base = rest.split()[0]
+                if base != "scratch" and self._find_image(base) is None:
+                    return BuildResult(False, "".join(log) + f"pull access denied for {base}\n")
+            elif instruction in ("COPY", "ADD"):
+                sources = [s for s in shlex.split(rest) if not s.startswith("--")][:-1]
+                for src in sources:
+                    if not (context / src).exists():
+                        return BuildResult(False, "".join(log) +
+                                           f"COPY failed: file not found in build context: stat {src}\n")
+            elif instruction == "RUN":
+                words = shlex.split(rest)
+                if words[:1] == ["false"] or (words[:1] == ["exit"] and words[1:2] != ["0"]):
+                    return BuildResult(False, "".join(log) +
+                                       f"The command '/bin/sh -c {rest}' returned a non-zero code: 1\n")
+            elif instruction == "EXPOSE":
+                ports += [int(p.split("/")[0]) for p in rest.split()]
+            elif instruction == "HEALTHCHECK":
+                healthcheck = rest.strip().upper() != "NONE"
+        image_id = self.add_image(tag, sorted(set(ports)), labels, healthcheck)
+        log.append(f"Successfully built {image_id[7:19]}\nSuccessfully tagged {tag}\n")
+        return BuildResult(True, "".join(log), image_id)
+
+    def pull_image(self, ref: str) -> bool:
+        return self._find_image(ref) is not None
+
+    def tag_image(self, source: str, target: str) -> None:
+        found = self._find_image(source)
+        if found:
+            with self._lock:
+                found.tags.add(_norm(target))
+
+    def remove_images(self, labels: dict[str, str]) -> int:
+        with self._lock:
+            doomed = [i for i, img in self.images.items() if _matches(img.info.labels, labels)]
+            for image_id in doomed:
+                del self.images[image_id]
+        return len(doomed)
+
+    # containers -----------------------------------------------------------------------------------------------
+    def run(self, spec: RunSpec) -> RunningContainer:
+        with self._lock:
+            self.run_calls += 1
+            if self.fail_next_run:
+                message, self.fail_next_run = self.fail_next_run, None
+                raise RuntimeError(message)
+            if self._find_image(spec.image) is None:
+                raise RuntimeError(f"No such image: {spec.image}")
+            for c in list(self.containers.values()):
+                if c.running.name == spec.name:
+                    del self.containers[c.running.id]
+            container_id = uuid.uuid4().hex * 2
+            running = RunningContainer(id=container_id, name=spec.name, labels=dict(spec.labels), state="running",
+                                       host_port=next(self._ports))
+            self.containers[container_id] = _Container(running, spec, [f"started {spec.name}\n"])
+            return replace(running)
+
+    def inspect(self, container_id: str) -> RunningContainer | None:
+        with self._lock:
+            c = self.containers.get(container_id)
+            return replace(c.running) if c else None
+
+    def stop(self, container_id: str, timeout: float = 10) -> None:
+        with self._lock:
+            c = self.containers.get(container_id)
+            if c and c.running.state == "running":
+                c.running.state = "exited"
+                c.running.exit_code = 0
+                c.log.append("stopped\n")
+
+    def remove(self, container_id: str) -> None:
+        with self._lock:
+            self.containers.pop(container_id, None)
+
+    def logs(self, container_id: str, tail: int) -> str:
+        with self._lock:
+            c = self.containers.get(container_id)
+            lines = c.log if c else []
+            return "".join(lines[-tail:] if tail > 0 else lines)
+
+    def list_labelled(self, labels: dict[str, str]):
+        with self._lock:
+            return [replace(c.running) for c in self.containers.values() if _matches(c.running.labels, labels)]
+
+    # test controls --------------------------------------------------------------------------------------------
+    def crash(self, container_id: str, exit_code: int = 1, log: str = "Traceback: boom\n") -> None:
+        with self._lock:
+            c = self.containers[container_id]
+            c.log.append(log)
+            c.running.state = "exited"
+            c.running.exit_code = exit_code
+
+    def spec_of(self, container_id: str) -> RunSpec:
+        return self.containers[container_id].spec
+
+
+def _norm(ref: str) -> str:
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or ref.startswith("sha256:") else f"{ref}:latest"
+
+
+def _matches(have: dict[str, str], want: dict[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in want.items())

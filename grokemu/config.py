@@ -1,0 +1,127 @@
+"""Settings: embedded defaults < YAML file < GROKEMU_* environment < command-line flags.
+
+Every setting has one name used in all three places: `data_dir` is `data_dir:` in the YAML file,
+`GROKEMU_DATA_DIR` in the environment and `--data-dir` on the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting has a value grokemu cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path.home() / ".grokemu"
+    # Dev key -> user login. Datagrok's local stands use the key `admin`.
+    dev_keys: Mapping[str, str] = field(default_factory=lambda: {"admin": "admin"})
+    # The address containers use to reach grokemu's API (DATAGROK_API_URL); derived from `port` when empty.
+    container_api_url: str = ""
+    container_status_timeout: float = 300.0  # seconds; Datagrok's containerStatusTimeoutMinutes = 5
+    proxy_request_timeout: float = 60.0  # seconds; Datagrok's proxyRequestTimeout (configuration.md: 60000 ms)
+    scheduler_interval: float = 0.2  # seconds between background passes
+    ignore_gpu: bool = False  # run gpu containers without a GPU, as Datagrok's CI does by stripping `gpu`
+    threads: int = 8  # waitress worker threads (HTTP only; WebSockets run on their own threads)
+    max_request_body_size: int = 64 * 1024**3  # registry layers can be many GB; waitress spools them to disk
+    log_level: str = "INFO"
+    instance: str = "default"  # label value that tells this grokemu's containers from another's
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/api"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "grokemu.db"
+
+
+def _url_host(host: str) -> str:
+    # 127.0.0.1 / 0.0.0.0 are printed as localhost: Docker treats `localhost:PORT` as an insecure registry
+    # and grok's config keys credentials by the exact host string, so one spelling everywhere matters.
+    return "localhost" if host in ("127.0.0.1", "0.0.0.0", "localhost") else host
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if kind == "Path":
+            return Path(os.path.expanduser(str(value)))
+        if kind.startswith("Mapping"):
+            return _parse_dev_keys(value)
+        return str(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} ({e})") from None
+
+
+def _parse_dev_keys(value: Any) -> dict[str, str]:
+    """`admin` | `admin,key2=alice` | {key: login} | [key, ...]: a bare key logs in as `admin`."""
+    if isinstance(value, Mapping):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        pairs = []
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            key, _, login = item.partition("=")
+            pairs.append((key.strip(), (login or "admin").strip()))
+    if not pairs or any(not k or not v for k, v in pairs):
+        raise ValueError("need at least one dev key, each `key` or `key=login`")
+    return dict(pairs)
+
+
+def load_settings(
+    config_file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the sources in precedence order; later sources win, `None` means 'not given'."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+
+    config_file = config_file or environ.get("GROKEMU_CONFIG")
+    if config_file:
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"config file {config_file}: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file}: expected a mapping of settings")
+        unknown = set(loaded) - set(_FIELDS)
+        if unknown:
+            raise ConfigError(f"config file {config_file}: unknown settings {sorted(unknown)}")
+        values.update(loaded)
+
+    for name in _FIELDS:
+        env_value = environ.get(f"GROKEMU_{name.upper()}")
+        if env_value is not None:
+            values[name] = env_value
+
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Settings(**{name: _coerce(name, value) for name, value in values.items()})

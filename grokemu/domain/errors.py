@@ -1,0 +1,48 @@
+"""Domain errors. Each carries the HTTP status it means; web/errors.py is the one place that renders them
+(Datagrok's ApiError JSON under /api, the OCI error envelope under /v2)."""
+from __future__ import annotations
+
+
+class GrokemuError(Exception):
+    status = 500
+
+    def __init__(self, message: str, inner: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.inner = inner
+
+
+class BadRequest(GrokemuError):
+    status = 400
+
+
+class Unauthorized(GrokemuError):
+    status = 401
+
+
+class Forbidden(GrokemuError):
+    status = 403
+
+
+class NotFound(GrokemuError):
+    status = 404
+
+
+class Conflict(GrokemuError):
+    status = 409
+
+
+class GatewayTimeout(GrokemuError):
+    status = 504
+
+
+class DockerUnavailable(GrokemuError):
+    """The Docker daemon cannot be reached: everything that needs it answers 503, the rest keeps working."""
+
+    status = 503
+
+
+class IllegalTransition(GrokemuError):
+    """A lifecycle table has no edge for this (status, event); the caller asked for something the state forbids."""
+
+    status = 400

@@ -1,0 +1,100 @@
+"""waitress serves everything on one port; WebSockets are handed off to their own threads (DESIGN.md decision 2).
+
+Stock waitress cannot serve flask-sock: simple-websocket needs the raw socket, and waitress's event loop owns every
+connection. For a request with `Upgrade: websocket` the adapter below takes the connection away from waitress (a
+dup of the socket, the original removed from the event loop and closed), puts it in blocking mode, exposes it as
+`environ['werkzeug.socket']` and runs the Flask app for that request on a thread of its own. The waitress worker
+returns at once, so open WebSockets never hold the worker threads that plain HTTP needs.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from typing import Callable
+
+import waitress
+from waitress.server import BaseWSGIServer, MultiSocketServer
+
+log = logging.getLogger(__name__)
+
+
+class WebSocketHandoff:
+    """WSGI middleware: plain HTTP passes through; WebSocket upgrades leave waitress for a thread of their own."""
+
+    def __init__(self, app: Callable):
+        self.app = app
+        self._open = 0
+        self._lock = threading.Lock()
+
+    @property
+    def open_websockets(self) -> int:
+        return self._open
+
+    def __call__(self, environ, start_response):
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket" or "waitress.client_disconnected" not in environ:
+            return self.app(environ, start_response)
+        # waitress gives no public handle on the connection; the bound method it puts in the environ does.
+        channel = environ["waitress.client_disconnected"].__self__
+        sock = channel.socket.dup()
+        sock.setblocking(True)
+        channel.del_channel()  # the event loop stops reading and writing this connection
+        channel.connected = False  # so the task writes no HTTP response of its own (it ends as 'disconnected')
+        channel.socket.close()  # our dup keeps the connection open
+        ws_environ = dict(environ)
+        ws_environ["werkzeug.socket"] = sock
+        threading.Thread(target=self._serve, args=(ws_environ, sock), name="grokemu-websocket", daemon=True).start()
+        return []
+
+    def _serve(self, environ, sock: socket.socket) -> None:
+        with self._lock:
+            self._open += 1
+        try:
+            result = self.app(environ, lambda status, headers, exc_info=None: (lambda data: None))
+            close = getattr(result, "close", None)
+            if close:
+                close()
+        except ConnectionError:
+            pass  # flask-sock / simple-websocket signal a closed peer this way
+        except Exception:
+            log.exception("WebSocket handler failed on %s", environ.get("PATH_INFO"))
+        finally:
+            with self._lock:
+                self._open -= 1
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def create_server(app, host: str, port: int, threads: int, max_request_body_size: int):
+    """A waitress server (not yet running); `effective_port` tells the port when 0 was asked for."""
+    handoff = WebSocketHandoff(app)
+    app.extensions["grokemu"].services["websockets"] = handoff
+    server = waitress.create_server(handoff, host=host, port=port, threads=threads,
+                                    max_request_body_size=max_request_body_size, ident="grokemu",
+                                    # a `docker push` layer or a big fetchProxy upload spills to disk, not memory
+                                    inbuf_overflow=1024 * 1024, channel_timeout=300)
+    return server
+
+
+def effective_port(server: BaseWSGIServer | MultiSocketServer) -> int:
+    return getattr(server, "effective_port", None) or server.effective_listen[0][1]
+
+
+def run_forever(server, on_stop: Callable[[], None]) -> None:
+    """Serve until Ctrl-C or SIGTERM, then stop background work and close the listening socket."""
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        on_stop()
+        server.close()

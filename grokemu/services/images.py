@@ -1,0 +1,216 @@
+"""Image validation: `pending validation` → `validating` → `ready` | `error` (research/datagrok-docker-api.md §4.1).
+
+A localhost stand has no registry to check and no amd64 cross-build: the image named in image.json is looked up in
+the host daemon, and when it is absent (or image.json is missing or says `image: null`) grokemu builds the package's
+Dockerfile folder itself. Builds run one at a time on a worker thread (a build queue) so the scheduler never waits
+on Docker; the build output becomes the image's `logs`.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING
+
+from grokemu.config import Settings
+from grokemu.domain.clock import Clock
+from grokemu.domain.lifecycle import IMAGE_TRANSITIONS, ImageStatus, next_status
+from grokemu.domain.model import DockerImage
+from grokemu.domain.ports import Orchestrator, Store
+from grokemu.services.packages import package_dir
+
+if TYPE_CHECKING:
+    from grokemu.services.registry import RegistryService
+    from grokemu.services.spawner import Spawner
+
+log = logging.getLogger(__name__)
+
+
+def image_labels(settings: Settings, image: DockerImage) -> dict[str, str]:
+    return {"grokemu.managed": "true", "grokemu.instance": settings.instance, "grokemu.package": image.package,
+            "grokemu.image": image.name}
+
+
+class ImageService:
+    def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
+                 spawner: "Spawner", registry: "RegistryService | None" = None, background: bool = True):
+        self._store = store
+        self._orchestrator = orchestrator
+        self._clock = clock
+        self._settings = settings
+        self._spawner = spawner
+        self._registry = registry
+        self._background = background
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._recover()
+
+    def _recover(self) -> None:
+        """A validation interrupted by a restart starts over."""
+        for image in self._store.list_images():
+            if image.status is ImageStatus.VALIDATING:
+                self._set_status(image, "revalidate", "validation was interrupted by a restart; validating again\n")
+
+    def _set_status(self, image: DockerImage, event: str, logs: str | None = None) -> DockerImage:
+        image.status = next_status(IMAGE_TRANSITIONS, image.status, event)
+        image.status_since = image.updated_on = self._clock.now()
+        if logs is not None:
+            image.logs = logs
+        self._store.put_image(image)
+        return image
+
+    # -- the entry points ----------------------------------------------------------------------------------------
+    def revalidate(self, image_id: str) -> DockerImage:
+        with self._store.transaction():
+            image = self._store.get_image(image_id)
+            if image is None:
+                from grokemu.domain.errors import NotFound
+                raise NotFound(f"Docker image {image_id} not found")
+            self._set_status(image, "revalidate", "")
+        self.wake()
+        return image
+
+    def latest_compatible(self, name: str, version: str | None, content_hash: str | None) -> dict | None:
+        return latest_compatible(self._store.list_images(), name, content_hash)
+
+    def wake(self) -> None:
+        if self._background:
+            self.process_pending()
+
+    def process_pending(self) -> None:
+        """Claim every pending image (→ validating) and validate it: inline in tests, on the build worker otherwise."""
+        with self._lock:
+            claimed = []
+            with self._store.transaction():
+                for image in self._store.list_images():
+                    if image.status is ImageStatus.PENDING_VALIDATION:
+                        if self._orchestrator is None or not self._orchestrator.ping():
+                            note = "Waiting for the Docker daemon: it is not reachable.\n"
+                            if image.logs != note:
+                                image.logs = note
+                                self._store.put_image(image)
+                            continue
+                        claimed.append(self._set_status(image, "validate").id)
+            for image_id in claimed:
+                if self._background:
+                    self._queue.put(image_id)
+                    self._ensure_worker()
+                else:
+                    self._validate(image_id)
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="grokemu-image-builds", daemon=True)
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            image_id = self._queue.get()
+            try:
+                self._validate(image_id)
+            except Exception:
+                log.exception("validation of image %s crashed", image_id)
+
+    # -- validation ----------------------------------------------------------------------------------------------
+    def _validate(self, image_id: str) -> None:
+        image = self._store.get_image(image_id)
+        if image is None or image.status is not ImageStatus.VALIDATING:
+            return  # deleted or re-published meanwhile; the newer state wins
+        started = image.status_since
+        try:
+            ok, logs, port = self._check(image)
+        except Exception as e:  # the daemon went away mid-build, an API error...
+            log.exception("validating %s", image.name)
+            ok, logs, port = False, f"Validation failed: {e}\n", None
+        with self._store.transaction():
+            current = self._store.get_image(image_id)
+            if current is None or current.status is not ImageStatus.VALIDATING or current.status_since != started:
+                return
+            current.port = port
+            current.image_ref = image.image_ref
+            current.docker_id = image.docker_id
+            current.digest = image.digest
+            self._set_status(current, "valid" if ok else "invalid", logs)
+        log.info("image %s:%s is %s", current.name, current.version, current.status.value)
+        if ok:
+            self._spawner.image_ready(current)
+
+    def _check(self, image: DockerImage) -> tuple[bool, str, int | None]:
+        orch = self._orchestrator
+        logs: list[str] = []
+        info = orch.inspect_image(image.image_ref) if image.image_ref else None
+        if info is None and image.image_ref and self._registry is not None:
+            info = self._pull_from_registry(image, logs)
+        if info is not None:
+            logs.append(f"Found image {image.image_ref} in the Docker daemon ({info.id}).\n")
+        elif not image.dockerfile:
+            return False, (f"Image {image.image_ref} was not found in the Docker daemon, and the package has no "
+                           f"Dockerfile in dockerfiles/{image.docker_dir} to build it from.\n"), None
+        else:
+            tag = f"datagrok/{image.name}:{image.version}"
+            if image.image_ref:
+                logs.append(f"Image {image.image_ref} was not found in the Docker daemon; building it.\n")
+            context = package_dir(self._settings.data_dir / "packages", image.package) / image.dockerfile_path
+            logs.append(f"Building {tag} from {image.dockerfile_path}\n")
+            result = orch.build_image(str(context.parent), tag, image_labels(self._settings, image))
+            logs.append(result.logs)
+            if not result.ok:
+                logs.append(f"Build of {tag} failed.\n")
+                return False, "".join(logs), None
+            info = orch.inspect_image(tag)
+            if info is None:
+                return False, "".join(logs) + f"Built image {tag} is missing from the daemon.\n", None
+            image.image_ref = tag
+        image.docker_id = info.id
+
+        container = next((c for c in self._store.list_containers() if c.image_id == image.id), None)
+        configured_port = (container.config.get("port") if container else None)
+        exposed = info.exposed_ports
+        if len(exposed) > 1:
+            logs.append(f"The image exposes {len(exposed)} ports ({', '.join(map(str, exposed))}); Datagrok supports "
+                        "exactly one EXPOSE port per container.\n")
+            return False, "".join(logs), None
+        if not exposed and not configured_port:
+            logs.append("The Dockerfile has no EXPOSE port and container.json has no 'port': grokemu cannot tell "
+                        "which port the container listens on.\n")
+            return False, "".join(logs), None
+        port = configured_port or exposed[0]
+        logs.append(f"Image {image.image_ref} is ready; the container listens on port {port}.\n")
+        return True, "".join(logs), port
+
+    def _pull_from_registry(self, image: DockerImage, logs: list[str]):
+        """Images pushed through grokemu's own registry (`grok config --registry localhost:<port>`)."""
+        ref = image.image_ref
+        repo, _, tag = ref.rpartition(":")
+        resolve = getattr(self._registry, "resolve_manifest", None)
+        found = resolve(repo, tag) if resolve else None
+        if not found:
+            return None
+        digest = found[0]
+        image.digest = digest
+        registry_ref = f"localhost:{self._settings.port}/{ref}"
+        logs.append(f"Found {ref} in grokemu's registry ({digest}); pulling {registry_ref} into the Docker daemon.\n")
+        pull = getattr(self._orchestrator, "pull_image", None)
+        if pull is None or not pull(registry_ref):
+            logs.append(f"Pull of {registry_ref} failed.\n")
+            return None
+        tag_image = getattr(self._orchestrator, "tag_image", None)
+        if tag_image:
+            tag_image(registry_ref, ref)
+        return self._orchestrator.inspect_image(registry_ref)
+
+
+def _newest_first(images: list[DockerImage]) -> list[DockerImage]:
+    return sorted(images, key=lambda i: i.updated_on, reverse=True)
+
+
+def latest_compatible(images: list[DockerImage], name: str, content_hash: str | None) -> dict | None:
+    """For `GET /docker/images/<name>/latest-compatible`: a ready image of that name, the one with the same
+    content hash first. `hashMatch: false` makes the CLI rebuild (`Dockerfile folder has changed`)."""
+    ready = _newest_first([i for i in images if i.name == name and i.status is ImageStatus.READY])
+    if not ready:
+        return None
+    match = next((i for i in ready if content_hash and i.content_hash == content_hash), None)
+    chosen = match or ready[0]
+    return {"image": chosen.docker_full_name, "version": chosen.version, "hashMatch": match is not None}

@@ -1,0 +1,58 @@
+"""One scheduler for all background work (DESIGN.md decision 6).
+
+Jobs are plain callables run in order on each pass. In production a daemon thread runs a pass every `interval`
+seconds; tests call `run_once()` after moving the clock, so nothing in a test waits on wall time.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from grokemu.domain.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, clock: Clock, interval: float = 0.2):
+        self._clock = clock
+        self._interval = interval
+        self._jobs: list[tuple[str, Callable[[], None]]] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, name: str, job: Callable[[], None]) -> None:
+        self._jobs.append((name, job))
+
+    def run_once(self) -> None:
+        for name, job in self._jobs:
+            try:
+                job()
+            except Exception:  # one failing job must not stop the others or the loop
+                log.exception("background job %r failed", name)
+
+    def poke(self) -> None:
+        """Run a pass now instead of at the next interval (after a publish or a start request)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="grokemu-scheduler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+            self._thread = None

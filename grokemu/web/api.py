@@ -1,0 +1,174 @@
+"""The Datagrok API under /api: users, server info, package publish, docker images and containers.
+
+Views parse the request, call one service and serialize (house rule 1). Wire facts are in research/.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from grokemu import __version__
+from grokemu.domain.errors import NotFound, Unauthorized
+from grokemu.domain.query import apply_query, decode_text
+from grokemu.web.auth import authenticate
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+# Datagrok 1.28 is the first server the 6.7.5 CLI treats as current (publish.js R7 compares against 1.28).
+SERVER_VERSION = "1.28.0"
+
+
+def _ctx():
+    from grokemu.app import ctx
+
+    return ctx()
+
+
+# -- users --------------------------------------------------------------------------------------------------------
+def _login_response(key: str | None):
+    token, login = _ctx().auth.login_with_dev_key(key)
+    # `isSuccess` is checked by older test utils; the CLI reads `token`.
+    return jsonify({"token": token, "isSuccess": True, "login": login})
+
+
+@blueprint.post("/users/login/dev")
+def login_dev():
+    scheme, _, key = (request.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "dev":
+        raise Unauthorized("Send the developer key as 'Authorization: Dev <key>'")
+    return _login_response(key.strip())
+
+
+@blueprint.post("/users/login/dev/<key>")
+def login_dev_legacy(key: str):
+    return _login_response(key)
+
+
+@blueprint.get("/users/current")
+def current_user():
+    login = g.login
+    return jsonify({"#type": "User", "id": login, "login": login, "name": login, "friendlyName": login,
+                    "firstName": login, "lastName": "", "email": f"{login}@localhost", "status": "active"})
+
+
+@blueprint.get("/info/server")
+def server_info():
+    return jsonify({"Version": SERVER_VERSION, "version": SERVER_VERSION, "emulator": "grokemu",
+                    "emulatorVersion": __version__})
+
+
+# -- packages (grok publish) --------------------------------------------------------------------------------------
+def _package_caller(rest: str) -> tuple[str, str]:
+    """(login, package name) for `/packages/dev/<rest>`.
+
+    With an Authorization header (`Dev <key>` or a session token) `rest` is the package name, scope and `/`
+    included. Without one it is the legacy `<key>/<name>` form the CLI falls back to after a 401/404
+    (datagrok-tools dev-key.js:69-70)."""
+    header = request.headers.get("Authorization")
+    auth = _ctx().auth
+    if header:
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() == "dev":
+            login = auth.login_for_dev_key(key.strip())
+            if login is None:
+                raise Unauthorized("Invalid developer key")
+            return login, rest
+        return authenticate(), rest
+    key, _, name = rest.partition("/")
+    login = auth.login_for_dev_key(key)
+    if login is None or not name:
+        if request.cookies.get("auth"):
+            return authenticate(), rest
+        raise Unauthorized("Not authenticated: send 'Authorization: Dev <key>' or put the key in the path")
+    return login, name
+
+
+@blueprint.get("/packages/dev/<path:rest>/timestamps")
+def package_timestamps(rest: str):
+    _, name = _package_caller(rest)
+    return jsonify(_ctx().packages.timestamps(name))
+
+
+def _flag(name: str) -> bool:
+    return (request.args.get(name) or "false").lower() == "true"
+
+
+@blueprint.post("/packages/dev/<path:rest>")
+def publish_package(rest: str):
+    login, name = _package_caller(rest)
+    result = _ctx().packages.publish(name, request.get_data(cache=False), debug=_flag("debug"),
+                                     rebuild=_flag("rebuild"), drop_db=_flag("dropDb"),
+                                     suffix=request.args.get("suffix"), login=login)
+    return jsonify(result.to_wire())
+
+
+# -- docker images ------------------------------------------------------------------------------------------------
+def _list(entities):
+    items = apply_query((e.to_wire() for e in entities), text=decode_text(request.args.get("text")),
+                        limit=request.args.get("limit"), page=request.args.get("page"),
+                        order=request.args.get("order"))
+    return items
+
+
+def _count(entities) -> Response:
+    items = apply_query((e.to_wire() for e in entities), text=decode_text(request.args.get("text")))
+    return Response(str(len(items)), mimetype="text/plain")
+
+
+@blueprint.get("/docker/images")
+def list_images():
+    return jsonify(_list(_ctx().store.list_images()))
+
+
+@blueprint.get("/docker/images/count")
+def count_images():
+    return _count(_ctx().store.list_images())
+
+
+def _image(image_id: str):
+    image = _ctx().store.get_image(image_id)
+    if image is None:
+        raise NotFound(f"Docker image {image_id} not found")
+    return image
+
+
+@blueprint.get("/docker/images/<image_id>")
+def get_image(image_id: str):
+    return jsonify(_image(image_id).to_wire())
+
+
+@blueprint.get("/docker/images/<image_id>/revalidate")
+def revalidate_image(image_id: str):
+    return jsonify(_ctx().images.revalidate(image_id).to_wire())
+
+
+@blueprint.get("/docker/images/<image_name>/latest-compatible")
+def latest_compatible(image_name: str):
+    found = _ctx().images.latest_compatible(image_name, request.args.get("version"), request.args.get("contentHash"))
+    if found is None:
+        # 404 tells the 6.7.5 CLI 'no fallback': it builds locally (grok-cli-protocol.md §2.3).
+        raise NotFound(f"No ready image {image_name} is compatible with version {request.args.get('version')}")
+    return jsonify(found)
+
+
+# -- docker containers --------------------------------------------------------------------------------------------
+@blueprint.get("/docker/containers")
+def list_containers():
+    return jsonify(_list(_ctx().store.list_containers()))
+
+
+@blueprint.get("/docker/containers/count")
+def count_containers():
+    return _count(_ctx().store.list_containers())
+
+
+@blueprint.get("/docker/containers/<container_id>")
+def get_container(container_id: str):
+    container = _ctx().store.get_container(container_id)
+    if container is None:
+        raise NotFound(f"Docker container {container_id} not found")
+    return jsonify(container.to_wire())
+
+
+@blueprint.get("/docker/services")
+def docker_services():
+    return jsonify([])

@@ -1,0 +1,67 @@
+"""The one place where errors become HTTP (house rule 6).
+
+Under /v2 the body is the OCI distribution error envelope; everywhere else it is Datagrok's ApiError JSON, which
+the grok CLI prints (`#type == 'ApiError'` → message, exit 1) and the Dart client turns into an ApiException.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+from grokemu.domain.errors import GrokemuError
+
+log = logging.getLogger(__name__)
+
+# OCI error codes by HTTP status, for errors that do not name their own `oci_code`.
+_OCI_CODE_BY_STATUS = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 405: "UNSUPPORTED",
+                       413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID", 429: "TOOMANYREQUESTS"}
+
+
+def api_error_response(status: int, message: str, inner: str = "", headers: dict | None = None) -> Response:
+    body = {"#type": "ApiError", "message": message, "innerMessage": inner, "code": status,
+            # fetchProxy callers (Bio's pepsea.ts) look for this field on a server-side failure.
+            "datagrok-error": message}
+    resp = Response(json.dumps(body), status=status, mimetype="application/json")
+    resp.headers["api-error"] = "true"
+    resp.headers.update(headers or {})
+    return resp
+
+
+def oci_error_response(status: int, code: str, message: str, detail=None, headers: dict | None = None) -> Response:
+    body = {"errors": [{"code": code, "message": message, "detail": detail}]}
+    resp = Response(json.dumps(body), status=status, mimetype="application/json")
+    resp.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+    resp.headers.update(headers or {})
+    return resp
+
+
+def _is_registry_path() -> bool:
+    # The registry blueprint's token endpoints (/token, /api/docker/token) answer in the OCI envelope too: docker
+    # parses a failed token response as one and prints its message ("unauthorized: bad credentials").
+    return request.path == "/v2" or request.path.startswith("/v2/") or request.blueprint == "registry"
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(GrokemuError)
+    def _domain_error(e: GrokemuError):
+        headers = getattr(e, "headers", None) or {}
+        if _is_registry_path():
+            code = getattr(e, "oci_code", None) or _OCI_CODE_BY_STATUS.get(e.status, "UNKNOWN")
+            return oci_error_response(e.status, code, e.message, getattr(e, "detail", None), headers)
+        return api_error_response(e.status, e.message, e.inner, headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        if _is_registry_path():
+            code = _OCI_CODE_BY_STATUS.get(e.code or 500, "UNKNOWN")
+            return oci_error_response(e.code or 500, code, e.description or e.name)
+        return api_error_response(e.code or 500, e.description or e.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if _is_registry_path():
+            return oci_error_response(500, "UNKNOWN", f"internal error: {e}")
+        return api_error_response(500, f"Internal error: {e}", type(e).__name__)
