@@ -45,6 +45,8 @@ class WebSocketHandoff:
         ws_environ = dict(environ)
         ws_environ["werkzeug.socket"] = sock
         threading.Thread(target=self._serve, args=(ws_environ, sock), name="grokemu-websocket", daemon=True).start()
+        # waitress insists on a status; with the channel marked disconnected it is never written.
+        start_response("101 Switching Protocols", [])
         return []
 
     def _serve(self, environ, sock: socket.socket) -> None:
@@ -69,8 +71,16 @@ class WebSocketHandoff:
             sock.close()
 
 
+class _HandedOffFilter(logging.Filter):
+    """waitress logs every handed-off WebSocket as 'Client disconnected while serving': expected, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client disconnected while serving")
+
+
 def create_server(app, host: str, port: int, threads: int, max_request_body_size: int):
     """A waitress server (not yet running); `effective_port` tells the port when 0 was asked for."""
+    logging.getLogger("waitress").addFilter(_HandedOffFilter())
     handoff = WebSocketHandoff(app)
     app.extensions["grokemu"].services["websockets"] = handoff
     server = waitress.create_server(handoff, host=host, port=port, threads=threads,

@@ -72,7 +72,7 @@ class ImageService:
         return image
 
     def latest_compatible(self, name: str, version: str | None, content_hash: str | None) -> dict | None:
-        return latest_compatible(self._store.list_images(), name, content_hash)
+        return latest_compatible(self._store.list_images(), name, version, content_hash)
 
     def wake(self) -> None:
         if self._background:
@@ -205,12 +205,22 @@ def _newest_first(images: list[DockerImage]) -> list[DockerImage]:
     return sorted(images, key=lambda i: i.updated_on, reverse=True)
 
 
-def latest_compatible(images: list[DockerImage], name: str, content_hash: str | None) -> dict | None:
-    """For `GET /docker/images/<name>/latest-compatible`: a ready image of that name, the one with the same
-    content hash first. `hashMatch: false` makes the CLI rebuild (`Dockerfile folder has changed`)."""
+def _major(version: str | None) -> str | None:
+    head = (version or "").split(".")[0]
+    return head if head.isdigit() else None
+
+
+def latest_compatible(images: list[DockerImage], name: str, version: str | None,
+                      content_hash: str | None) -> dict | None:
+    """For `GET /docker/images/<name>/latest-compatible`: a ready image of that name with the same content hash
+    (`hashMatch: true`: the CLI reuses it), else the newest ready one of the same major version (`hashMatch:
+    false`: the CLI rebuilds, 'Dockerfile folder has changed'), else None (404: the CLI builds locally)."""
     ready = _newest_first([i for i in images if i.name == name and i.status is ImageStatus.READY])
-    if not ready:
-        return None
     match = next((i for i in ready if content_hash and i.content_hash == content_hash), None)
-    chosen = match or ready[0]
-    return {"image": chosen.docker_full_name, "version": chosen.version, "hashMatch": match is not None}
+    if match:
+        return {"image": match.docker_full_name, "version": match.version, "hashMatch": True}
+    major = _major(version)
+    same_major = [i for i in ready if major is not None and _major(i.version) == major]
+    if same_major:
+        return {"image": same_major[0].docker_full_name, "version": same_major[0].version, "hashMatch": False}
+    return None

@@ -268,7 +268,11 @@ def test_latest_compatible(client, token, ctx):
     found = client.get(url + image["contentHash"], headers=auth)
     assert found.status_code == 200
     assert found.get_json() == {"image": "datagrok/grokprobe-hello:1.0.0", "version": "1.0.0", "hashMatch": True}
-    assert client.get(url + "0" * 64, headers=auth).get_json()["hashMatch"] is False
+    # another hash: only a ready image of the same major version is offered (and the CLI rebuilds)
+    assert client.get(url + "0" * 64, headers=auth).status_code == 404  # 'admin' has no major version
+    other = client.get("/api/docker/images/grokprobe-hello/latest-compatible?version=1.2.0&contentHash=" + "0" * 64,
+                       headers=auth)
+    assert other.status_code == 200 and other.get_json()["hashMatch"] is False
 
 
 def test_content_hash_matches_the_cli_algorithm(client, token):
