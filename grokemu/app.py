@@ -68,10 +68,11 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
 
     tokens = TokenService(settings.data_dir / "keys", clock)
     registry_service = RegistryService(settings.data_dir / "registry", clock)
-    spawner = Spawner(store, orchestrator, clock, settings, auth=auth)
+    spawner = Spawner(store, orchestrator, clock, settings, auth=auth, background=background)
     images = ImageService(store, orchestrator, clock, settings, spawner=spawner, registry=registry_service,
                           background=background)
     packages = PackageService(store, clock, settings.data_dir / "packages", images=images, spawner=spawner)
+    spawner.packages = packages
     scheduler = Scheduler(clock, interval=settings.scheduler_interval)
     scheduler.add("validate images", images.process_pending)
     scheduler.add("reconcile containers", spawner.tick)

@@ -6,6 +6,7 @@ grokemu's labels so a restart can re-adopt them and nothing is orphaned.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 import docker
@@ -16,6 +17,20 @@ from grokemu.domain.errors import DockerUnavailable, GrokemuError
 from grokemu.domain.ports import BuildResult, ImageInfo, RunningContainer, RunSpec
 
 log = logging.getLogger(__name__)
+
+
+def http_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when something on host:port answers an HTTP request with any status.
+
+    A TCP connect is not enough: Docker's userland proxy accepts on the published port before the app inside
+    listens, then closes the connection. So send `HEAD /` and wait for the first bytes of a reply."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"HEAD / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: grokemu-probe\r\n\r\n")
+            return bool(sock.recv(1))
+    except OSError:
+        return False
 
 
 class ContainerStartFailed(GrokemuError):
@@ -198,6 +213,15 @@ class DockerOrchestrator:
         except NotFound:
             return ""
         return data.decode("utf-8", "replace")
+
+    def app_ready(self, container: RunningContainer) -> bool:
+        if container.state != "running":
+            return False
+        if container.health is not None:  # the image has a HEALTHCHECK: Docker's verdict decides
+            return container.health == "healthy"
+        if not container.host_port:
+            return False
+        return http_answers("127.0.0.1", container.host_port)
 
     def list_labelled(self, labels: dict[str, str]):
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}

@@ -40,6 +40,7 @@ class MemoryOrchestrator:
         self._ports = itertools.count(40000)
         self._lock = threading.RLock()
         self.fail_next_run: str | None = None  # test control: the next run() raises this message
+        self.apps_ready = True  # test control: False holds every container in `checking`
 
     def ping(self) -> bool:
         return self.reachable
@@ -158,6 +159,11 @@ class MemoryOrchestrator:
     def list_labelled(self, labels: dict[str, str]):
         with self._lock:
             return [replace(c.running) for c in self.containers.values() if _matches(c.running.labels, labels)]
+
+    def app_ready(self, container: RunningContainer) -> bool:
+        with self._lock:
+            c = self.containers.get(container.id)
+            return bool(c and c.running.state == "running" and self.apps_ready)
 
     # test controls --------------------------------------------------------------------------------------------
     def crash(self, container_id: str, exit_code: int = 1, log: str = "Traceback: boom\n") -> None:

@@ -97,6 +97,9 @@ class SqliteStore:
         data = self._one("SELECT data FROM packages WHERE name = ?", (name,))
         return json.loads(data) if data else None
 
+    def list_packages(self) -> list[dict[str, Any]]:
+        return [json.loads(d) for d in self._all("SELECT data FROM packages")]
+
     def put_package(self, record: dict[str, Any]) -> None:
         self._exec("INSERT OR REPLACE INTO packages (name, data) VALUES (?, ?)", (record["name"], json.dumps(record)))
 

@@ -45,6 +45,13 @@ _RUNNING = (_C.PENDING_START, _C.STARTING, _C.CHECKING, _C.STARTED)
 CONTAINER_TRANSITIONS: dict[tuple[ContainerStatus, str], ContainerStatus] = {
     # desiredInstances 1: pending start → starting → checking → started
     **{(s, "request_start"): _C.PENDING_START for s in _STOPPED},
+    # a run request cancels a stop that has not begun
+    (_C.PENDING_USER_STOP, "request_start"): _C.PENDING_START,
+    (_C.PENDING_SYSTEM_STOP, "request_start"): _C.PENDING_START,
+    # a new image for a running container: it is replaced (stopped, then started from the new image)
+    (_C.STARTED, "replace"): _C.PENDING_START,
+    (_C.CHECKING, "replace"): _C.PENDING_START,
+    (_C.STARTING, "replace"): _C.PENDING_START,
     (_C.PENDING_START, "begin_start"): _C.STARTING,
     (_C.STARTING, "container_running"): _C.CHECKING,
     (_C.CHECKING, "app_ready"): _C.STARTED,
@@ -58,6 +65,7 @@ CONTAINER_TRANSITIONS: dict[tuple[ContainerStatus, str], ContainerStatus] = {
     (_C.STOPPING, "stopped_by_system"): _C.SYSTEM_STOPPED,
     # reconcile after a restart: a running labelled container is re-adopted, a vanished one is stopped
     **{(s, "adopt_running"): _C.STARTED for s in ContainerStatus},
+    **{(s, "adopt_checking"): _C.CHECKING for s in ContainerStatus},
     **{(s, "vanished"): _C.SYSTEM_STOPPED for s in ContainerStatus if s is not _C.ERROR},
     # error from anywhere: a failed step, a container that exited by itself, a state held too long
     **{(s, "fail"): _C.ERROR for s in ContainerStatus},

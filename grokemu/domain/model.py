@@ -113,6 +113,8 @@ class DockerContainer:
     config: dict[str, Any] = field(default_factory=dict)  # container.json, normalized (see container_config)
     docker_id: str = ""  # the daemon's container id
     started_by: str = ""  # login whose action started it: its session token becomes USER_API_KEY
+    running_image_id: str = ""  # the daemon image id it runs; a newer ready image replaces the container
+    warnings: list[str] = field(default_factory=list)  # e.g. storage limit not enforced, unknown container.json keys
     created_on: float = 0.0
     updated_on: float = 0.0
     updated_by: str = ""
@@ -129,7 +131,8 @@ class DockerContainer:
             "namespace": self.package, "dockerfile": {"id": self.image_id}, "dockerImage": self.docker_image,
             "serviceName": self.service_name, "status": self.status.value,
             "desiredInstances": self.desired_instances, "address": self.address, "port": self.port,
-            "lastLogs": self.last_logs, "errorMessage": self.error or None, "lastActive": iso(self.last_active),
+            "lastLogs": self.last_logs, "errorMessage": self.error or None, "warnings": list(self.warnings),
+            "unknownConfigKeys": dict(cfg.get("unknown") or {}), "lastActive": iso(self.last_active),
             "environmentVars": dict(cfg.get("env") or {}),
             "cpu": cfg.get("cpu"), "memory": cfg.get("memory"), "gpu": cfg.get("gpu"),
             "onDemand": cfg.get("on_demand"), "shutdownTimeout": cfg.get("shutdown_timeout"),

@@ -26,6 +26,7 @@ from grokemu.domain.errors import BadRequest
 from grokemu.domain.lifecycle import ImageStatus
 from grokemu.domain.model import (DockerContainer, DockerImage, container_name, friendly, image_docker_name)
 from grokemu.domain.ports import Store
+from grokemu.services.environment import entities_from_files, package_matches
 
 if TYPE_CHECKING:
     from grokemu.services.images import ImageService
@@ -165,6 +166,19 @@ class PackageService:
 
     def files_dir(self, package_name: str) -> Path:
         return package_dir(self._root, package_name)
+
+    def entities(self, package_name: str) -> list[dict[str, Any]]:
+        """Entities of a package that container environment expressions may name (connections/*.json)."""
+        folder = self.files_dir(package_name) / "connections"
+        files = {f"connections/{p.name}": p.read_bytes() for p in folder.glob("*.json")} if folder.is_dir() else {}
+        return entities_from_files(files)
+
+    def find_package(self, ref: str) -> tuple[str, list[dict[str, Any]]] | None:
+        """A published package by any of its names (`MolTrack`, `moltrack`, `@datagrok/moltrack`)."""
+        for record in self._store.list_packages():
+            if package_matches(record["name"], record.get("friendlyName"), ref):
+                return record["name"], self.entities(record["name"])
+        return None
 
     def timestamps(self, package_name: str) -> dict[str, str]:
         """The map the CLI compares mtimes against (R1). Unknown packages get {} (not 404, or the CLI retries the

@@ -1,18 +1,491 @@
-"""grok_spawner's part (placeholder until the spawner issue lands): containers stay stopped."""
+"""grok_spawner's part: run plugin containers on the orchestrator as Datagrok does, driven by container.json.
+
+The lifecycle is the transition table in domain/lifecycle.py; this module decides *when* to fire its events.
+One container is moved by one driver at a time (a per-container lock: single flight), either on a thread of its
+own (a run request, a proxied request, or the scheduler finding work) or inline when tests drive it. A driver
+re-reads the entity before every step, so a stop, a replacement or a timeout that lands meanwhile wins.
+
+Time: the stuck-state timeout and idle shutdown read the injected clock (tests move it); waiting for Docker and
+for the app inside to answer is real time and uses short real sleeps.
+"""
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from grokemu.config import Settings
+from grokemu.domain.clock import Clock
+from grokemu.domain.errors import BadRequest, GatewayTimeout, GrokemuError, NotFound
+from grokemu.domain.lifecycle import (CONTAINER_TRANSIENT, CONTAINER_TRANSITIONS, ContainerStatus, ImageStatus,
+                                      next_status)
 from grokemu.domain.model import DockerContainer, DockerImage
+from grokemu.domain.ports import Orchestrator, RunSpec, Store
+
+if TYPE_CHECKING:
+    from grokemu.services.auth import AuthService
+    from grokemu.services.packages import PackageService
+
+log = logging.getLogger(__name__)
+S = ContainerStatus
+STOPPED = (S.USER_STOPPED, S.SYSTEM_STOPPED)
+STARTING_UP = (S.PENDING_START, S.STARTING, S.CHECKING)
+STOPPING_DOWN = (S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP, S.STOPPING)
+LOG_LINES_KEPT = 200
+MB = 1024 * 1024
+
+
+class ContainerFailed(GrokemuError):
+    """An awaited start ended in `error`."""
+
+    status = 500
 
 
 class Spawner:
-    def __init__(self, store, orchestrator, clock, settings, auth):
+    def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
+                 auth: "AuthService", packages: "PackageService | None" = None, background: bool = True,
+                 probe_interval: float = 0.02, watch_interval: float = 1.0):
         self._store = store
+        self._orchestrator = orchestrator
+        self._clock = clock
+        self._settings = settings
+        self._auth = auth
+        self.packages = packages  # set after construction: PackageService needs the spawner too
+        self._background = background
+        self._probe_interval = probe_interval
+        self._watch_interval = watch_interval
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._changed = threading.Condition()  # notified (and _generation bumped) on every status change
+        self._generation = 0
+        self._active: Counter[str] = Counter()  # open WebSockets / unfinished streamed responses
+        self._touched: dict[str, float] = {}  # lastActive kept in memory, written to the store by tick()
+        self._reconciled = False
+        self._last_watch = 0.0
 
-    def tick(self) -> None:
-        pass
+    # -- plumbing ----------------------------------------------------------------------------------------------
+    def _lock_for(self, cid: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(cid, threading.Lock())
 
+    def _notify(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def _get(self, cid: str) -> DockerContainer:
+        c = self._store.get_container(cid)
+        if c is None:
+            raise NotFound(f"Docker container {cid} not found")
+        return c
+
+    def _transition(self, cid: str, event: str, expect: tuple | None = None, **changes: Any) -> DockerContainer | None:
+        """Fire one lifecycle event; None when the container is gone or no longer in an `expect`ed status."""
+        with self._store.transaction():
+            c = self._store.get_container(cid)
+            if c is None or (expect is not None and c.status not in expect):
+                return None
+            c.status = next_status(CONTAINER_TRANSITIONS, c.status, event)
+            c.status_since = c.updated_on = self._clock.now()
+            for key, value in changes.items():
+                setattr(c, key, value)
+            self._store.put_container(c)
+        log.info("container %s: %s (%s)", c.name, c.status.value, event)
+        self._notify()
+        return c
+
+    def _require_orchestrator(self) -> Orchestrator:
+        if self._orchestrator is None or not self._orchestrator.ping():
+            from grokemu.domain.errors import DockerUnavailable
+
+            raise DockerUnavailable("Docker daemon unreachable: containers cannot be started or stopped")
+        return self._orchestrator
+
+    def labels(self, c: DockerContainer | None = None) -> dict[str, str]:
+        labels = {"grokemu.managed": "true", "grokemu.instance": self._settings.instance}
+        if c is not None:
+            labels.update({"grokemu.container": c.id, "grokemu.package": c.package, "grokemu.image": c.image_id,
+                           "grokemu.name": c.name})
+        return labels
+
+    def docker_name(self, c: DockerContainer) -> str:
+        instance = self._settings.instance
+        return f"grokemu-{c.name}" if instance == "default" else f"grokemu-{instance}-{c.name}"
+
+    # -- requests from the API ---------------------------------------------------------------------------------
+    def run(self, cid: str, login: str, await_start: bool = False, timeout: float | None = None) -> DockerContainer:
+        """`GET /docker/containers/<id>/run`: desiredInstances 1. With await, answer once `started` (or fail)."""
+        self._request_start(cid, login)
+        if not await_start:
+            return self._get(cid)
+        c = self._wait(cid, timeout or self._settings.container_status_timeout)
+        if c.status is S.ERROR:
+            raise ContainerFailed(f"Container {c.name} failed to start: {c.error}", c.last_logs[-2000:])
+        if c.status is not S.STARTED:
+            raise GatewayTimeout(f"Container {c.name} did not start in time (status '{c.status.value}')")
+        return c
+
+    def _request_start(self, cid: str, login: str) -> None:
+        self._require_orchestrator()
+        with self._store.transaction():
+            c = self._get(cid)
+            image = self._store.get_image(c.image_id)
+            if image is None or image.status is not ImageStatus.READY:
+                state = image.status.value if image else "missing"
+                raise BadRequest(f"Container {c.name} cannot start: its image is not ready ({state})")
+            c.desired_instances = 1
+            c.started_by = login
+            self._store.put_container(c)
+            if c.status in STOPPED or c.status in (S.ERROR, S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP):
+                self._transition(cid, "request_start", error="")
+        self._kick(cid)
+
+    def stop(self, cid: str, await_stop: bool = False, timeout: float | None = None, by_user: bool = True
+             ) -> DockerContainer:
+        """`GET /docker/containers/<id>/stop`: desiredInstances 0. `error` answers 400, as Datagrok's router."""
+        with self._store.transaction():
+            c = self._get(cid)
+            if c.status is S.ERROR:
+                raise BadRequest(f"Container {c.name} is in error: {c.error or 'no reason recorded'}")
+            c.desired_instances = 0
+            self._store.put_container(c)
+            if c.status in STARTING_UP or c.status is S.STARTED:
+                self._transition(cid, "request_user_stop" if by_user else "request_system_stop")
+        self._kick(cid)
+        if await_stop:
+            c = self._wait(cid, timeout or self._settings.container_status_timeout)
+        return self._get(cid)
+
+    def save(self, body: dict, login: str) -> DockerContainer:
+        """`POST /docker/containers` with an entity: desiredInstances 1 starts it, 0 stops it."""
+        cid = body.get("id")
+        if not isinstance(cid, str) or not cid:
+            raise BadRequest("Saving a DockerContainer needs its 'id' (containers are created by publishing)")
+        c = self._get(cid)
+        desired = body.get("desiredInstances", c.desired_instances)
+        if desired not in (0, 1):
+            raise BadRequest(f"desiredInstances must be 0 or 1, got {desired!r}")
+        if desired == 1 and (c.desired_instances != 1 or c.status not in (*STARTING_UP, S.STARTED)):
+            return self.run(cid, login)
+        if desired == 0 and c.status is not S.ERROR and c.status not in STOPPED:
+            return self.stop(cid)
+        return self._get(cid)
+
+    def logs(self, cid: str, limit: int) -> str:
+        c = self._store.get_container(cid)
+        if c is None:
+            # Not 404: the Dart client turns 404 into an empty string, and CVMTests expects a throw.
+            raise BadRequest(f"Docker container {cid} not found")
+        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+            text = self._orchestrator.logs(c.docker_id, limit)
+            if text:
+                return text
+        lines = c.last_logs.splitlines(keepends=True)
+        return "".join(lines[-limit:] if limit > 0 else lines)
+
+    # -- requests from the proxy -------------------------------------------------------------------------------
+    def ensure_ready(self, cid: str, login: str, timeout: float) -> tuple[DockerContainer, float | None]:
+        """The container, started; with the cold-start time in ms when this request had to wait for a start.
+
+        404 unknown; 400 stopped and not on_demand, or in error; on_demand stopped (by user or system): start it,
+        every concurrent request waiting on the same single start; 504 when not ready within `timeout`."""
+        began = time.monotonic()
+        c = self._get(cid)
+        if c.status is S.STARTED:
+            return c, None
+        if c.status is S.ERROR:
+            raise BadRequest(f"Container {c.name} is in error: {c.error or 'no reason recorded'}")
+        on_demand = bool(c.config.get("on_demand"))
+        if c.status not in STARTING_UP:
+            if not on_demand:
+                raise BadRequest(f"Container {c.name} is {c.status.value} and not on_demand: start it first")
+            self._request_start(cid, login)
+        c = self._wait(cid, timeout)
+        if c.status is S.STARTED:
+            return c, (time.monotonic() - began) * 1000
+        if c.status is S.ERROR:
+            raise ContainerFailed(f"Container {c.name} failed to start: {c.error}")
+        raise GatewayTimeout(f"Container {c.name} was not ready within {timeout:g} s (status '{c.status.value}')")
+
+    def touch(self, cid: str) -> None:
+        self._touched[cid] = self._clock.now()
+
+    @contextmanager
+    def hold(self, cid: str):
+        """An open WebSocket or an unfinished streamed response: activity for as long as it lasts."""
+        self._active[cid] += 1
+        self.touch(cid)
+        try:
+            yield
+        finally:
+            self._active[cid] -= 1
+            self.touch(cid)
+
+    # -- events from other services ----------------------------------------------------------------------------
     def image_ready(self, image: DockerImage) -> None:
-        pass
+        """A (re)validated image: replace a container running an older image; start one that is not on_demand."""
+        for c in self._store.list_containers():
+            if c.image_id != image.id:
+                continue
+            if c.status in (S.STARTED, S.CHECKING, S.STARTING) and c.running_image_id != image.docker_id:
+                self._transition(c.id, "replace", expect=(S.STARTED, S.CHECKING, S.STARTING))
+                self._kick(c.id)
+            elif not c.config.get("on_demand") and c.status in (*STOPPED, S.ERROR):
+                try:
+                    self._request_start(c.id, image.updated_by or "admin")
+                except GrokemuError as e:
+                    log.warning("container %s not started: %s", c.name, e.message)
 
     def forget(self, container: DockerContainer) -> None:
+        """The package no longer has this container: remove it from Docker and from the store."""
+        if container.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+            self._orchestrator.remove(container.docker_id)
         self._store.delete_container(container.id)
+        self._notify()
+
+    # -- the drivers -------------------------------------------------------------------------------------------
+    def _kick(self, cid: str) -> None:
+        if self._background:
+            threading.Thread(target=self._drive, args=(cid,), name=f"grokemu-drive-{cid[:8]}", daemon=True).start()
+        else:
+            self._drive(cid, max_steps=50)
+
+    def _drive(self, cid: str, max_steps: int | None = None) -> None:
+        lock = self._lock_for(cid)
+        if not lock.acquire(blocking=False):
+            return  # another driver is on it: single flight
+        try:
+            steps = 0
+            while self._step(cid):
+                steps += 1
+                if max_steps is not None:
+                    if steps >= max_steps:
+                        return
+                    continue
+                time.sleep(self._probe_interval)
+        except Exception:
+            log.exception("driving container %s", cid)
+        finally:
+            lock.release()
+
+    def _step(self, cid: str) -> bool:
+        """One step of the lifecycle; True while there is more to do soon."""
+        c = self._store.get_container(cid)
+        if c is None:
+            return False
+        if c.status is S.PENDING_START:
+            return self._start(c)
+        if c.status is S.CHECKING:
+            return self._check(c)
+        if c.status in STOPPING_DOWN:
+            return self._stop(c)
+        return False
+
+    def _start(self, c: DockerContainer) -> bool:
+        c = self._transition(c.id, "begin_start", expect=(S.PENDING_START,))
+        if c is None:
+            return True
+        try:
+            orch = self._require_orchestrator()
+            if c.docker_id:  # a replacement, or a leftover of an earlier run
+                orch.remove(c.docker_id)
+            image = self._store.get_image(c.image_id)
+            if image is None or image.status is not ImageStatus.READY:
+                raise BadRequest(f"image {image.name if image else c.image_id} is not ready")
+            spec, warnings = self._spec(c, image)
+            running = orch.run(spec)
+        except Exception as e:
+            self._fail(c.id, f"start failed: {getattr(e, 'message', None) or e}", expect=(S.STARTING,))
+            return False
+        moved = self._transition(c.id, "container_running", expect=(S.STARTING,), docker_id=running.id,
+                                 address="127.0.0.1", port=running.host_port, container_port=spec.container_port,
+                                 docker_image=spec.image, running_image_id=image.docker_id,
+                                 warnings=warnings + running.warnings)
+        if moved is None:  # stopped, replaced or timed out while Docker was starting it
+            orch.remove(running.id)
+            return True
+        return True
+
+    def _check(self, c: DockerContainer) -> bool:
+        orch = self._orchestrator
+        running = orch.inspect(c.docker_id) if c.docker_id else None
+        if running is None or running.state in ("exited", "dead"):
+            code = running.exit_code if running else None
+            self._fail(c.id, f"the container exited (code {code}) before it was ready", expect=(S.CHECKING,))
+            return False
+        if orch.app_ready(running):
+            self._transition(c.id, "app_ready", expect=(S.CHECKING,), last_active=self._clock.now(),
+                             port=running.host_port or c.port)
+            return False
+        return True
+
+    def _stop(self, c: DockerContainer) -> bool:
+        by = "stopped_by_system" if c.status is S.PENDING_SYSTEM_STOP else "stopped_by_user"
+        if c.status is S.STOPPING:  # resumed after a restart of grokemu
+            by = "stopped_by_system" if c.error == "idle" else "stopped_by_user"
+        else:
+            c = self._transition(c.id, "begin_stop", expect=(S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP),
+                                 error="idle" if by == "stopped_by_system" else "")
+            if c is None:
+                return True
+        logs = c.last_logs
+        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+            logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
+            self._orchestrator.stop(c.docker_id)
+            self._orchestrator.remove(c.docker_id)
+        c = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None, last_logs=logs,
+                             error="")
+        if c is not None and c.desired_instances == 1:  # a run request arrived while it was stopping
+            self._transition(c.id, "request_start", expect=(S.USER_STOPPED, S.SYSTEM_STOPPED))
+            return True
+        return False
+
+    def _fail(self, cid: str, reason: str, expect: tuple | None = None, event: str = "fail") -> None:
+        c = self._store.get_container(cid)
+        if c is None:
+            return
+        logs = c.last_logs
+        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+            logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
+            self._orchestrator.remove(c.docker_id)  # no orphan: the reason and the logs stay on the entity
+        failed = self._transition(cid, event, expect=expect, error=reason, last_logs=logs, docker_id="",
+                                  address=None, port=None)
+        if failed:
+            log.warning("container %s: error: %s", failed.name, reason)
+
+    # -- container.json → RunSpec ------------------------------------------------------------------------------
+    def _spec(self, c: DockerContainer, image: DockerImage) -> tuple[RunSpec, list[str]]:
+        from grokemu.services.environment import build_environment
+
+        cfg = c.config
+        warnings = []
+        if cfg.get("unknown_keys"):
+            warnings.append("container.json keys Datagrok does not model (kept, not applied): "
+                            + ", ".join(cfg["unknown_keys"]))
+        gpus = int(cfg.get("gpu") or 0)
+        if gpus and self._settings.ignore_gpu:
+            warnings.append(f"gpu {gpus} requested; running without a GPU (--ignore-gpu)")
+            gpus = 0
+        packages = self.packages
+        env = build_environment(
+            api_url=self.container_api_url(), user_token=self._auth.token_for(c.started_by or "admin"),
+            env=cfg.get("env") or {}, own_package=c.package,
+            find_package=packages.find_package if packages else (lambda ref: None),
+            own_entities=packages.entities(c.package) if packages else [])
+        spec = RunSpec(
+            name=self.docker_name(c), image=image.docker_id or image.docker_full_name,
+            container_port=int(image.port or cfg.get("port") or 0), labels=self.labels(c), env=env,
+            nano_cpus=int(float(cfg.get("cpu", 0.25)) * 1e9), mem_bytes=int(float(cfg.get("memory", 512)) * MB),
+            shm_bytes=int(float(cfg.get("shm_size", 64)) * MB), gpus=gpus, storage_gb=cfg.get("storage"),
+            extra_hosts={"host.docker.internal": "host-gateway"})
+        return spec, warnings
+
+    def container_api_url(self) -> str:
+        return self._settings.container_api_url or f"http://host.docker.internal:{self._settings.port}/api"
+
+    # -- the scheduler's pass ----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self._orchestrator is None or not self._orchestrator.ping():
+            return
+        if not self._reconciled:
+            self.reconcile()
+        now = self._clock.now()
+        watch = not self._background or time.monotonic() - self._last_watch >= self._watch_interval
+        if watch:
+            self._last_watch = time.monotonic()
+        timeout = self._settings.container_status_timeout
+        for c in self._store.list_containers():
+            self._flush_activity(c)
+            if c.status in CONTAINER_TRANSIENT and now - c.status_since > timeout:
+                self._fail(c.id, f"status '{c.status.value}' held longer than {timeout:g} s", expect=(c.status,),
+                           event="timeout")
+            elif c.status is S.STARTED:
+                if watch:
+                    self._watch(c)
+                if c.desired_instances == 0:
+                    self._transition(c.id, "request_user_stop", expect=(S.STARTED,))
+                    self._kick(c.id)
+                elif self._idle(c, now):
+                    self._transition(c.id, "request_system_stop", expect=(S.STARTED,), desired_instances=0)
+                    self._kick(c.id)
+            elif c.status in STARTING_UP or c.status in STOPPING_DOWN:
+                self._kick(c.id)  # no-op when a driver holds it
+
+    def _flush_activity(self, c: DockerContainer) -> None:
+        touched = self._touched.get(c.id)
+        if touched and (c.last_active or 0) < touched:
+            with self._store.transaction():
+                fresh = self._store.get_container(c.id)
+                if fresh:
+                    fresh.last_active = touched
+                    self._store.put_container(fresh)
+            c.last_active = touched
+
+    def _idle(self, c: DockerContainer, now: float) -> bool:
+        minutes = c.config.get("shutdown_timeout")
+        if minutes is None or self._active[c.id] > 0:
+            return False
+        last = max(c.last_active or 0, self._touched.get(c.id, 0), c.status_since)
+        return now - last >= float(minutes) * 60
+
+    def _watch(self, c: DockerContainer) -> None:
+        """A started container that exits on its own becomes `error` (never silently restarted)."""
+        running = self._orchestrator.inspect(c.docker_id) if c.docker_id else None
+        if running is None:
+            self._transition(c.id, "vanished", expect=(S.STARTED,), docker_id="", address=None, port=None,
+                             desired_instances=0, error="the container was removed outside grokemu")
+        elif running.state in ("exited", "dead"):
+            self._fail(c.id, f"the container exited by itself (code {running.exit_code})", expect=(S.STARTED,))
+
+    def reconcile(self) -> None:
+        """On startup: re-adopt running labelled containers, stop entities whose container vanished, remove stray
+        labelled containers of deleted entities. Nothing is orphaned, nothing duplicated."""
+        self._reconciled = True
+        orch = self._orchestrator
+        containers = {c.id: c for c in self._store.list_containers()}
+        adopted: dict[str, str] = {}
+        for running in orch.list_labelled(self.labels()):
+            cid = running.labels.get("grokemu.container", "")
+            c = containers.get(cid)
+            if c is None or cid in adopted:
+                log.info("reconcile: removing stray container %s", running.name)
+                orch.remove(running.id)
+                continue
+            adopted[cid] = running.id
+            if running.state in ("exited", "dead"):  # it crashed while grokemu was not watching
+                if c.docker_id == running.id and c.status not in STOPPED and c.status is not S.ERROR:
+                    self._fail(cid, f"the container exited by itself (code {running.exit_code})")
+                else:
+                    orch.remove(running.id)
+                    adopted.pop(cid)
+                continue
+            if c.docker_id == running.id and c.status in (S.CHECKING, S.STARTED, *STOPPING_DOWN, S.PENDING_START,
+                                                           S.STARTING):
+                continue  # already tracked: the drivers carry on from its recorded status
+            event = "adopt_running" if orch.app_ready(running) else "adopt_checking"
+            self._transition(cid, event, docker_id=running.id, address="127.0.0.1", port=running.host_port,
+                             desired_instances=1, last_active=self._clock.now())
+        for cid, c in containers.items():
+            if cid not in adopted and c.status not in STOPPED and c.status is not S.ERROR:
+                self._transition(cid, "vanished", docker_id="", address=None, port=None, desired_instances=0)
+
+    # -- waiting -----------------------------------------------------------------------------------------------
+    def _wait(self, cid: str, timeout: float) -> DockerContainer:
+        """Until the container settles (started, stopped, error) or `timeout` real seconds pass."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._changed:
+                seen = self._generation
+            # read the store outside the condition's lock: _transition notifies while holding the store's lock
+            c = self._get(cid)
+            if c.status not in STARTING_UP and c.status not in STOPPING_DOWN:
+                return c
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._background:
+                return c
+            with self._changed:
+                if self._generation == seen:
+                    self._changed.wait(min(remaining, 0.5))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request
 
 from grokemu import __version__
-from grokemu.domain.errors import NotFound, Unauthorized
+from grokemu.domain.errors import BadRequest, NotFound, Unauthorized
 from grokemu.domain.query import apply_query, decode_text
 from grokemu.web.auth import authenticate
 
@@ -167,6 +167,37 @@ def get_container(container_id: str):
     if container is None:
         raise NotFound(f"Docker container {container_id} not found")
     return jsonify(container.to_wire())
+
+
+def _bool_arg(name: str) -> bool:
+    return (request.args.get(name) or "false").lower() == "true"
+
+
+@blueprint.get("/docker/containers/<container_id>/run")
+def run_container(container_id: str):
+    return jsonify(_ctx().spawner.run(container_id, g.login, await_start=_bool_arg("awaitStart")).to_wire())
+
+
+@blueprint.get("/docker/containers/<container_id>/stop")
+def stop_container(container_id: str):
+    return jsonify(_ctx().spawner.stop(container_id, await_stop=_bool_arg("awaitStop")).to_wire())
+
+
+@blueprint.get("/docker/containers/<container_id>/logs")
+def container_logs(container_id: str):
+    try:
+        limit = int(request.args.get("limit") or 10000)
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    return Response(_ctx().spawner.logs(container_id, limit), mimetype="text/plain")
+
+
+@blueprint.post("/docker/containers")
+def save_container():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("Expected a DockerContainer entity as a JSON object")
+    return jsonify(_ctx().spawner.save(body, g.login).to_wire())
 
 
 @blueprint.get("/docker/services")
