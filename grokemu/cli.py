@@ -40,32 +40,38 @@ def _load(args):
 def cmd_up(args) -> int:
     from grokemu.adapters.docker_orchestrator import DockerOrchestrator
     from grokemu.app import create_app
-    from grokemu.server import create_server, effective_port, run_forever
+    from grokemu.server import bind, create_server, run_forever
 
     settings = _load(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     orchestrator = DockerOrchestrator()
-    app = create_app(settings, orchestrator=orchestrator)
+    docker_ok = orchestrator.ping()
+    # Containers reach the API at host.docker.internal, i.e. the Docker bridge gateway: listen there too
+    # (reachable from containers and this host only; never 0.0.0.0).
+    gateway = orchestrator.bridge_gateway() if docker_ok and not settings.container_api_url else None
+    extra = [gateway] if gateway and gateway != settings.host else []
     try:
-        server = create_server(app, settings.host, settings.port, settings.threads, settings.max_request_body_size)
+        sockets = bind(settings.host, settings.port, extra)
     except OSError as e:
         print(f"grokemu: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
         return 1
-    port = effective_port(server)
+    port = sockets[0].getsockname()[1]
     if port != settings.port:  # --port 0: the URLs printed and handed to containers use the real port
         from dataclasses import replace
 
         settings = replace(settings, port=port)
-        app.extensions["grokemu"].settings = settings
+    app = create_app(settings, orchestrator=orchestrator)
+    server = create_server(app, sockets, settings.threads, settings.max_request_body_size)
     context = app.extensions["grokemu"]
-    docker_ok = orchestrator.ping()
     context.scheduler.start()
 
     base = settings.api_url[: -len("/api")]
     print(f"grokemu {__version__} serving {base} (data in {settings.data_dir})")
     print(f"  API {settings.api_url}   registry {base.split('//', 1)[1]}   dashboard {base}/")
     if docker_ok:
-        print("  Docker daemon: reachable")
+        reach = f", containers reach the API at {context.spawner.container_api_url()}" if len(sockets) > 1 or \
+            settings.container_api_url else ""
+        print(f"  Docker daemon: reachable{reach}")
     else:
         print("  Docker daemon: UNREACHABLE. Publishing and the API work; images stay 'pending validation' and "
               "containers cannot start until Docker is back.")

@@ -15,7 +15,6 @@ import threading
 from typing import Callable
 
 import waitress
-from waitress.server import BaseWSGIServer, MultiSocketServer
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +77,30 @@ class _HandedOffFilter(logging.Filter):
         return not str(record.msg).startswith("Client disconnected while serving")
 
 
-def create_server(app, host: str, port: int, threads: int, max_request_body_size: int):
-    """A waitress server (not yet running); `effective_port` tells the port when 0 was asked for."""
+def bind(host: str, port: int, extra_hosts: list[str]) -> list[socket.socket]:
+    """Listening sockets: `host:port` (port 0 picks one), then the same port on each extra address that can be
+    bound (e.g. the Docker bridge gateway, so containers reach the API at host.docker.internal)."""
+    main = socket.create_server((host, port), reuse_port=False)
+    port = main.getsockname()[1]
+    sockets = [main]
+    for extra in extra_hosts:
+        try:
+            sockets.append(socket.create_server((extra, port)))
+        except OSError as e:
+            log.warning("cannot also listen on %s:%d (%s): containers will not reach the API there", extra, port, e)
+    return sockets
+
+
+def create_server(app, sockets: list[socket.socket], threads: int, max_request_body_size: int):
+    """A waitress server (not yet running) on already-bound sockets."""
     logging.getLogger("waitress").addFilter(_HandedOffFilter())
     handoff = WebSocketHandoff(app)
     app.extensions["grokemu"].services["websockets"] = handoff
-    server = waitress.create_server(handoff, host=host, port=port, threads=threads,
+    server = waitress.create_server(handoff, sockets=sockets, threads=threads,
                                     max_request_body_size=max_request_body_size, ident="grokemu",
                                     # a `docker push` layer or a big fetchProxy upload spills to disk, not memory
                                     inbuf_overflow=1024 * 1024, channel_timeout=300)
     return server
-
-
-def effective_port(server: BaseWSGIServer | MultiSocketServer) -> int:
-    return getattr(server, "effective_port", None) or server.effective_listen[0][1]
 
 
 def run_forever(server, on_stop: Callable[[], None]) -> None:

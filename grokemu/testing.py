@@ -25,9 +25,9 @@ import pytest
 
 
 class GrokemuProcess:
-    def __init__(self, data_dir: Path, *extra_args: str, env: dict | None = None):
+    def __init__(self, data_dir: Path, *extra_args: str, env: dict | None = None, instance: str | None = None):
         self.data_dir = Path(data_dir)
-        self.instance = f"test-{uuid.uuid4().hex[:8]}"
+        self.instance = instance or f"test-{uuid.uuid4().hex[:8]}"
         self.args = [sys.executable, "-m", "grokemu", "up", "--port", "0", "--data-dir", str(self.data_dir),
                      "--instance", self.instance, *extra_args]
         self.env = {**os.environ, **(env or {})}

@@ -5,6 +5,7 @@ grokemu's labels so a restart can re-adopt them and nothing is orphaned.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -13,7 +14,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
-from grokemu.domain.errors import DockerUnavailable, GrokemuError
+from grokemu.domain.errors import NO_GPU_MESSAGE, ContainerStartFailed, DockerUnavailable
 from grokemu.domain.ports import BuildResult, ImageInfo, RunningContainer, RunSpec
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,6 @@ def http_answers(host: str, port: int, timeout: float = 1.0) -> bool:
             return bool(sock.recv(1))
     except OSError:
         return False
-
-
-class ContainerStartFailed(GrokemuError):
-    status = 500
 
 
 class DockerOrchestrator:
@@ -64,6 +61,20 @@ class DockerOrchestrator:
             with self._lock:
                 self._client = None
             return False
+
+    def bridge_gateway(self) -> str | None:
+        """The host's address on Docker's default bridge: where `host.docker.internal` (host-gateway) points."""
+        try:
+            config = self.client.networks.get("bridge").attrs["IPAM"]["Config"] or []
+        except (DockerException, KeyError, DockerUnavailable):
+            return None
+        for entry in config:
+            if entry.get("Gateway"):
+                return entry["Gateway"]
+            if entry.get("Subnet") and ":" not in entry["Subnet"]:
+                # Engines that leave Gateway out use the subnet's first address (docker0 is 172.17.0.1/16).
+                return str(next(ipaddress.ip_network(entry["Subnet"], strict=False).hosts()))
+        return None
 
     # images ---------------------------------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> ImageInfo | None:
@@ -163,9 +174,7 @@ class DockerOrchestrator:
             container.remove(force=True)  # never leave a created-but-unstartable container behind
             msg = str(e.explanation or e)
             if "capabilities: [[gpu]]" in msg or "nvidia" in msg.lower():
-                raise ContainerStartFailed(
-                    "The container asks for a GPU (container.json 'gpu') but this Docker host has no GPU runtime; "
-                    "start grokemu with --ignore-gpu to run it without one", msg) from None
+                raise ContainerStartFailed(NO_GPU_MESSAGE, msg) from None
             raise
         return container
 

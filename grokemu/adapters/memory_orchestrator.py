@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from grokemu.domain.errors import NO_GPU_MESSAGE, ContainerStartFailed
 from grokemu.domain.ports import BuildResult, ImageInfo, RunningContainer, RunSpec
 
 
@@ -41,6 +42,7 @@ class MemoryOrchestrator:
         self._lock = threading.RLock()
         self.fail_next_run: str | None = None  # test control: the next run() raises this message
         self.apps_ready = True  # test control: False holds every container in `checking`
+        self.gpu_available = False  # like a laptop's daemon: no GPU runtime
 
     def ping(self) -> bool:
         return self.reachable
@@ -124,6 +126,8 @@ class MemoryOrchestrator:
                 raise RuntimeError(message)
             if self._find_image(spec.image) is None:
                 raise RuntimeError(f"No such image: {spec.image}")
+            if spec.gpus and not self.gpu_available:
+                raise ContainerStartFailed(NO_GPU_MESSAGE)
             for c in list(self.containers.values()):
                 if c.running.name == spec.name:
                     del self.containers[c.running.id]

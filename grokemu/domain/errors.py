@@ -46,3 +46,13 @@ class IllegalTransition(GrokemuError):
     """A lifecycle table has no edge for this (status, event); the caller asked for something the state forbids."""
 
     status = 400
+
+
+class ContainerStartFailed(GrokemuError):
+    """The orchestrator could not start a container (the reason is in the message)."""
+
+    status = 500
+
+
+NO_GPU_MESSAGE = ("The container asks for a GPU (container.json 'gpu') but this Docker host has no GPU runtime; "
+                  "start grokemu with --ignore-gpu to run it without one")

@@ -112,6 +112,7 @@ class DockerContainer:
     last_active: float | None = None
     config: dict[str, Any] = field(default_factory=dict)  # container.json, normalized (see container_config)
     docker_id: str = ""  # the daemon's container id
+    service_name: str = ""  # the orchestrator's name for it (the Docker container name)
     started_by: str = ""  # login whose action started it: its session token becomes USER_API_KEY
     running_image_id: str = ""  # the daemon image id it runs; a newer ready image replaces the container
     warnings: list[str] = field(default_factory=list)  # e.g. storage limit not enforced, unknown container.json keys
@@ -119,10 +120,6 @@ class DockerContainer:
     updated_on: float = 0.0
     updated_by: str = ""
     status_since: float = 0.0
-
-    @property
-    def service_name(self) -> str:
-        return f"grokemu-{self.name}"
 
     def to_wire(self) -> dict[str, Any]:
         cfg = self.config

@@ -301,6 +301,7 @@ class Spawner:
             self._fail(c.id, f"start failed: {getattr(e, 'message', None) or e}", expect=(S.STARTING,))
             return False
         moved = self._transition(c.id, "container_running", expect=(S.STARTING,), docker_id=running.id,
+                                 service_name=spec.name,
                                  address="127.0.0.1", port=running.host_port, container_port=spec.container_port,
                                  docker_image=spec.image, running_image_id=image.docker_id,
                                  warnings=warnings + running.warnings)

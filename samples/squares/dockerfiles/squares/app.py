@@ -9,12 +9,16 @@ Standard library only (it must build without PyPI). Routes:
   GET  /bytes/<n>         n bytes, streamed in 64 KiB chunks
   POST /count             reads the whole body and answers its size and sha256
   GET  /env/<NAME>        an environment variable (DATAGROK_API_URL, USER_API_KEY, ...)
+  GET  /datagrok          calls back into the server: GET $DATAGROK_API_URL/users/current with USER_API_KEY
+  GET  /exit?code=N       the process exits with code N (to see how the platform reports a crash)
 """
 import gzip
 import hashlib
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -79,6 +83,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk[:size])
                 size -= len(chunk)
             return None
+        if url.path == "/datagrok":
+            api, token = os.environ.get("DATAGROK_API_URL"), os.environ.get("USER_API_KEY")
+            req = urllib.request.Request(f"{api}/users/current", headers={"Authorization": token or ""})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    return self._json(200, {"status": resp.status, "user": json.load(resp)})
+            except urllib.error.HTTPError as e:
+                return self._json(200, {"status": e.code, "error": e.read().decode()})
+            except OSError as e:
+                return self._json(502, {"error": f"cannot reach {api}: {e}"})
+        if url.path == "/exit":
+            code = int(parse_qs(url.query).get("code", ["1"])[0])
+            print(f"exiting with code {code} as asked", flush=True)
+            self._json(200, {"exiting": code})
+            os._exit(code)
         if parts[0] == "env" and len(parts) == 2:
             return self._json(200, {"name": parts[1], "value": os.environ.get(parts[1])})
         return self._json(404, {"error": f"no route {url.path}"})

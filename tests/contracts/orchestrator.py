@@ -1,0 +1,86 @@
+"""The Orchestrator contract (house rule 4, after distribution's storage-driver suite): every adapter passes these
+same tests, so the in-memory fake behaves like the Docker adapter where the services rely on it.
+
+A test module subclasses OrchestratorContract and provides the fixtures `orch` (the adapter), `base_image` (an
+image that can run `python3 -m http.server`) and `labels` (unique to the test run)."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from grokemu.domain.errors import GrokemuError
+from grokemu.domain.ports import RunSpec
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+class OrchestratorContract:
+    def spec(self, image, labels, **overrides):
+        fields = dict(name=f"grokemu-contract-{uuid.uuid4().hex[:8]}", image=image, container_port=8000,
+                      labels=labels, env={"HELLO": "world"}, nano_cpus=250_000_000, mem_bytes=128 * 1024 * 1024,
+                      shm_bytes=64 * 1024 * 1024)
+        fields.update(overrides)
+        return RunSpec(**fields)
+
+    def build(self, orch, tmp_path, dockerfile, labels, files=None, tag=None):
+        (tmp_path / "Dockerfile").write_text(dockerfile)
+        for name, text in (files or {}).items():
+            (tmp_path / name).write_text(text)
+        tag = tag or f"grokemu-contract/{uuid.uuid4().hex[:8]}:1"
+        return tag, orch.build_image(str(tmp_path), tag, labels)
+
+    def test_ping(self, orch):
+        assert orch.ping() is True
+
+    def test_unknown_image(self, orch):
+        assert orch.inspect_image(f"grokemu-contract/none-{uuid.uuid4().hex}:x") is None
+
+    def test_build_reports_ports_and_labels(self, orch, tmp_path, labels):
+        tag, result = self.build(orch, tmp_path, "FROM scratch\nCOPY a.txt /a.txt\nEXPOSE 8000\n", labels,
+                                 {"a.txt": "a"})
+        assert result.ok, result.logs
+        info = orch.inspect_image(tag)
+        assert info.exposed_ports == [8000] and info.labels["grokemu.test"] == labels["grokemu.test"]
+        assert info.healthcheck is False
+
+    def test_build_failure_keeps_the_output(self, orch, tmp_path, labels):
+        tag, result = self.build(orch, tmp_path, "FROM scratch\nCOPY missing.txt /\n", labels)
+        assert result.ok is False and "missing.txt" in result.logs
+        assert orch.inspect_image(tag) is None
+
+    def test_run_ready_logs_stop_remove(self, orch, base_image, labels):
+        running = orch.run(self.spec(base_image, labels))
+        try:
+            assert running.state == "running" and isinstance(running.host_port, int)
+            assert running.labels["grokemu.test"] == labels["grokemu.test"]
+            assert [c.id for c in orch.list_labelled(labels)] == [running.id]
+            assert wait_for(lambda: orch.app_ready(orch.inspect(running.id)))
+            assert isinstance(orch.logs(running.id, 10), str)
+            orch.stop(running.id, timeout=2)
+            stopped = orch.inspect(running.id)
+            assert stopped.state == "exited" and not orch.app_ready(stopped)
+        finally:
+            orch.remove(running.id)
+        assert orch.inspect(running.id) is None
+        assert list(orch.list_labelled(labels)) == []
+        orch.remove(running.id)  # removing twice is not an error
+
+    def test_gpu_without_runtime_fails_clearly_and_leaves_nothing(self, orch, base_image, labels):
+        with pytest.raises(GrokemuError, match="GPU"):
+            orch.run(self.spec(base_image, labels, gpus=1))
+        assert list(orch.list_labelled(labels)) == []
+
+    def test_remove_images_by_label(self, orch, tmp_path, labels):
+        tag, result = self.build(orch, tmp_path, "FROM scratch\nCOPY a.txt /a.txt\n", labels, {"a.txt": "b"})
+        assert result.ok
+        assert orch.remove_images(labels) >= 1
+        assert orch.inspect_image(tag) is None
