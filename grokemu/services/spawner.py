@@ -76,6 +76,9 @@ class Spawner:
             self._generation += 1
             self._changed.notify_all()
 
+    def get(self, cid: str) -> DockerContainer:
+        return self._get(cid)
+
     def _get(self, cid: str) -> DockerContainer:
         c = self._store.get_container(cid)
         if c is None:
@@ -308,6 +311,8 @@ class Spawner:
         if moved is None:  # stopped, replaced or timed out while Docker was starting it
             orch.remove(running.id)
             return True
+        for warning in moved.warnings:
+            log.warning("container %s: %s", moved.name, warning)
         return True
 
     def _check(self, c: DockerContainer) -> bool:

@@ -173,6 +173,13 @@ def _bool_arg(name: str) -> bool:
     return (request.args.get(name) or "false").lower() == "true"
 
 
+@blueprint.delete("/docker/containers/<container_id>")
+def delete_container(container_id: str):
+    spawner = _ctx().spawner
+    spawner.forget(spawner.get(container_id))
+    return jsonify({"id": container_id, "isDeleted": True})
+
+
 @blueprint.get("/docker/containers/<container_id>/run")
 def run_container(container_id: str):
     return jsonify(_ctx().spawner.run(container_id, g.login, await_start=_bool_arg("awaitStart")).to_wire())

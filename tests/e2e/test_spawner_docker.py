@@ -228,3 +228,34 @@ def test_sigkill_and_restart_readopts_the_same_container(api, grokemu_server, tm
         again.reset()
         again.stop()
     assert labelled(grokemu_server.instance) == []
+
+
+def test_republish_replaces_the_running_container(api, grokemu_server):
+    name = unique()
+    files = sample_files(f"@grokemu/{name}", {"on_demand": True})
+    api.publish(f"@grokemu/{name}", files)
+    first = api.wait_image_ready(name)
+    c = api.run(api.container(name)["id"], await_start=True).json()
+    old = inspect(c["serviceName"])["Id"]
+
+    app = files["dockerfiles/squares/app.py"]
+    files["dockerfiles/squares/app.py"] = app + b"\n# version 2\n"
+    api.publish(f"@grokemu/{name}", files)
+    second = api.wait_image_ready(name)
+    assert second["id"] == first["id"]
+
+    def replaced():
+        now = api.get(c["id"])
+        info = inspect(now["serviceName"]) if now["status"] == "started" else None
+        return info and info["Id"] != old
+
+    deadline = time.time() + 120
+    while not replaced():
+        assert time.time() < deadline, api.get(c["id"])
+        time.sleep(0.2)
+    assert inspect(old) is None and len(labelled(grokemu_server.instance)) == 1
+    c = api.get(c["id"])
+    assert requests.get(f"http://127.0.0.1:{c['port']}/health").status_code == 200
+    deleted = requests.delete(f"{grokemu_server.api}/docker/containers/{c['id']}", headers=api.h)
+    assert deleted.status_code == 200 and labelled(grokemu_server.instance) == []
+    assert requests.get(f"{grokemu_server.api}/docker/containers/{c['id']}", headers=api.h).status_code == 404
