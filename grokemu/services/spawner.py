@@ -233,6 +233,12 @@ class Spawner:
         for c in self._store.list_containers():
             if c.image_id != image.id:
                 continue
+            if c.docker_image != image.docker_full_name and c.status in (*STOPPED, S.ERROR):
+                with self._store.transaction():
+                    fresh = self._store.get_container(c.id)
+                    if fresh:
+                        fresh.docker_image = image.docker_full_name
+                        self._store.put_container(fresh)
             if c.status in (S.STARTED, S.CHECKING, S.STARTING) and c.running_image_id != image.docker_id:
                 self._transition(c.id, "replace", expect=(S.STARTED, S.CHECKING, S.STARTING))
                 self._kick(c.id)

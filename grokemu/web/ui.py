@@ -14,16 +14,17 @@ _PAGE = """<!doctype html>
  table{border-collapse:collapse;width:100%} th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}
  .dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:6px}
  .green{background:#2a2} .red{background:#d22} .grey{background:#999;animation:blink 1s infinite}
- @keyframes blink{50%{opacity:.2}} code{background:#f4f4f4;padding:1px 4px}
+ .details{color:#a33;font-size:12px;max-width:28em} @keyframes blink{50%{opacity:.2}} code{background:#f4f4f4;padding:1px 4px}
 </style></head><body>
 <h1>grokemu {{ version }}</h1>
 <p>API <code>{{ api }}</code> &middot; Docker {{ 'reachable' if docker else 'unreachable' }} &middot;
  point the grok CLI here: <code>grok config add --alias grokemu --server {{ api }} --key {{ key }} --default</code></p>
 <h2>Containers</h2>
-<table id="containers"><tr><th>Name</th><th>Status</th><th>Package</th><th>Image</th><th>Address</th><th>Last active</th></tr>
+<table id="containers"><tr><th>Name</th><th>Status</th><th>Package</th><th>Image</th><th>Address</th><th>Last active</th><th>Details</th></tr>
 {% for c in containers %}<tr><td>{{ dot(c.status) | safe }}{{ c.name }}</td><td>{{ c.status }}</td><td>{{ c.namespace }}</td>
-<td>{{ c.dockerImage }}</td><td>{{ c.address or '' }}{{ ':' ~ c.port if c.port else '' }}</td><td>{{ c.lastActive or '' }}</td></tr>
-{% else %}<tr><td colspan="6">No containers yet: publish a package with a dockerfiles/ folder.</td></tr>{% endfor %}
+<td>{{ c.dockerImage }}</td><td>{{ c.address or '' }}{{ ':' ~ c.port if c.port else '' }}</td><td>{{ c.lastActive or '' }}</td>
+<td class="details">{{ c.errorMessage or '' }}{% for w in c.warnings %}<div>{{ w }}</div>{% endfor %}</td></tr>
+{% else %}<tr><td colspan="7">No containers yet: publish a package with a dockerfiles/ folder.</td></tr>{% endfor %}
 </table>
 <h2>Images</h2>
 <table id="images"><tr><th>Name</th><th>Status</th><th>Version</th><th>Image</th><th>Package</th></tr>

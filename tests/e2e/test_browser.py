@@ -1,0 +1,41 @@
+"""A real browser (Debian's Chromium, driven by playwright-core) logged in by the `auth` cookie, as Datagrok's
+browser sessions are: the dashboard lists what was published."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.conftest import TOOLS
+from tests.helpers import hello_package, package_zip, require
+
+pytestmark = pytest.mark.e2e
+DRIVER = Path(__file__).parent / "browser" / "drive.cjs"
+
+
+@pytest.fixture
+def browser_ready():
+    require(shutil.which("chromium") is not None or Path("/usr/bin/chromium").exists(), "Chromium")
+    require((TOOLS / "node_modules" / "playwright-core").exists(), "playwright-core (scripts/ensure-clients.sh)")
+
+
+def drive(*args: str) -> dict:
+    out = subprocess.run(["node", str(DRIVER), *args], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_dashboard_in_chromium(grokemu_server, browser_ready, tmp_path):
+    r = requests.post(f"{grokemu_server.api}/packages/dev/@acme/browserprobe?debug=true",
+                      data=package_zip(hello_package(name="@acme/browserprobe")), headers={"Authorization": "Dev admin"})
+    assert r.status_code == 200, r.text
+    shot = tmp_path / "dashboard.png"
+    seen = drive(grokemu_server.url, grokemu_server.login(), str(shot))
+    assert seen["status"] == 200 and seen["title"] == "grokemu"
+    assert any("browserprobe-hello" in row for row in seen["containers"])
+    assert any("browserprobe-hello" in row for row in seen["images"])
+    assert shot.stat().st_size > 1000
