@@ -15,6 +15,7 @@ import threading
 from typing import Callable
 
 import waitress
+from waitress.channel import HTTPChannel
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,25 @@ class WebSocketHandoff:
             sock.close()
 
 
+class PlainHttpChannel(HTTPChannel):
+    """Closes a connection that opens with a TLS handshake instead of waiting for an HTTP request line.
+
+    The Docker engine tries HTTPS first against every registry, localhost included, and falls back to plain HTTP
+    only when that attempt fails (research/registry-protocol.md §1). Stock waitress treats the ClientHello as the
+    start of a request line and waits for the rest, so each `docker login`/`push`/`pull` stalls ~10 s until the
+    engine gives up. Closing at once makes the fallback immediate."""
+
+    _first_bytes_seen = False
+
+    def received(self, data):
+        if not self._first_bytes_seen and data:
+            self._first_bytes_seen = True
+            if data[:1] == b"\x16":  # TLS record type 22: handshake
+                self.will_close = True
+                return False
+        return super().received(data)
+
+
 class _HandedOffFilter(logging.Filter):
     """waitress logs every handed-off WebSocket as 'Client disconnected while serving': expected, not news."""
 
@@ -100,6 +120,11 @@ def create_server(app, sockets: list[socket.socket], threads: int, max_request_b
                                     max_request_body_size=max_request_body_size, ident="grokemu",
                                     # a `docker push` layer or a big fetchProxy upload spills to disk, not memory
                                     inbuf_overflow=1024 * 1024, channel_timeout=300)
+    # Every listening socket gets the TLS-rejecting channel (a MultiSocketServer keeps them in `map`).
+    socket_map = getattr(server, "map", None) or getattr(server, "_map", {})
+    for dispatcher in list(socket_map.values()):
+        if hasattr(dispatcher, "channel_class"):
+            dispatcher.channel_class = PlainHttpChannel
     return server
 
 

@@ -117,6 +117,12 @@ class DockerOrchestrator:
             log.info("pull of %s failed: %s", ref, e)
             return False
 
+    def tag_image(self, source: str, target: str) -> None:
+        repository, _, tag = target.rpartition(":")
+        if not repository or "/" in tag:
+            repository, tag = target, "latest"
+        self.client.api.tag(source, repository, tag)
+
     def remove_images(self, labels: dict[str, str]) -> int:
         removed = 0
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}

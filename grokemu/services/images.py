@@ -139,9 +139,12 @@ class ImageService:
     def _check(self, image: DockerImage) -> tuple[bool, str, int | None]:
         orch = self._orchestrator
         logs: list[str] = []
-        info = orch.inspect_image(image.image_ref) if image.image_ref else None
-        if info is None and image.image_ref and self._registry is not None:
-            info = self._pull_from_registry(image, logs)
+        info = None
+        if image.image_ref:
+            self._record_registry_digest(image, logs)
+            info = orch.inspect_image(image.image_ref)
+            if info is None and image.digest:
+                info = self._pull_from_registry(image, logs)
         if info is not None:
             logs.append(f"Found image {image.image_ref} in the Docker daemon ({info.id}).\n")
         elif not image.dockerfile:
@@ -179,27 +182,31 @@ class ImageService:
         logs.append(f"Image {image.image_ref} is ready; the container listens on port {port}.\n")
         return True, "".join(logs), port
 
+    def _record_registry_digest(self, image: DockerImage, logs: list[str]) -> None:
+        """Images pushed through grokemu's own registry (`grok config add ... --registry localhost:<port>`) are
+        recorded with their registry digest. image.json never names the registry host (grok-cli-protocol.md §2.4):
+        `datagrok/<name>:<tag>` is the repository inside grokemu's registry."""
+        if self._registry is None:
+            return
+        repo, _, tag = image.image_ref.rpartition(":")
+        if not repo or "/" in tag:
+            repo, tag = image.image_ref, "latest"
+        try:
+            found = self._registry.resolve_manifest(repo, tag)
+        except Exception:  # a name the registry would reject is simply not in it
+            found = None
+        image.digest = found[0] if found else ""
+        if found:
+            logs.append(f"Found {repo}:{tag} in grokemu's registry ({found[0]}).\n")
+
     def _pull_from_registry(self, image: DockerImage, logs: list[str]):
-        """Images pushed through grokemu's own registry (`grok config --registry localhost:<port>`)."""
-        ref = image.image_ref
-        repo, _, tag = ref.rpartition(":")
-        resolve = getattr(self._registry, "resolve_manifest", None)
-        found = resolve(repo, tag) if resolve else None
-        if not found:
-            return None
-        digest = found[0]
-        image.digest = digest
-        registry_ref = f"localhost:{self._settings.port}/{ref}"
-        logs.append(f"Found {ref} in grokemu's registry ({digest}); pulling {registry_ref} into the Docker daemon.\n")
-        pull = getattr(self._orchestrator, "pull_image", None)
-        if pull is None or not pull(registry_ref):
+        registry_ref = f"localhost:{self._settings.port}/{image.image_ref}"
+        logs.append(f"Pulling {registry_ref} into the Docker daemon.\n")
+        if not self._orchestrator.pull_image(registry_ref):
             logs.append(f"Pull of {registry_ref} failed.\n")
             return None
-        tag_image = getattr(self._orchestrator, "tag_image", None)
-        if tag_image:
-            tag_image(registry_ref, ref)
-        return self._orchestrator.inspect_image(registry_ref)
-
+        self._orchestrator.tag_image(registry_ref, image.image_ref)
+        return self._orchestrator.inspect_image(image.image_ref)
 
 def _newest_first(images: list[DockerImage]) -> list[DockerImage]:
     return sorted(images, key=lambda i: i.updated_on, reverse=True)

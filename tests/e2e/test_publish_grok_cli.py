@@ -149,3 +149,29 @@ def test_grok_publish_failing_build_ends_in_error(grokemu_server, grok, package,
     [image] = wait_images(grokemu_server, token, image_name)
     assert image["status"] == "error"
     assert "does-not-exist.txt" in image["logs"]
+
+
+def test_grok_publish_through_grokemus_registry(grokemu_server, grok, package, base_image):
+    """`grok config add ... --registry localhost:<port>`: the CLI logs in with the dev key, pushes
+    localhost:<port>/datagrok/<image>:<tag> and uploads; grokemu finds the image in its own registry."""
+    pkg, image_name = package
+    registry = f"localhost:{grokemu_server.port}"
+    added = grok("config", "add", "--alias", "emu", "--server", grokemu_server.api, "--key", "admin",
+                 "--registry", registry, "--default")
+    assert added.returncode == 0, added.stdout + added.stderr
+    result = grok("publish", "emu", cwd=pkg)
+    try:
+        assert result.returncode == 0 and "Published" in result.stdout, result.stdout + result.stderr
+        assert "was not published" not in result.stdout  # the push went through
+        token = grokemu_server.login()
+        [image] = wait_images(grokemu_server, token, image_name)
+        assert image["status"] == "ready", image["logs"]
+        assert image["digest"] and image["digest"].startswith("sha256:")
+        assert "grokemu's registry" in image["logs"]
+        tags = requests.get(f"{grokemu_server.url}/v2/datagrok/{image_name}/tags/list").json()
+        assert tags["tags"] == ["admin"]
+        head = requests.head(f"{grokemu_server.url}/v2/datagrok/{image_name}/manifests/admin",
+                             headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert head.headers["Docker-Content-Digest"] == image["digest"]
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"{registry}/datagrok/{image_name}:admin"], capture_output=True)

@@ -106,3 +106,17 @@ def test_port_in_use_is_a_clear_error(tmp_path):
                               str(tmp_path)], capture_output=True, text=True, timeout=30,
                              env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
     assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
+
+
+def test_tls_hello_is_refused_at_once(live):
+    """The Docker engine tries HTTPS first; waiting for a request line would stall every docker login/push ~10 s."""
+    import socket
+
+    host, _ = live
+    address, port = host.split(":")
+    with socket.create_connection((address, int(port)), timeout=5) as s:
+        s.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03")  # the start of a TLS ClientHello
+        started = time.monotonic()
+        assert s.recv(10) == b""  # closed, not left waiting
+        assert time.monotonic() - started < 2
+    assert requests.get(f"http://{host}/_grokemu/health", timeout=5).status_code == 200
