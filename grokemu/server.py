@@ -119,7 +119,9 @@ def create_server(app, sockets: list[socket.socket], threads: int, max_request_b
     server = waitress.create_server(handoff, sockets=sockets, threads=threads,
                                     max_request_body_size=max_request_body_size, ident="grokemu",
                                     # a `docker push` layer or a big fetchProxy upload spills to disk, not memory
-                                    inbuf_overflow=1024 * 1024, channel_timeout=300)
+                                    inbuf_overflow=1024 * 1024, channel_timeout=300,
+                                    # big reads: waitress parses bodies in pure Python, 8 KiB at a time by default
+                                    recv_bytes=256 * 1024)
     # Every listening socket gets the TLS-rejecting channel (a MultiSocketServer keeps them in `map`).
     socket_map = getattr(server, "map", None) or getattr(server, "_map", {})
     for dispatcher in list(socket_map.values()):
