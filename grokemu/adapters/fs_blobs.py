@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid as uuidlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -71,6 +72,11 @@ class FsBlobStore:
         self._uploads = self.root / "uploads"
         self._repos = self.root / "repositories"
         for d in (self._blobs, self._uploads, self._repos):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def clear(self) -> None:
+        for d in (self._blobs, self._uploads, self._repos):
+            shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True, exist_ok=True)
 
     # -- blobs ------------------------------------------------------------------------------------------------------
@@ -128,10 +134,13 @@ class FsBlobStore:
     def create_upload(self, repo: str, now: float) -> str:
         _safe_repo(repo)
         upload_id = uuidlib.uuid4().hex
-        d = self._upload_dir(upload_id)
-        d.mkdir(parents=True)
-        (d / "data").touch()
-        _atomic_write(d / "meta.json", json.dumps({"repo": repo, "started": now, "updated": now}).encode())
+        # Prepared under a temporary name and renamed into place: a session directory always has its metadata, so
+        # a concurrent purge never mistakes a session being created for debris.
+        tmp = self._uploads / f".tmp-{upload_id}"
+        tmp.mkdir()
+        (tmp / "data").touch()
+        (tmp / "meta.json").write_text(json.dumps({"repo": repo, "started": now, "updated": now}))
+        os.rename(tmp, self._upload_dir(upload_id))
         return upload_id
 
     def upload_info(self, upload_id: str) -> dict | None:
@@ -183,16 +192,15 @@ class FsBlobStore:
                 hasher.update(buf)
 
     def commit_upload(self, upload_id: str, digest: str) -> None:
-        """Move a verified upload under its digest: fsync, then rename (same filesystem, atomic)."""
+        """Move a verified upload under its digest: fsync, then rename (same filesystem, atomic). If the blob is
+        already there the rename replaces it with identical bytes, so it exists afterwards whatever a concurrent gc
+        did meanwhile."""
         src = self._upload_dir(upload_id) / "data"
         dst = self.blob_path(digest)
         with open(src, "rb") as f:
             os.fsync(f.fileno())
-        if dst.exists():
-            src.unlink()  # content-addressed: the blob already there has these very bytes
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(src, dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
         self.delete_upload(upload_id)
 
     def delete_upload(self, upload_id: str) -> bool:
@@ -202,11 +210,19 @@ class FsBlobStore:
         shutil.rmtree(d, ignore_errors=True)
         return True
 
-    def iter_uploads(self) -> Iterator[tuple[str, dict | None]]:
+    def iter_uploads(self, debris_age: float = 3600.0) -> Iterator[tuple[str, dict | None]]:
+        """(upload id, info) for each session; (name, None) for debris (a session or temporary directory without
+        readable metadata, left by a crash) once it is `debris_age` seconds old by its mtime."""
         for d in self._uploads.iterdir():
-            if _UUID.match(d.name):
-                yield d.name, self.upload_info(d.name)
-            elif d.name.startswith(".tmp-"):
+            info = self.upload_info(d.name) if _UUID.match(d.name) else None
+            if info is not None:
+                yield d.name, info
+                continue
+            try:
+                age = time.time() - d.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age > debris_age:
                 yield d.name, None
 
     def remove_upload_entry(self, name: str) -> None:
@@ -311,6 +327,21 @@ class FsBlobStore:
                 except FileNotFoundError:
                     continue
         return out
+
+    def linked_since(self, digest: str, since: float) -> bool:
+        """Whether any repository linked `digest` (as a layer or manifest) at or after `since` (clock time)."""
+        alg, hexpart = _safe_digest(digest)
+        for repo in self.repositories():
+            d = self._repos / repo
+            try:
+                if float((d / "_layers" / alg / hexpart).read_bytes() or 0) >= since:
+                    return True
+            except (OSError, ValueError):
+                pass
+            link = self.manifest_link(repo, digest)
+            if link is not None and float(link.get("linked", 0)) >= since:
+                return True
+        return False
 
     def repo_exists(self, repo: str) -> bool:
         d = self._repo_dir(repo)

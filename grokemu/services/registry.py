@@ -286,6 +286,9 @@ class RegistryService:
         if self.store.blob_size(digest) is None:
             return None
         self.store.link_layer(repo, digest, self._clock.now())
+        if self.store.blob_size(digest) is None:  # a gc removed it meanwhile: upload it after all
+            self.store.unlink_layer(repo, digest)
+            return None
         return UploadState(repo, None, digest=digest, mounted=True)
 
     def _session(self, repo: str, upload_id: str) -> dict:
@@ -293,6 +296,8 @@ class RegistryService:
         if not _UPLOAD_ID.match(upload_id or ""):
             raise BlobUploadUnknown("blob upload unknown to registry", detail={"uuid": upload_id})
         info = self.store.upload_info(upload_id)
+        if info is None:
+            self._forget(upload_id)
         if info is None or info.get("repo") != repo:
             raise BlobUploadUnknown("blob upload unknown to registry", detail={"uuid": upload_id})
         if self._clock.now() - float(info.get("updated", 0)) > self.upload_ttl:
@@ -301,6 +306,8 @@ class RegistryService:
         return info
 
     def _upload_lock(self, upload_id: str) -> threading.Lock:
+        if not _UPLOAD_ID.match(upload_id or ""):
+            raise BlobUploadUnknown("blob upload unknown to registry", detail={"uuid": upload_id})
         with self._lock:
             return self._upload_locks.setdefault(upload_id, threading.Lock())
 
@@ -370,9 +377,15 @@ class RegistryService:
                 self._drop_upload(upload_id)
                 raise DigestInvalid(f"digest {digest} does not match the uploaded content ({actual})",
                                     detail={"digest": digest, "actual": actual})
-            self.store.commit_upload(upload_id, digest)
-            self._forget(upload_id)
+            # Link first, then rename: a concurrent gc sees a fresh link and keeps the blob; a HEAD in between
+            # finds the link without bytes and answers 404, which is right until this PUT returns.
             self.store.link_layer(repo, digest, self._clock.now())
+            try:
+                self.store.commit_upload(upload_id, digest)
+            except BaseException:
+                self.store.unlink_layer(repo, digest)
+                raise
+            self._forget(upload_id)
         return UploadState(repo, None, size, digest=digest)
 
     def cancel_upload(self, repo: str, upload_id: str) -> None:
@@ -399,9 +412,12 @@ class RegistryService:
         """Delete sessions untouched for `upload_ttl` seconds (and debris without metadata)."""
         now, removed = self._clock.now(), 0
         for upload_id, info in list(self.store.iter_uploads()):
-            if info is None or now - float(info.get("updated", 0)) > self.upload_ttl:
+            if info is None:
+                self.store.remove_upload_entry(upload_id)
+                removed += 1
+            elif now - float(info.get("updated", 0)) > self.upload_ttl:
                 lock = self._upload_lock(upload_id)
-                if lock.acquire(blocking=False):
+                if lock.acquire(blocking=False):  # a request busy with it right now wins
                     try:
                         self.store.remove_upload_entry(upload_id)
                         self._forget(upload_id)
@@ -556,13 +572,23 @@ class RegistryService:
     def catalog(self, n: int | None = None, last: str | None = None) -> Page:
         return _paginate(self.store.repositories(), n, last)
 
+    def reset(self) -> None:
+        """Forget every repository, blob and upload (the `/_grokemu/reset` control); signing keys are not ours."""
+        with self._lock:
+            self.store.clear()
+            self._hash_state.clear()
+            self._upload_locks.clear()
+
     # -- garbage collection -----------------------------------------------------------------------------------------
 
     def gc(self, *, delete_untagged: bool = False, dry_run: bool = False) -> dict:
         """Mark and sweep, like distribution's `garbage-collect`: keep every manifest revision (or, with
         `delete_untagged`, only tagged ones and what tagged indexes name), every blob those manifests name, and any
         blob linked within the last `gc_grace` seconds (a push in flight uploads layers before its manifest);
-        delete the rest, plus expired upload sessions. Returns counts and bytes."""
+        delete the rest, plus expired upload sessions. Returns counts and bytes.
+
+        Safe beside a running server in all but a sub-millisecond window (a blob re-linked between the last check
+        and its unlink); distribution asks for a read-only registry during gc, which is stricter still."""
         now = self._clock.now()
         stats = {"uploads_removed": 0 if dry_run else self.purge_uploads(), "manifests_removed": 0,
                  "layer_links_removed": 0, "blobs_removed": 0, "bytes_freed": 0, "blobs_kept": 0, "bytes_kept": 0}
@@ -596,7 +622,8 @@ class RegistryService:
                     if not dry_run:
                         self.store.unlink_layer(repo, digest)
         for digest, size in list(self.store.iter_blobs()):
-            if digest in marked:
+            # linked_since: a push may have linked it since the mark phase (gc can run beside a live server)
+            if digest in marked or (not dry_run and self.store.linked_since(digest, now - self.gc_grace)):
                 stats["blobs_kept"] += 1
                 stats["bytes_kept"] += size
             else:

@@ -84,7 +84,7 @@ class TokenService:
     # -- keys -------------------------------------------------------------------------------------------------------
 
     def _load_or_create_key(self) -> rsa.RSAPrivateKey:
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._dir / KEY_FILE
         if not path.exists():
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from grokemu.app import ctx
-from grokemu.services.registry import UploadState, check_name, valid_name
+from grokemu.services.registry import MAX_MANIFEST_BYTES, UploadState, check_name, valid_name
 from grokemu.services.tokens import BadCredentials, TokenService
 
 blueprint = Blueprint("registry", __name__)
@@ -24,7 +24,9 @@ _WRITE_ACTIONS = {"POST": "push", "PUT": "push", "PATCH": "push", "DELETE": "del
 def _bearer() -> str | None:
     value = request.headers.get("Authorization", "")
     scheme, _, rest = value.strip().partition(" ")
-    return rest.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None  # Basic and the rest: docker never sends them to /v2 once it has seen the Bearer challenge
+    return rest.strip() or None
 
 
 @blueprint.before_request
@@ -54,19 +56,38 @@ def _api_version(resp: Response) -> Response:
     return resp
 
 
+def _login(user: str | None, password: str | None) -> str:
+    login = ctx().auth.login_for_dev_key(password) or ctx().auth.login_for_dev_key(user)
+    if login is None:
+        raise BadCredentials("bad credentials")
+    return login
+
+
 @blueprint.get("/token")
 @blueprint.get("/api/docker/token")
 def token():
     """Basic auth with any user name and a dev key as the password (older CLIs sent the key as the user name)
     -> a token granting the requested scopes; no credentials -> an anonymous pull-only token."""
-    login = None
     auth = request.authorization
-    if auth is not None and auth.type == "basic":
-        login = ctx().auth.login_for_dev_key(auth.password) or ctx().auth.login_for_dev_key(auth.username)
-        if login is None:
-            raise BadCredentials("bad credentials")
+    login = _login(auth.username, auth.password) if auth is not None and auth.type == "basic" else None
     access = TokenService.grant(request.args.getlist("scope"), authenticated=login is not None, name_ok=valid_name)
     return jsonify(ctx().tokens.token_response(login or "", access, audience=request.args.get("service")))
+
+
+@blueprint.post("/token")
+@blueprint.post("/api/docker/token")
+def token_oauth():
+    """The OAuth2 form of the token request (distribution token spec `oauth.md`), which containerd-based clients
+    try first: `grant_type=password` with username/password. No refresh tokens are issued (trap T10), so
+    `grant_type=refresh_token` is refused and the client falls back to GET."""
+    form = request.form
+    if form.get("grant_type") != "password":
+        raise BadCredentials("unsupported grant_type: only `password` (a dev key) is accepted")
+    login = _login(form.get("username"), form.get("password"))
+    access = TokenService.grant(form.get("scope", "").split(" "), authenticated=True, name_ok=valid_name)
+    body = ctx().tokens.token_response(login, access, audience=form.get("service"))
+    body["scope"] = form.get("scope", "")
+    return jsonify(body)
 
 
 @blueprint.get("/api/docker/keys")
@@ -131,8 +152,7 @@ def get_manifest(name: str, reference: str):
 
 @blueprint.put("/v2/<path:name>/manifests/<reference>")
 def put_manifest(name: str, reference: str):
-    from grokemu.services.registry import MAX_MANIFEST_BYTES
-    body = request.stream.read(MAX_MANIFEST_BYTES + 1)
+    body = _read_at_most(MAX_MANIFEST_BYTES + 1)  # the service refuses anything longer than the limit
     m = ctx().registry.put_manifest(name, reference, body, request.headers.get("Content-Type"))
     # Trap T3: docker fails the push without Docker-Content-Digest (sha256 of the exact body).
     return _empty(201, {"Location": f"/v2/{name}/manifests/{m.digest}", "Docker-Content-Digest": m.digest})
@@ -155,6 +175,7 @@ def get_blob(name: str, digest: str):
                      max_age=None)
     resp.headers["Docker-Content-Digest"] = info.digest
     resp.headers["Accept-Ranges"] = "bytes"
+    resp.headers.pop("Content-Disposition", None)  # the file name is the digest; nothing to suggest
     return resp
 
 
@@ -212,6 +233,14 @@ def finish_upload(name: str, upload_id: str):
 def cancel_upload(name: str, upload_id: str):
     ctx().registry.cancel_upload(name, upload_id)
     return _empty(204)
+
+
+def _read_at_most(limit: int) -> bytes:
+    chunks, total = [], 0
+    while total < limit and (buf := request.stream.read(min(65536, limit - total))):
+        chunks.append(buf)
+        total += len(buf)
+    return b"".join(chunks)
 
 
 def _empty(status: int, headers: dict[str, str] | None = None) -> Response:

@@ -438,3 +438,18 @@ def test_reset_forgets_everything(svc):
     with pytest.raises(reg.BlobUploadUnknown):
         svc.upload_status("r", s.upload_id)
     push_image(svc, "r", "v1")  # and works afterwards
+
+
+def test_gc_keeps_a_blob_linked_while_it_runs(svc, clock):
+    """gc may run beside a live server: a blob linked after the mark phase must survive the sweep."""
+    orphan = push_blob(svc, "r", b"about to be pushed again")
+    clock.advance(reg.GC_GRACE + 1)
+    real_iter = svc.store.iter_blobs
+
+    def iter_and_push():
+        svc.store.link_layer("other", orphan, clock.now())  # a push/mount lands between mark and sweep
+        yield from real_iter()
+
+    svc.store.iter_blobs = iter_and_push
+    stats = svc.gc()
+    assert stats["blobs_removed"] == 0 and svc.stat_blob("other", orphan)
