@@ -89,7 +89,8 @@ def cmd_registry_gc(args) -> int:
 
     settings = _load(args)
     started = time.time()
-    result = RegistryService(settings.data_dir / "registry", SystemClock()).gc()
+    result = RegistryService(settings.data_dir / "registry", SystemClock()).gc(
+        delete_untagged=args.delete_untagged, dry_run=args.dry_run)
     print(f"registry gc: {result} ({time.time() - started:.2f} s)")
     return 0
 
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     registry_sub = registry.add_subparsers(dest="registry_command", required=True)
     gc = registry_sub.add_parser("gc", help="remove blobs no manifest references")
     _settings_args(gc)
+    gc.add_argument("--delete-untagged", action="store_true", help="also remove manifests no tag points at")
+    gc.add_argument("--dry-run", action="store_true", help="report what would be removed, remove nothing")
     gc.set_defaults(func=cmd_registry_gc)
     return parser
 
