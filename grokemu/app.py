@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     from grokemu.services.admin import AdminService
     from grokemu.services.images import ImageService
     from grokemu.services.packages import PackageService
+    from grokemu.services.proxy import ProxyService
     from grokemu.services.registry import RegistryService
     from grokemu.services.scheduler import Scheduler
     from grokemu.services.spawner import Spawner
@@ -79,7 +80,8 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     admin_service = AdminService(store, orchestrator, settings, settings.data_dir / "packages",
                                  registry=registry_service)
     context.services.update(tokens=tokens, registry=registry_service, images=images, spawner=spawner,
-                            packages=packages, scheduler=scheduler, admin=admin_service)
+                            packages=packages, scheduler=scheduler, admin=admin_service,
+                            proxy=ProxyService(spawner, settings))
 
     app = Flask("grokemu")
     app.config["MAX_CONTENT_LENGTH"] = None
@@ -89,10 +91,12 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     web_auth.install(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(proxy.blueprint)
+    # the WebSocket relay takes the raw socket from the server's handoff itself (services/proxy.py), so it is a
+    # plain Flask websocket route rather than a flask-sock one
+    app.register_blueprint(proxy.ws_blueprint)
     app.register_blueprint(registry.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(ui.blueprint)
     admin.register_websockets(sock)
-    proxy.register_websockets(sock)
     log.debug("grokemu %s app created (data dir %s)", __version__, settings.data_dir)
     return app

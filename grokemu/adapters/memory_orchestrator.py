@@ -42,6 +42,7 @@ class MemoryOrchestrator:
         self._lock = threading.RLock()
         self.fail_next_run: str | None = None  # test control: the next run() raises this message
         self.apps_ready = True  # test control: False holds every container in `checking`
+        self.fixed_host_port: int | None = None  # test control: publish every container on this port (a test server)
         self.gpu_available = False  # like a laptop's daemon: no GPU runtime
 
     def ping(self) -> bool:
@@ -133,7 +134,7 @@ class MemoryOrchestrator:
                     del self.containers[c.running.id]
             container_id = uuid.uuid4().hex * 2
             running = RunningContainer(id=container_id, name=spec.name, labels=dict(spec.labels), state="running",
-                                       host_port=next(self._ports))
+                                       host_port=self.fixed_host_port or next(self._ports))
             self.containers[container_id] = _Container(running, spec, [f"started {spec.name}\n"])
             return replace(running)
 

@@ -213,6 +213,11 @@ class Spawner:
             raise ContainerFailed(f"Container {c.name} failed to start: {c.error}")
         raise GatewayTimeout(f"Container {c.name} was not ready within {timeout:g} s (status '{c.status.value}')")
 
+    @property
+    def generation(self) -> int:
+        """Bumped on every status change of any container: a reader may cache what it saw until it moves."""
+        return self._generation
+
     def touch(self, cid: str) -> None:
         self._touched[cid] = self._clock.now()
 

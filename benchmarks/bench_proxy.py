@@ -1,0 +1,454 @@
+"""fetchProxy / webSocketProxy overhead: grokemu versus going straight to the container, in one run.
+
+    python benchmarks/bench_proxy.py [--seconds 5] [--threads 8] [--gib 1]
+
+Starts `grokemu up` (a subprocess on a free port, its own data dir and instance label), publishes a small
+standard-library app (samples/ws-echo's WebSocket code plus /small, /bytes/<n> and /sink), starts its container, and
+measures the same client against the container's published port (direct) and through grokemu's proxy:
+
+  small GET req/s (N client threads, keep-alive)   target: grokemu >= 0.60 of direct, p50 added <= 2 ms
+  1 GiB upload and 1 GiB download                   target: >= 0.70 of direct; grokemu RSS growth <= 32 MB
+  WebSocket echo round trips/s (100 B messages)     target: >= 0.60 of direct
+  cold start added over raw `docker run` + ready   target: <= 100 ms
+
+Loopback only, bounded loops, everything it creates removed at the end. Numbers are printed whether met or not.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import requests
+import websocket
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from grokemu.testing import GrokemuProcess  # noqa: E402
+from tests.helpers import package_zip  # noqa: E402
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+CHUNK = 256 * 1024
+
+BENCH_APP = r'''
+"""The benchmark's container: ws-echo's WebSocket, plus /small, /bytes/<n> and POST /sink."""
+import json
+from wsecho import Handler as EchoHandler, Server
+
+BLOCK = memoryview(b"x" * (256 * 1024))
+SMALL = json.dumps({"result": "ok"}).encode()
+
+
+class Handler(EchoHandler):
+    def _raw(self, status, body, content_type="application/json"):
+        # status line, headers and body in one write: one segment per answer, as a tuned app would send
+        self.wfile.write(b"HTTP/1.1 %d OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                         % (status, content_type.encode(), len(body)) + body)
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path == "/small":
+            return self._raw(200, SMALL)
+        if path.startswith("/bytes/"):
+            size = int(path.split("/")[2])
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                             % size)
+            while size > 0:
+                self.wfile.write(BLOCK[:size])
+                size -= len(BLOCK)
+            return None
+        return super().do_GET()
+
+    def do_POST(self):
+        if self.path.split("?", 1)[0] != "/sink":
+            return self._raw(404, b"{}")
+        left = int(self.headers.get("Content-Length") or 0)
+        size, buf = 0, bytearray(256 * 1024)
+        while left > 0:
+            n = self.rfile.readinto(memoryview(buf)[:min(left, len(buf))])
+            if not n:
+                break
+            left -= n
+            size += n
+        return self._raw(200, json.dumps({"size": size}).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+if __name__ == "__main__":
+    import signal, sys
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    Server(("0.0.0.0", 8080), Handler).serve_forever()
+'''
+
+DOCKERFILE = """FROM python:3.12-slim
+WORKDIR /app
+COPY wsecho.py bench.py /app/
+EXPOSE 8080
+CMD ["python", "-u", "/app/bench.py"]
+"""
+
+
+# -- load generators ---------------------------------------------------------------------------------------------
+def _read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bytearray]:
+    """One HTTP/1.1 answer with a Content-Length: (status, leftover bytes)."""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        buf += data
+    head = bytes(buf[:end]).decode("latin-1")
+    status = int(head.split(" ", 2)[1])
+    length = 0
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    rest = buf[end + 4:]
+    while len(rest) < length:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed mid-body")
+        rest += data
+    return status, rest[length:]
+
+
+def small_gets(port: int, path: str, headers: dict, threads: int, seconds: float) -> dict:
+    request = (f"GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0]
+    stop_at = [0.0]
+    start = threading.Barrier(threads + 1)
+
+    def worker(i):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = bytearray()
+        start.wait()
+        mine = latencies[i]
+        clock = time.perf_counter
+        while clock() < stop_at[0]:
+            t0 = clock()
+            sock.sendall(request)
+            status, buf = _read_response(sock, buf)
+            mine.append(clock() - t0)
+            if status != 200:
+                errors[0] += 1
+        sock.close()
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    stop_at[0] = time.perf_counter() + seconds
+    began = time.perf_counter()
+    start.wait()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - began
+    flat = sorted(x for lst in latencies for x in lst)
+    return {"rps": len(flat) / elapsed, "p50_ms": flat[len(flat) // 2] * 1000,
+            "p99_ms": flat[int(len(flat) * 0.99)] * 1000, "n": len(flat), "errors": errors[0]}
+
+
+def upload(url: str, headers: dict, size: int) -> float:
+    """POST `size` bytes with a Content-Length (not chunked), sent in 1 MiB writes; seconds until the answer."""
+    parts = urlsplit(url)
+    block = b"u" * MiB
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+    t0 = time.perf_counter()
+    conn.putrequest("POST", parts.path)
+    for k, v in {**headers, "Content-Length": str(size), "Content-Type": "application/octet-stream"}.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    left = size
+    while left > 0:
+        conn.send(block[:left])
+        left -= len(block)
+    r = conn.getresponse()
+    body = r.read()
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    assert r.status == 200 and json.loads(body)["size"] == size, (r.status, body[:200])
+    return elapsed
+
+
+def download(url: str, headers: dict, size: int) -> float:
+    t0 = time.perf_counter()
+    got = 0
+    with requests.get(url, headers=headers, stream=True, timeout=600) as r:
+        assert r.status_code == 200, r.status_code
+        for chunk in r.raw.stream(CHUNK, decode_content=False):
+            got += len(chunk)
+    elapsed = time.perf_counter() - t0
+    assert got == size, (got, size)
+    return elapsed
+
+
+def ws_round_trips(url: str, headers: list[str], cookie: str | None, connections: int, count: int,
+                   proxied: bool) -> float:
+    message = "m" * 100
+    sockets = []
+    for _ in range(connections):
+        ws = websocket.create_connection(url, header=headers, cookie=cookie, timeout=30)
+        ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if proxied:
+            assert ws.recv() == "CONNECTED"
+        sockets.append(ws)
+    for ws in sockets:  # warm-up
+        for _ in range(50):
+            ws.send(message)
+            ws.recv()
+    barrier = threading.Barrier(connections + 1)
+
+    def run(ws):
+        barrier.wait()
+        for _ in range(count):
+            ws.send(message)
+            assert ws.recv() == message
+
+    pool = [threading.Thread(target=run, args=(ws,)) for ws in sockets]
+    for t in pool:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    for ws in sockets:
+        ws.close()
+    return connections * count / elapsed
+
+
+class RssWatch:
+    """Peak RSS of a process while a block runs (sampled every 20 ms)."""
+
+    def __init__(self, pid: int):
+        self.proc = psutil.Process(pid)
+        self.before = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self.before = self.peak = self.proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.after = self.proc.memory_info().rss
+        self.peak = max(self.peak, self.after)
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.before) / MiB
+
+
+def wait_http(port: int, path: str, deadline: float, interval: float = 0.005) -> None:
+    while time.perf_counter() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                s.settimeout(1)
+                if s.recv(12).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"nothing answered on {port}")
+
+
+def raw_cold_start(image: str, container_port: int) -> float:
+    """`docker run -d` (same limits as grokemu gives it, port on 127.0.0.1) until the first 200, in seconds."""
+    name = f"grokemu-bench-raw-{uuid.uuid4().hex[:6]}"
+    t0 = time.perf_counter()
+    subprocess.run(["docker", "run", "-d", "--name", name, "--cpus", "2", "--memory", "1024m",
+                    "-p", f"127.0.0.1::{container_port}", image], check=True, capture_output=True)
+    port = int(subprocess.run(["docker", "port", name, str(container_port)], check=True, capture_output=True,
+                              text=True).stdout.split(":")[-1])
+    try:
+        wait_http(port, "/small", time.perf_counter() + 60)
+        return time.perf_counter() - t0
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+# -- the run -----------------------------------------------------------------------------------------------------
+class Report:
+    def __init__(self):
+        self.rows = []
+
+    def __call__(self, metric, direct, grokemu, verdict, target, unit=""):
+        self.rows.append((metric, direct, grokemu, verdict, target, unit))
+        print(f"  {metric:<42} direct {direct:>8} {unit:<3} grokemu {grokemu:>8} {unit:<3} {verdict:<22} "
+              f"target {target}", flush=True)
+
+
+def bench_small(args, direct_port, gport, proxy_path, auth, record) -> None:
+    small_gets(direct_port, "/small", {}, args.threads, 1.0)  # warm both paths
+    small_gets(gport, f"{proxy_path}/small", auth, args.threads, 1.0)
+    d = small_gets(direct_port, "/small", {}, args.threads, args.seconds)
+    g = small_gets(gport, f"{proxy_path}/small", auth, args.threads, args.seconds)
+    assert d["errors"] == 0 and g["errors"] == 0, (d, g)
+    ratio = g["rps"] / d["rps"]
+    record(f"small GET req/s ({args.threads} threads)", f"{d['rps']:.0f}", f"{g['rps']:.0f}",
+           f"{ratio:.2f} of direct {'MET' if ratio >= 0.6 else 'NOT MET'}", ">= 0.60")
+    record(f"small GET p50 ms ({args.threads} threads)", f"{d['p50_ms']:.2f}", f"{g['p50_ms']:.2f}",
+           f"+{g['p50_ms'] - d['p50_ms']:.2f} ms", "(under load, for reference)")
+    own = small_gets(gport, "/api/users/current", auth, args.threads, min(args.seconds, 3))
+    record("  reference: grokemu's own /api/users/current", "-", f"{own['rps']:.0f}",
+           f"{g['rps'] / own['rps']:.2f} of it", "(waitress+Flask+auth ceiling)")
+    d1 = small_gets(direct_port, "/small", {}, 1, min(args.seconds, 3))
+    g1 = small_gets(gport, f"{proxy_path}/small", auth, 1, min(args.seconds, 3))
+    added = g1["p50_ms"] - d1["p50_ms"]
+    record("small GET p50 ms (1 connection)", f"{d1['p50_ms']:.2f}", f"{g1['p50_ms']:.2f}",
+           f"+{added:.2f} ms {'MET' if added <= 2 else 'NOT MET'}", "added <= 2 ms")
+
+
+def bench_body(kind, args, pid, direct_port, gport, proxy_path, auth, record) -> None:
+    size, gib = int(args.gib * GiB), f"{args.gib:g} GiB"
+    if kind == "upload":
+        d = upload(f"http://127.0.0.1:{direct_port}/sink", {}, size)
+        with RssWatch(pid) as rss:
+            g = upload(f"http://127.0.0.1:{gport}{proxy_path}/sink", auth, size)
+    else:
+        d = download(f"http://127.0.0.1:{direct_port}/bytes/{size}", {}, size)
+        with RssWatch(pid) as rss:
+            g = download(f"http://127.0.0.1:{gport}{proxy_path}/bytes/{size}", auth, size)
+    ratio = d / g
+    record(f"{gib} {kind} MB/s", f"{size / MiB / d:.0f}", f"{size / MiB / g:.0f}",
+           f"{ratio:.2f} of direct {'MET' if ratio >= 0.7 else 'NOT MET'}", ">= 0.70")
+    record(f"{gib} {kind}: grokemu RSS growth (peak)", "-", f"{rss.growth_mb:.1f}",
+           "MET" if rss.growth_mb <= 32 else "NOT MET", "<= 32 MB", "MB")
+
+
+def bench_ws(args, direct_port, gport, cid, token, record) -> None:
+    for conns in (1, 4):
+        d = ws_round_trips(f"ws://127.0.0.1:{direct_port}/ws", [], None, conns, args.ws_count, False)
+        g = ws_round_trips(f"ws://127.0.0.1:{gport}/api/docker/containers/proxy-ws/{cid}/ws", [],
+                           f"auth={token}", conns, args.ws_count, True)
+        ratio = g / d
+        record(f"WebSocket echo round trips/s ({conns} conn)", f"{d:.0f}", f"{g:.0f}",
+               f"{ratio:.2f} of direct {'MET' if ratio >= 0.6 else 'NOT MET'}", ">= 0.60")
+
+
+def bench_cold(args, server, cid, auth, image_ref, gport, proxy_path, record) -> None:
+    raw, through, reported = [], [], []
+    for _ in range(args.cold_runs):
+        raw.append(raw_cold_start(image_ref, 8080))
+        r = requests.get(f"{server.api}/docker/containers/{cid}/stop", params={"awaitStop": "true"}, headers=auth,
+                         timeout=120)
+        assert r.status_code == 200, r.text
+        t0 = time.perf_counter()
+        r = requests.get(f"http://127.0.0.1:{gport}{proxy_path}/small", headers=auth, timeout=120)
+        through.append(time.perf_counter() - t0)
+        assert r.status_code == 200, r.text
+        reported.append(float(r.headers["X-Grokemu-Cold-Start-Ms"]))
+    raw_ms, through_ms = statistics.median(raw) * 1000, statistics.median(through) * 1000
+    added = through_ms - raw_ms
+    record("cold start ms (run + first 200, median)", f"{raw_ms:.0f}", f"{through_ms:.0f}",
+           f"{added:+.0f} ms {'MET' if added <= 100 else 'NOT MET'}", "added <= 100 ms")
+    print(f"    raw `docker run` runs {[round(x * 1000) for x in raw]} ms; through grokemu "
+          f"{[round(x * 1000) for x in through]} ms; X-Grokemu-Cold-Start-Ms {[round(x) for x in reported]}")
+
+
+def publish_bench_app(server, auth) -> tuple[dict, str]:
+    package = f"@grokemu/bench{uuid.uuid4().hex[:6]}"
+    files = {
+        "package.json": json.dumps({"name": package, "version": "1.0.0", "description": "proxy benchmark"}),
+        "package.js": "//name: benchInfo\nexport function benchInfo() { return 'ok'; }\n",
+        "dockerfiles/bench/Dockerfile": DOCKERFILE,
+        "dockerfiles/bench/bench.py": BENCH_APP,
+        "dockerfiles/bench/wsecho.py": (ROOT / "samples/ws-echo/dockerfiles/ws-echo/app.py").read_text(),
+        # cpu 2: the container must not be the bottleneck of either path
+        "dockerfiles/bench/container.json": json.dumps({"cpu": 2, "memory": 1024, "on_demand": True}),
+    }
+    r = requests.post(f"{server.api}/packages/dev/{package}?debug=true", data=package_zip(files),
+                      headers={"Authorization": "Dev admin"}, timeout=60)
+    assert r.status_code == 200, r.text
+    name = f"{package.split('/')[1]}-bench"
+    deadline = time.time() + 300
+    while True:
+        [image] = requests.get(f"{server.api}/docker/images", params={"text": name}, headers=auth).json()
+        if image["status"] in ("ready", "error"):
+            break
+        assert time.time() < deadline, image
+        time.sleep(0.2)
+    assert image["status"] == "ready", image["logs"]
+    [c] = requests.get(f"{server.api}/docker/containers", params={"text": name}, headers=auth).json()
+    r = requests.get(f"{server.api}/docker/containers/{c['id']}/run", params={"awaitStart": "true"}, headers=auth,
+                     timeout=120)
+    assert r.status_code == 200, r.text
+    return requests.get(f"{server.api}/docker/containers/{c['id']}", headers=auth).json(), image["dockerFullName"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each small-GET run")
+    parser.add_argument("--threads", type=int, default=8, help="client threads for small GETs")
+    parser.add_argument("--gib", type=float, default=1.0, help="upload / download size in GiB")
+    parser.add_argument("--ws-count", type=int, default=3000, help="round trips per WebSocket connection")
+    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--only", default="small,upload,download,ws,cold", help="comma-separated sections")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # still clean up (grokemu, container, image) when killed
+    data_dir = Path(tempfile.mkdtemp(prefix="grokemu-bench-"))
+    server = GrokemuProcess(data_dir)
+    server.start()
+    try:
+        token = server.login()
+        auth = {"Authorization": token}
+        c, image_ref = publish_bench_app(server, auth)
+        cid, direct_port, gport = c["id"], c["port"], server.port
+        proxy_path = f"/api/docker/containers/proxy/{cid}"
+        print(f"grokemu on :{gport}, container {c['name']} on 127.0.0.1:{direct_port}; {os.cpu_count()} CPUs; "
+              f"small GETs from {args.threads} client threads", flush=True)
+        record = Report()
+        if "small" in only:
+            bench_small(args, direct_port, gport, proxy_path, auth, record)
+        for kind in ("upload", "download"):
+            if kind in only:
+                bench_body(kind, args, server.proc.pid, direct_port, gport, proxy_path, auth, record)
+        if "ws" in only:
+            bench_ws(args, direct_port, gport, cid, token, record)
+        if "cold" in only:
+            bench_cold(args, server, cid, auth, image_ref, gport, proxy_path, record)
+    finally:
+        try:
+            server.reset()  # removes the container and the image it built
+        except OSError:
+            pass
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
