@@ -283,3 +283,18 @@ def test_content_hash_matches_the_cli_algorithm(client, token):
     expected = folder_hash({"Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\nEXPOSE 8000\n".encode(),
                             "hello.txt": b"hello\n"}, "", set())
     assert image["contentHash"] == expected
+
+
+def test_reset_drops_entities_and_what_grokemu_created(client, token, ctx, orchestrator):
+    publish(client, "@acme/grokprobe", hello_package())  # not on_demand: starts once ready
+    ctx.scheduler.run_once()
+    [container] = client.get("/api/docker/containers", headers={"Authorization": token}).get_json()
+    assert container["status"] == "started"
+    assert orchestrator.list_labelled({"grokemu.managed": "true"}) and orchestrator.images
+    result = client.post("/_grokemu/reset").get_json()
+    assert result["entities"] == 2 and result["containers"] == 1 and result["images"] == 1
+    assert images(client, token) == []
+    assert client.get("/api/docker/containers", headers={"Authorization": token}).get_json() == []
+    assert orchestrator.list_labelled({"grokemu.managed": "true"}) == []
+    assert client.get("/api/packages/dev/@acme/grokprobe/timestamps", headers=DEV).get_json() == {}
+    assert client.get("/api/users/current", headers={"Authorization": token}).status_code == 200  # sessions kept
