@@ -39,3 +39,39 @@ def test_dashboard_in_chromium(grokemu_server, browser_ready, tmp_path):
     assert any("browserprobe-hello" in row for row in seen["containers"])
     assert any("browserprobe-hello" in row for row in seen["images"])
     assert shot.stat().st_size > 1000
+
+
+def test_fetch_proxy_and_websocket_proxy_from_the_browser(grokemu_server, browser_ready, base_image, tmp_path):
+    """The calls DG.dapi.docker.dockerContainers.fetchProxy / webSocketProxy make, from a page in Chromium: a plain
+    fetch with credentials 'include' and a WebSocket, both authenticated by the `auth` cookie alone. The ws-echo
+    sample is on_demand: the first request starts it."""
+    import time
+    import uuid
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "ws-echo"
+    name = f"@grokemu/wsb{uuid.uuid4().hex[:6]}"
+    files = {p.relative_to(sample).as_posix(): p.read_bytes() for p in sample.rglob("*") if p.is_file()}
+    files["package.json"] = json.dumps({"name": name, "version": "1.0.0"}).encode()
+    r = requests.post(f"{grokemu_server.api}/packages/dev/{name}?debug=false", data=package_zip(files),
+                      headers={"Authorization": "Dev admin"})
+    assert r.status_code == 200, r.text
+    token = grokemu_server.login()
+    short = name.split("/")[1]
+    deadline = time.time() + 180
+    while True:
+        [image] = requests.get(f"{grokemu_server.api}/docker/images", params={"text": short},
+                               headers={"Authorization": token}).json()
+        if image["status"] in ("ready", "error"):
+            break
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert image["status"] == "ready", image["logs"]
+    [container] = requests.get(f"{grokemu_server.api}/docker/containers", params={"text": short},
+                               headers={"Authorization": token}).json()
+    assert container["status"] == "stopped by user"
+
+    seen = drive(grokemu_server.url, token, str(tmp_path / "page.png"), container["id"], "/health", "/ws")
+    assert seen["fetch"]["status"] == 200 and json.loads(seen["fetch"]["body"]) == {"result": "Healthy"}
+    assert seen["fetch"]["cold"] is not None and float(seen["fetch"]["cold"]) > 0  # it waited for a cold start
+    assert seen["ws"]["frames"] == ["CONNECTED", "hello from the browser"]
+    assert seen["ws"]["code"] == 1000
