@@ -317,7 +317,7 @@ class Spawner:
         moved = self._transition(c.id, "container_running", expect=(S.STARTING,), docker_id=running.id,
                                  service_name=spec.name,
                                  address="127.0.0.1", port=running.host_port, container_port=spec.container_port,
-                                 docker_image=spec.image, running_image_id=image.docker_id,
+                                 docker_image=image.docker_full_name, running_image_id=image.docker_id,
                                  warnings=warnings + running.warnings)
         if moved is None:  # stopped, replaced or timed out while Docker was starting it
             orch.remove(running.id)

@@ -298,3 +298,23 @@ def test_reset_drops_entities_and_what_grokemu_created(client, token, ctx, orche
     assert orchestrator.list_labelled({"grokemu.managed": "true"}) == []
     assert client.get("/api/packages/dev/@acme/grokprobe/timestamps", headers=DEV).get_json() == {}
     assert client.get("/api/users/current", headers={"Authorization": token}).status_code == 200  # sessions kept
+
+
+def test_referenced_image_without_dockerfile(client, token, ctx, orchestrator):
+    """container.json `image`: run a published image, nothing to build (the CLI's referencedImageDirs)."""
+    files = {"package.json": json.dumps({"name": "@acme/refpkg", "version": "1.0.0"}),
+             "dockerfiles/svc/container.json": json.dumps({"image": "acme/service:2.1", "port": 9000,
+                                                           "on_demand": True})}
+    publish(client, "@acme/refpkg", files)
+    ctx.scheduler.run_once()
+    [image] = images(client, token)
+    assert image["status"] == "error" and "no Dockerfile" in image["logs"]  # not in the daemon, nothing to build
+    orchestrator.add_image("acme/service:2.1", [])
+    client.get(f"/api/docker/images/{image['id']}/revalidate", headers={"Authorization": token})
+    ctx.scheduler.run_once()
+    [image] = images(client, token)
+    assert image["status"] == "ready" and image["dockerFullName"] == "acme/service:2.1" and image["port"] == 9000
+    [c] = client.get("/api/docker/containers", headers={"Authorization": token}).get_json()
+    started = client.get(f"/api/docker/containers/{c['id']}/run?awaitStart=true", headers={"Authorization": token})
+    assert started.status_code == 200 and started.get_json()["status"] == "started"
+    assert started.get_json()["dockerImage"] == "acme/service:2.1"
