@@ -8,14 +8,17 @@ returns at once, so open WebSockets never hold the worker threads that plain HTT
 """
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import socket
 import threading
 from typing import Callable
+from wsgiref.handlers import SimpleHandler
 
 import waitress
 from waitress.channel import HTTPChannel
+from waitress.task import WSGITask
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,52 @@ class WebSocketHandoff:
         start_response("101 Switching Protocols", [])
         return []
 
+    def stream_request(self, channel: HTTPChannel, request) -> None:
+        """Take over a connection whose big fixed-length body is still arriving (a fetchProxy upload).
+
+        waitress calls the app only once the whole body is in (spooled to a file), so receiving and forwarding would
+        run one after the other. Instead, the connection leaves waitress as soon as the headers are in, and the
+        app runs on its own thread reading the body straight from the socket while it forwards it; the standard
+        library's wsgiref writes the answer. The connection closes after that one exchange."""
+        environ = WSGITask(channel, request).get_environment()
+        already = request.body_rcv.buf.get()  # what arrived with the headers
+        send_continue = request.expect_continue and not channel.sent_continue
+        sock = channel.socket.dup()
+        sock.setblocking(True)
+        channel.del_channel()
+        channel.connected = False
+        channel.socket.close()
+        channel.request = None
+        # the server's whole WSGI chain (waitress's proxy-header cleaning, then this middleware, then Flask)
+        app = channel.server.application
+        threading.Thread(target=self._serve_streamed, args=(app, environ, sock, already, send_continue),
+                         name="grokemu-upload", daemon=True).start()
+
+    def _serve_streamed(self, app, environ, sock: socket.socket, already: bytes, send_continue: bool) -> None:
+        try:
+            length = int(environ["CONTENT_LENGTH"])
+            body = io.BufferedReader(_SocketBody(already, sock, length - len(already), send_continue), STREAM_BLOCK)
+            environ["wsgi.input"] = body
+            environ["wsgi.input_terminated"] = True
+            out = sock.makefile("wb", buffering=STREAM_BLOCK)
+            handler = SimpleHandler(body, out, _LogStream(), environ, multithread=True, multiprocess=False)
+            handler.os_environ = {}  # never mix the process environment into the request's (httpoxy)
+            handler.origin_server = True
+            handler.http_version = "1.1"
+            handler.server_software = "grokemu"
+            handler.run(app)
+            out.flush()
+        except OSError:
+            pass  # the caller went away
+        except Exception:
+            log.exception("streamed request to %s failed", environ.get("PATH_INFO"))
+        finally:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
     def _serve(self, environ, sock: socket.socket) -> None:
         with self._lock:
             self._open += 1
@@ -71,8 +120,55 @@ class WebSocketHandoff:
             sock.close()
 
 
+STREAM_BLOCK = 1024 * 1024
+STREAMED_PREFIX = "/api/docker/containers/proxy/"  # fetchProxy uploads: relayed while they arrive
+STREAM_BODIES_FROM = 1024 * 1024  # smaller bodies are simply buffered by waitress
+
+
+class _SocketBody(io.RawIOBase):
+    """A request body: the bytes that came with the headers, then exactly `remaining` more from the socket."""
+
+    def __init__(self, already: bytes, sock: socket.socket, remaining: int, send_continue: bool = False):
+        self._already = memoryview(already)
+        self._sock = sock
+        self._remaining = remaining
+        # `Expect: 100-continue` is answered when the app first reads the body, so a request refused before
+        # that (401, 404) gets its answer without the caller sending the body first.
+        self._send_continue = send_continue
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._already:
+            n = min(len(buffer), len(self._already))
+            buffer[:n] = self._already[:n]
+            self._already = self._already[n:]
+            return n
+        if self._remaining <= 0:
+            return 0
+        if self._send_continue:
+            self._send_continue = False
+            self._sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        view = memoryview(buffer)[: min(len(buffer), self._remaining)]
+        n = self._sock.recv_into(view)
+        if n == 0:
+            raise ConnectionResetError("the caller closed the connection before the body was complete")
+        self._remaining -= n
+        return n
+
+
+class _LogStream(io.TextIOBase):
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.error("%s", text.rstrip())
+        return len(text)
+
+
 class PlainHttpChannel(HTTPChannel):
-    """Closes a connection that opens with a TLS handshake instead of waiting for an HTTP request line.
+    """waitress's channel with two changes: big fetchProxy uploads leave waitress once their headers are in
+    (WebSocketHandoff.stream_request), and a connection that opens with a TLS handshake is closed at once instead of
+    waiting for an HTTP request line.
 
     The Docker engine tries HTTPS first against every registry, localhost included, and falls back to plain HTTP
     only when that attempt fails (research/registry-protocol.md §1). Stock waitress treats the ClientHello as the
@@ -87,7 +183,15 @@ class PlainHttpChannel(HTTPChannel):
             if data[:1] == b"\x16":  # TLS record type 22: handshake
                 self.will_close = True
                 return False
-        return super().received(data)
+        result = super().received(data)
+        request = self.request
+        if (request is not None and request.headers_finished and not request.completed and not request.chunked
+                and request.content_length >= STREAM_BODIES_FROM and request.path.startswith(STREAMED_PREFIX)
+                and not self.requests and not self.total_outbufs_len):
+            # a big fetchProxy upload with nothing else pending on this connection: relay it as it arrives
+            self.server.grokemu_handoff.stream_request(self, request)
+            return False
+        return result
 
 
 class _HandedOffFilter(logging.Filter):
@@ -131,6 +235,7 @@ def create_server(app, sockets: list[socket.socket], threads: int, max_request_b
     for dispatcher in list(socket_map.values()):
         if hasattr(dispatcher, "channel_class"):
             dispatcher.channel_class = PlainHttpChannel
+            dispatcher.grokemu_handoff = handoff
     return server
 
 

@@ -610,3 +610,58 @@ def test_through_waitress_chunked_upload_and_streamed_download(live):
         assert r.content == b"firstsecond" and r.headers.get("Transfer-Encoding") == "chunked"
     finally:
         up.close()
+
+
+def test_big_fixed_length_upload_is_relayed_while_it_arrives(live):
+    """A body over 1 MiB with a Content-Length leaves waitress once its headers are in (server.py stream_request):
+    the container gets it byte-exact and the caller the container's answer."""
+    up = Upstream()
+    try:
+        live.ctx.orchestrator.fixed_host_port = up.port
+        cid = add_container(live.ctx, {"on_demand": True})
+        blob = bytes(range(256)) * 60000  # ~15 MB with a Content-Length
+        r = requests.post(f"http://{live.host}/api/docker/containers/proxy/{cid}/echo?x=1", data=blob,
+                          headers={"Authorization": live.token, "Content-Type": "application/x-test"}, timeout=30)
+        assert r.status_code == 200 and r.content == blob
+        assert r.headers.get(COLD) is not None  # the on_demand start happened on the streamed path
+        assert up.last()["body"] == blob and up.last()["path"] == "/echo?x=1"
+        assert up.header("Content-Type") == "application/x-test" and up.header("Content-Length") == str(len(blob))
+        assert up.header("Authorization") is None
+        # the connection it used is gone, the server is not: a plain request works
+        assert requests.get(f"http://{live.host}/_grokemu/health", timeout=5).status_code == 200
+    finally:
+        up.close()
+
+
+def test_streamed_upload_honours_expect_100_continue_and_auth(live):
+    up = Upstream()
+    try:
+        live.ctx.orchestrator.fixed_host_port = up.port
+        cid = add_container(live.ctx, {"on_demand": True})
+        address, port = live.host.split(":")
+        size = 3 * 2**20
+        head = (f"POST /api/docker/containers/proxy/{cid}/echo HTTP/1.1\r\nHost: {live.host}\r\n"
+                f"Authorization: {live.token}\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n\r\n").encode()
+        with socket.create_connection((address, int(port)), timeout=10) as s:
+            s.sendall(head)
+            assert s.recv(64).startswith(b"HTTP/1.1 100 Continue")
+            s.sendall(b"z" * size)
+            answer = b""
+            while chunk := s.recv(2**20):
+                answer += chunk
+        status, _, rest = answer.partition(b"\r\n")
+        assert status == b"HTTP/1.1 200 OK" and rest.endswith(b"z" * 1000)
+        assert len(up.last()["body"]) == size
+        # without credentials: 401 ApiError at once, before the body is read
+        with socket.create_connection((address, int(port)), timeout=10) as s:
+            s.sendall(head.replace(f"Authorization: {live.token}\r\n".encode(), b""))
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        # waitress answers 100 Continue as soon as headers are in (as for every request); then the 401 comes at
+        # once, without waiting for the body
+        answer = answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 401")
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["#type"] == "ApiError"
+    finally:
+        up.close()
