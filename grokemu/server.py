@@ -35,16 +35,25 @@ class WebSocketHandoff:
     def open_websockets(self) -> int:
         return self._open
 
-    def __call__(self, environ, start_response):
-        if environ.get("HTTP_UPGRADE", "").lower() != "websocket" or "waitress.client_disconnected" not in environ:
-            return self.app(environ, start_response)
-        # waitress gives no public handle on the connection; the bound method it puts in the environ does.
-        channel = environ["waitress.client_disconnected"].__self__
+    @staticmethod
+    def _detach(channel: HTTPChannel) -> socket.socket:
+        """The connection, taken away from waitress: a blocking dup of its socket; waitress's own copy is removed
+        from the event loop and closed, and the channel marked disconnected so its task writes nothing more."""
         sock = channel.socket.dup()
         sock.setblocking(True)
         channel.del_channel()  # the event loop stops reading and writing this connection
         channel.connected = False  # so the task writes no HTTP response of its own (it ends as 'disconnected')
         channel.socket.close()  # our dup keeps the connection open
+        return sock
+
+    def __call__(self, environ, start_response):
+        if "waitress.client_disconnected" not in environ:
+            return self.app(environ, start_response)
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            environ["grokemu.server"] = self  # lets a view answer a big download on the socket itself
+            return self.app(environ, start_response)
+        # waitress gives no public handle on the connection; the bound method it puts in the environ does.
+        sock = self._detach(environ["waitress.client_disconnected"].__self__)
         ws_environ = dict(environ)
         ws_environ["werkzeug.socket"] = sock
         threading.Thread(target=self._serve, args=(ws_environ, sock), name="grokemu-websocket", daemon=True).start()
@@ -62,11 +71,7 @@ class WebSocketHandoff:
         environ = WSGITask(channel, request).get_environment()
         already = request.body_rcv.buf.get()  # what arrived with the headers
         send_continue = request.expect_continue and not channel.sent_continue
-        sock = channel.socket.dup()
-        sock.setblocking(True)
-        channel.del_channel()
-        channel.connected = False
-        channel.socket.close()
+        sock = self._detach(channel)
         channel.request = None
         # the server's whole WSGI chain (waitress's proxy-header cleaning, then this middleware, then Flask)
         app = channel.server.application
@@ -74,29 +79,24 @@ class WebSocketHandoff:
                          name="grokemu-upload", daemon=True).start()
 
     def _serve_streamed(self, app, environ, sock: socket.socket, already: bytes, send_continue: bool) -> None:
-        try:
-            length = int(environ["CONTENT_LENGTH"])
-            body = io.BufferedReader(_SocketBody(already, sock, length - len(already), send_continue), STREAM_BLOCK)
-            environ["wsgi.input"] = body
-            environ["wsgi.input_terminated"] = True
-            out = sock.makefile("wb", buffering=STREAM_BLOCK)
-            handler = SimpleHandler(body, out, _LogStream(), environ, multithread=True, multiprocess=False)
-            handler.os_environ = {}  # never mix the process environment into the request's (httpoxy)
-            handler.origin_server = True
-            handler.http_version = "1.1"
-            handler.server_software = "grokemu"
-            handler.run(app)
-            out.flush()
-        except OSError:
-            pass  # the caller went away
-        except Exception:
-            log.exception("streamed request to %s failed", environ.get("PATH_INFO"))
-        finally:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        length = int(environ["CONTENT_LENGTH"])
+        body = io.BufferedReader(_SocketBody(already, sock, length - len(already), send_continue), STREAM_BLOCK)
+        environ["wsgi.input"] = body
+        environ["wsgi.input_terminated"] = True
+        environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
+        _run_on_socket(app, environ, body, sock)
+
+    def answer_directly(self, environ, status: str, headers: list[tuple[str, str]], body) -> None:
+        """Write a big streamed answer straight to the caller's socket from the calling (worker) thread, instead of
+        through waitress's output buffers and event loop, then close the connection. The caller returns an empty
+        body to waitress afterwards."""
+        sock = self._detach(environ["waitress.client_disconnected"].__self__)
+
+        def answer(env, start_response):
+            start_response(status, headers)
+            return body
+
+        _run_on_socket(answer, dict(environ), io.BytesIO(), sock)
 
     def _serve(self, environ, sock: socket.socket) -> None:
         with self._lock:
@@ -156,6 +156,30 @@ class _SocketBody(io.RawIOBase):
             raise ConnectionResetError("the caller closed the connection before the body was complete")
         self._remaining -= n
         return n
+
+
+def _run_on_socket(app, environ, stdin, sock: socket.socket) -> None:
+    """Serve one request on a connection grokemu took from waitress: the standard library's wsgiref writes the
+    HTTP/1.1 answer; then the connection is closed."""
+    try:
+        out = sock.makefile("wb", buffering=STREAM_BLOCK)
+        handler = SimpleHandler(stdin, out, _LogStream(), environ, multithread=True, multiprocess=False)
+        handler.os_environ = {}  # never mix the process environment into the request's (httpoxy)
+        handler.origin_server = True
+        handler.http_version = "1.1"
+        handler.server_software = "grokemu"
+        handler.run(app)
+        out.flush()
+    except OSError:
+        pass  # the caller went away
+    except Exception:
+        log.exception("request to %s on a taken-over connection failed", environ.get("PATH_INFO"))
+    finally:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
 
 
 class _LogStream(io.TextIOBase):

@@ -50,7 +50,7 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 # framing (Content-Length is re-sent from the body grokemu holds), and Expect (waitress already answered 100).
 NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "content-length", "expect"}
 SMALL_BODY = 256 * 1024  # answers up to this size are read at once; bigger or unsized ones are streamed
-STREAM_CHUNK = 256 * 1024
+STREAM_CHUNK = 1024 * 1024
 UPLOAD_BLOCK = 1024 * 1024  # http.client's default 16 KiB blocks cost ~25% on a 1 GiB upload
 WS_CONNECTED = b"\x81\x09CONNECTED"  # one unmasked FIN text frame: what Datagrok sends once both sides are linked
 WS_RELAY_CHUNK = 64 * 1024

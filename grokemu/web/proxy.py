@@ -76,6 +76,14 @@ class ProxiedResponse(Response):
         return resp
 
     def __call__(self, environ, start_response):
+        server = environ.get("grokemu.server")
+        if server is not None and not isinstance(self.response, list) and "Content-Length" in self.headers:
+            # a big answer of known size: written on the socket by this thread, not copied through waitress's
+            # output buffers and event loop (server.py answer_directly); waitress gets nothing to write.
+            # Unsized (chunked, server-sent events) answers stay with waitress, which keeps their chunking.
+            server.answer_directly(environ, self.status, self.headers.to_wsgi_list(), self.response)
+            start_response("200 OK", [])
+            return []
         start_response(self.status, self.headers.to_wsgi_list())
         return self.response  # its close() releases the container's connection and the idle hold
 
