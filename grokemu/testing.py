@@ -95,17 +95,21 @@ class GrokemuProcess:
             self.proc.kill()
             return self.proc.wait()
 
+    def close(self) -> None:
+        """Remove what this server created in Docker (a reset), then stop it."""
+        try:
+            self.reset()
+        except OSError:
+            pass  # already gone
+        self.stop()
+
 
 @pytest.fixture
 def grokemu_server(tmp_path_factory):
     server = GrokemuProcess(tmp_path_factory.mktemp("grokemu"))
     server.start()
     yield server
-    try:
-        server.reset()
-    except OSError:
-        pass
-    server.stop()
+    server.close()
 
 
 __all__ = ["GrokemuProcess", "grokemu_server"]

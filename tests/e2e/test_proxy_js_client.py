@@ -42,11 +42,7 @@ def server(tmp_path_factory, base_image):
     proc = GrokemuProcess(tmp_path_factory.mktemp("grokemu-proxy"))
     proc.start()
     yield proc
-    try:
-        proc.reset()
-    except OSError:
-        pass
-    proc.stop()
+    proc.close()
 
 
 @pytest.fixture(scope="module")
