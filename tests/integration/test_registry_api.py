@@ -258,7 +258,7 @@ def test_docker_style_push_and_pull(client, data_dir):
     assert r.data == layer[100:]
     # an anonymous pull token works the same way
     anon = bearer(get_token(client, "repository:team/app:pull", key=None))
-    assert client.get(f"/v2/team/app/manifests/v1", headers=anon).data == body
+    assert client.get("/v2/team/app/manifests/v1", headers=anon).data == body
     assert sorted(p.name for p in blob_files(data_dir)) == sorted(
         d.split(":")[1] for d in (sha(layer), sha(config), sha(body)))
 
