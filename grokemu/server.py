@@ -86,6 +86,12 @@ class WebSocketHandoff:
         environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
         _run_on_socket(app, environ, body, sock)
 
+    @staticmethod
+    def can_answer_directly(environ) -> bool:
+        """Only when no pipelined request waits behind this one: the connection closes after a direct answer."""
+        disconnected = environ.get("waitress.client_disconnected")
+        return disconnected is not None and len(disconnected.__self__.requests) <= 1
+
     def answer_directly(self, environ, status: str, headers: list[tuple[str, str]], body) -> None:
         """Write a big streamed answer straight to the caller's socket from the calling (worker) thread, instead of
         through waitress's output buffers and event loop, then close the connection. The caller returns an empty

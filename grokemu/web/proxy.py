@@ -77,7 +77,8 @@ class ProxiedResponse(Response):
 
     def __call__(self, environ, start_response):
         server = environ.get("grokemu.server")
-        if server is not None and not isinstance(self.response, list) and "Content-Length" in self.headers:
+        if (server is not None and not isinstance(self.response, list) and "Content-Length" in self.headers
+                and server.can_answer_directly(environ)):
             # a big answer of known size: written on the socket by this thread, not copied through waitress's
             # output buffers and event loop (server.py answer_directly); waitress gets nothing to write.
             # Unsized (chunked, server-sent events) answers stay with waitress, which keeps their chunking.

@@ -665,3 +665,28 @@ def test_streamed_upload_honours_expect_100_continue_and_auth(live):
         assert json.loads(answer.partition(b"\r\n\r\n")[2])["#type"] == "ApiError"
     finally:
         up.close()
+
+
+def test_pipelined_requests_behind_a_big_answer_are_not_lost(live):
+    """A big sized answer is written by the worker thread and the connection closed after it, but only when no
+    pipelined request waits behind it on that connection."""
+    up = Upstream()
+    try:
+        live.ctx.orchestrator.fixed_host_port = up.port
+        cid = add_container(live.ctx, {"on_demand": True})
+        requests.get(f"http://{live.host}/api/docker/containers/proxy/{cid}/health",
+                     headers={"Authorization": live.token}, timeout=10)  # start it first
+        address, port = live.host.split(":")
+        size = 2 * 2**20
+        one = (f"GET /api/docker/containers/proxy/{cid}/bytes/{size} HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: {live.token}\r\n\r\n").encode()
+        two = (f"GET /api/docker/containers/proxy/{cid}/health HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: {live.token}\r\nConnection: close\r\n\r\n").encode()
+        with socket.create_connection((address, int(port)), timeout=10) as s:
+            s.sendall(one + two)
+            answer = b""
+            while chunk := s.recv(2**20):
+                answer += chunk
+        assert answer.count(b"HTTP/1.1 200") == 2 and len(answer) > size
+    finally:
+        up.close()
