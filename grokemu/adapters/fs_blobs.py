@@ -246,11 +246,7 @@ class FsBlobStore:
         return self._layer_link(repo, digest).is_file()
 
     def unlink_layer(self, repo: str, digest: str) -> bool:
-        try:
-            self._layer_link(repo, digest).unlink()
-            return True
-        except FileNotFoundError:
-            return False
+        return _unlink(self._layer_link(repo, digest))
 
     def iter_layer_links(self, repo: str) -> Iterator[tuple[str, float]]:
         """(digest, time linked) for every blob linked into `repo`."""
@@ -270,11 +266,7 @@ class FsBlobStore:
             return None
 
     def unlink_manifest(self, repo: str, digest: str) -> bool:
-        try:
-            self._manifest_link(repo, digest).unlink()
-            return True
-        except FileNotFoundError:
-            return False
+        return _unlink(self._manifest_link(repo, digest))
 
     def iter_manifest_links(self, repo: str) -> Iterator[tuple[str, dict]]:
         yield from self._iter_links(self._repo_dir(repo) / "_manifests" / "revisions", json.loads)
@@ -309,11 +301,7 @@ class FsBlobStore:
             return None
 
     def delete_tag(self, repo: str, tag: str) -> bool:
-        try:
-            self._tag_path(repo, tag).unlink()
-            return True
-        except FileNotFoundError:
-            return False
+        return _unlink(self._tag_path(repo, tag))
 
     def tags(self, repo: str) -> dict[str, str]:
         d = self._repo_dir(repo) / "_manifests" / "tags"
@@ -365,3 +353,12 @@ class FsBlobStore:
                         os.rmdir(dirpath)
                     except OSError:
                         pass
+
+
+def _unlink(path: Path) -> bool:
+    """Remove a file; False when it was already gone (deletes race with gc and with each other)."""
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False

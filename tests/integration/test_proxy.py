@@ -463,6 +463,15 @@ def live(tmp_path, settings, clock):
     echo_server.server_close()
 
 
+@pytest.fixture
+def live_upstream(live):
+    """The live server with an on_demand container whose port is a test Upstream: (upstream, container id)."""
+    up = Upstream()
+    live.ctx.orchestrator.fixed_host_port = up.port
+    yield up, add_container(live.ctx, {"on_demand": True})
+    up.close()
+
+
 def close_frame(ws) -> tuple[int, str]:
     """The next frame, which must be a close: (code, reason)."""
     opcode, data = ws.recv_data(control_frame=True)
@@ -588,105 +597,85 @@ def test_open_websockets_do_not_take_http_worker_threads(live):
             ws.close()
 
 
-def test_through_waitress_chunked_upload_and_streamed_download(live):
-    up = Upstream()
-    try:
-        live.ctx.orchestrator.fixed_host_port = up.port
-        cid = add_container(live.ctx, {"on_demand": True})
-        headers = {"Authorization": live.token, "Content-Type": "application/octet-stream"}
-        blob = bytes(range(256)) * 40000  # ~10 MB, sent chunked: waitress de-chunks and spools it
-        r = requests.post(f"http://{live.host}/api/docker/containers/proxy/{cid}/echo",
-                          data=iter([blob[i:i + 65536] for i in range(0, len(blob), 65536)]), headers=headers,
-                          timeout=30)
-        assert r.status_code == 200 and r.content == blob
-        assert up.header("Content-Length") == str(len(blob)) and up.last()["body"] == blob
-        r = requests.get(f"http://{live.host}/api/docker/containers/proxy/{cid}/bytes/{20 * 2**20}",
-                         headers=headers, stream=True, timeout=30)
-        assert r.headers["Content-Length"] == str(20 * 2**20)
-        assert sum(len(c) for c in r.iter_content(2**20)) == 20 * 2**20
-        r = requests.get(f"http://{live.host}/api/docker/containers/proxy/{cid}/stream", headers=headers,
-                         stream=True, timeout=30)
-        up.gate.set()
-        assert r.content == b"firstsecond" and r.headers.get("Transfer-Encoding") == "chunked"
-    finally:
-        up.close()
+def test_through_waitress_chunked_upload_and_streamed_download(live, live_upstream):
+    up, cid = live_upstream
+    headers = {"Authorization": live.token, "Content-Type": "application/octet-stream"}
+    blob = bytes(range(256)) * 40000  # ~10 MB, sent chunked: waitress de-chunks and spools it
+    r = requests.post(f"http://{live.host}/api/docker/containers/proxy/{cid}/echo",
+                      data=iter([blob[i:i + 65536] for i in range(0, len(blob), 65536)]), headers=headers,
+                      timeout=30)
+    assert r.status_code == 200 and r.content == blob
+    assert up.header("Content-Length") == str(len(blob)) and up.last()["body"] == blob
+    r = requests.get(f"http://{live.host}/api/docker/containers/proxy/{cid}/bytes/{20 * 2**20}",
+                     headers=headers, stream=True, timeout=30)
+    assert r.headers["Content-Length"] == str(20 * 2**20)
+    assert sum(len(c) for c in r.iter_content(2**20)) == 20 * 2**20
+    r = requests.get(f"http://{live.host}/api/docker/containers/proxy/{cid}/stream", headers=headers,
+                     stream=True, timeout=30)
+    up.gate.set()
+    assert r.content == b"firstsecond" and r.headers.get("Transfer-Encoding") == "chunked"
 
 
-def test_big_fixed_length_upload_is_relayed_while_it_arrives(live):
+def test_big_fixed_length_upload_is_relayed_while_it_arrives(live, live_upstream):
     """A body over 1 MiB with a Content-Length leaves waitress once its headers are in (server.py stream_request):
     the container gets it byte-exact and the caller the container's answer."""
-    up = Upstream()
-    try:
-        live.ctx.orchestrator.fixed_host_port = up.port
-        cid = add_container(live.ctx, {"on_demand": True})
-        blob = bytes(range(256)) * 60000  # ~15 MB with a Content-Length
-        r = requests.post(f"http://{live.host}/api/docker/containers/proxy/{cid}/echo?x=1", data=blob,
-                          headers={"Authorization": live.token, "Content-Type": "application/x-test"}, timeout=30)
-        assert r.status_code == 200 and r.content == blob
-        assert r.headers.get(COLD) is not None  # the on_demand start happened on the streamed path
-        assert up.last()["body"] == blob and up.last()["path"] == "/echo?x=1"
-        assert up.header("Content-Type") == "application/x-test" and up.header("Content-Length") == str(len(blob))
-        assert up.header("Authorization") is None
-        # the connection it used is gone, the server is not: a plain request works
-        assert requests.get(f"http://{live.host}/_grokemu/health", timeout=5).status_code == 200
-    finally:
-        up.close()
+    up, cid = live_upstream
+    blob = bytes(range(256)) * 60000  # ~15 MB with a Content-Length
+    r = requests.post(f"http://{live.host}/api/docker/containers/proxy/{cid}/echo?x=1", data=blob,
+                      headers={"Authorization": live.token, "Content-Type": "application/x-test"}, timeout=30)
+    assert r.status_code == 200 and r.content == blob
+    assert r.headers.get(COLD) is not None  # the on_demand start happened on the streamed path
+    assert up.last()["body"] == blob and up.last()["path"] == "/echo?x=1"
+    assert up.header("Content-Type") == "application/x-test" and up.header("Content-Length") == str(len(blob))
+    assert up.header("Authorization") is None
+    # the connection it used is gone, the server is not: a plain request works
+    assert requests.get(f"http://{live.host}/_grokemu/health", timeout=5).status_code == 200
 
 
-def test_streamed_upload_honours_expect_100_continue_and_auth(live):
-    up = Upstream()
-    try:
-        live.ctx.orchestrator.fixed_host_port = up.port
-        cid = add_container(live.ctx, {"on_demand": True})
-        address, port = live.host.split(":")
-        size = 3 * 2**20
-        head = (f"POST /api/docker/containers/proxy/{cid}/echo HTTP/1.1\r\nHost: {live.host}\r\n"
-                f"Authorization: {live.token}\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n\r\n").encode()
-        with socket.create_connection((address, int(port)), timeout=10) as s:
-            s.sendall(head)
-            assert s.recv(64).startswith(b"HTTP/1.1 100 Continue")
-            s.sendall(b"z" * size)
-            answer = b""
-            while chunk := s.recv(2**20):
-                answer += chunk
-        status, _, rest = answer.partition(b"\r\n")
-        assert status == b"HTTP/1.1 200 OK" and rest.endswith(b"z" * 1000)
-        assert len(up.last()["body"]) == size
-        # without credentials: 401 ApiError at once, before the body is read
-        with socket.create_connection((address, int(port)), timeout=10) as s:
-            s.sendall(head.replace(f"Authorization: {live.token}\r\n".encode(), b""))
-            answer = b""
-            while chunk := s.recv(65536):
-                answer += chunk
-        # waitress answers 100 Continue as soon as headers are in (as for every request); then the 401 comes at
-        # once, without waiting for the body
-        answer = answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 401")
-        assert json.loads(answer.partition(b"\r\n\r\n")[2])["#type"] == "ApiError"
-    finally:
-        up.close()
+def test_streamed_upload_honours_expect_100_continue_and_auth(live, live_upstream):
+    up, cid = live_upstream
+    address, port = live.host.split(":")
+    size = 3 * 2**20
+    head = (f"POST /api/docker/containers/proxy/{cid}/echo HTTP/1.1\r\nHost: {live.host}\r\n"
+            f"Authorization: {live.token}\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n\r\n").encode()
+    with socket.create_connection((address, int(port)), timeout=10) as s:
+        s.sendall(head)
+        assert s.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(b"z" * size)
+        answer = b""
+        while chunk := s.recv(2**20):
+            answer += chunk
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 200 OK" and rest.endswith(b"z" * 1000)
+    assert len(up.last()["body"]) == size
+    # without credentials: 401 ApiError at once, before the body is read
+    with socket.create_connection((address, int(port)), timeout=10) as s:
+        s.sendall(head.replace(f"Authorization: {live.token}\r\n".encode(), b""))
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    # waitress answers 100 Continue as soon as headers are in (as for every request); then the 401 comes at
+    # once, without waiting for the body
+    answer = answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["#type"] == "ApiError"
 
 
-def test_pipelined_requests_behind_a_big_answer_are_not_lost(live):
+def test_pipelined_requests_behind_a_big_answer_are_not_lost(live, live_upstream):
     """A big sized answer is written by the worker thread and the connection closed after it, but only when no
     pipelined request waits behind it on that connection."""
-    up = Upstream()
-    try:
-        live.ctx.orchestrator.fixed_host_port = up.port
-        cid = add_container(live.ctx, {"on_demand": True})
-        requests.get(f"http://{live.host}/api/docker/containers/proxy/{cid}/health",
-                     headers={"Authorization": live.token}, timeout=10)  # start it first
-        address, port = live.host.split(":")
-        size = 2 * 2**20
-        one = (f"GET /api/docker/containers/proxy/{cid}/bytes/{size} HTTP/1.1\r\nHost: x\r\n"
-               f"Authorization: {live.token}\r\n\r\n").encode()
-        two = (f"GET /api/docker/containers/proxy/{cid}/health HTTP/1.1\r\nHost: x\r\n"
-               f"Authorization: {live.token}\r\nConnection: close\r\n\r\n").encode()
-        with socket.create_connection((address, int(port)), timeout=10) as s:
-            s.sendall(one + two)
-            answer = b""
-            while chunk := s.recv(2**20):
-                answer += chunk
-        assert answer.count(b"HTTP/1.1 200") == 2 and len(answer) > size
-    finally:
-        up.close()
+    up, cid = live_upstream
+    requests.get(f"http://{live.host}/api/docker/containers/proxy/{cid}/health",
+                 headers={"Authorization": live.token}, timeout=10)  # start it first
+    address, port = live.host.split(":")
+    size = 2 * 2**20
+    one = (f"GET /api/docker/containers/proxy/{cid}/bytes/{size} HTTP/1.1\r\nHost: x\r\n"
+           f"Authorization: {live.token}\r\n\r\n").encode()
+    two = (f"GET /api/docker/containers/proxy/{cid}/health HTTP/1.1\r\nHost: x\r\n"
+           f"Authorization: {live.token}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((address, int(port)), timeout=10) as s:
+        s.sendall(one + two)
+        answer = b""
+        while chunk := s.recv(2**20):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 200") == 2 and len(answer) > size
