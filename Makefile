@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: up install test unit integration docker e2e bench clean
+.PHONY: up install test unit integration docker e2e security bench clean
 
 up:
 	$(PYTHON) -m grokemu up
@@ -24,6 +24,9 @@ docker:
 
 e2e:
 	$(PYTEST) tests/e2e
+
+security:
+	$(PYTEST) tests/security
 
 bench:
 	$(PYTHON) benchmarks/bench_startup.py

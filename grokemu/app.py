@@ -45,9 +45,10 @@ def ctx() -> Context:
 
 
 def create_app(settings: Settings, *, store: Store | None = None, orchestrator: Orchestrator | None = None,
-               clock: Clock | None = None, background: bool = True) -> Flask:
+               clock: Clock | None = None, background: bool = True, bridge_addresses: tuple[str, ...] = ()) -> Flask:
     """`background=False` runs image validation inline when the scheduler runs (tests drive it with
-    `ctx.scheduler.run_once()`); the CLI keeps it on a worker thread."""
+    `ctx.scheduler.run_once()`); the CLI keeps it on a worker thread. `bridge_addresses`: the Docker bridge
+    gateway addresses grokemu also listens on (containers call the API there; web/guard.py limits what they get)."""
     from grokemu.adapters.sqlite_store import SqliteStore
     from grokemu.services.admin import AdminService
     from grokemu.services.images import ImageService
@@ -58,13 +59,13 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     from grokemu.services.spawner import Spawner
     from grokemu.services.tokens import TokenService
     from grokemu.web import admin, api, proxy, registry, ui
-    from grokemu.web import auth as web_auth
+    from grokemu.web.guard import Guard
     from grokemu.web.errors import register_error_handlers
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock()
     store = store if store is not None else SqliteStore(settings.db_path)
-    auth = AuthService(settings.dev_keys, store, clock)
+    auth = AuthService(settings.dev_keys, store, clock, session_ttl=settings.session_ttl)
     context = Context(settings=settings, store=store, clock=clock, orchestrator=orchestrator, auth=auth)
 
     tokens = TokenService(settings.data_dir / "keys", clock)
@@ -72,13 +73,18 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     spawner = Spawner(store, orchestrator, clock, settings, auth=auth, background=background)
     images = ImageService(store, orchestrator, clock, settings, spawner=spawner, registry=registry_service,
                           background=background)
-    packages = PackageService(store, clock, settings.data_dir / "packages", images=images, spawner=spawner)
+    packages = PackageService(store, clock, settings.data_dir / "packages", images=images, spawner=spawner,
+                              settings=settings)
     spawner.packages = packages
+    # Startup sweeps, before any request: what a kill -9 left (staging folders, unreferenced package versions,
+    # registry upload debris) goes; nothing that is resumable or referenced is touched.
+    packages.sweep()
+    registry_service.sweep()
     scheduler = Scheduler(clock, interval=settings.scheduler_interval)
     scheduler.add("validate images", images.process_pending)
     scheduler.add("reconcile containers", spawner.tick)
     admin_service = AdminService(store, orchestrator, settings, settings.data_dir / "packages",
-                                 registry=registry_service)
+                                 registry=registry_service, auth=auth)
     context.services.update(tokens=tokens, registry=registry_service, images=images, spawner=spawner,
                             packages=packages, scheduler=scheduler, admin=admin_service,
                             proxy=ProxyService(spawner, settings))
@@ -88,7 +94,6 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     app.extensions["grokemu"] = context
     sock = Sock(app)
     register_error_handlers(app)
-    web_auth.install(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(proxy.blueprint)
     # the WebSocket relay takes the raw socket from the server's handoff itself (services/proxy.py), so it is a
@@ -98,5 +103,11 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(ui.blueprint)
     admin.register_websockets(sock)
+    # after every blueprint: the guard classifies requests by the URL map's endpoints
+    guard = Guard(settings, auth, app.url_map,
+                  lambda environ, endpoint, args: registry.authorize(tokens, environ, endpoint, args),
+                  bridge_addresses)
+    guard.install(app)
+    context.services["guard"] = guard
     log.debug("grokemu %s app created (data dir %s)", __version__, settings.data_dir)
     return app

@@ -60,8 +60,9 @@ def cmd_up(args) -> int:
         from dataclasses import replace
 
         settings = replace(settings, port=port)
-    app = create_app(settings, orchestrator=orchestrator)
-    server = create_server(app, sockets, settings.threads, settings.max_request_body_size)
+    app = create_app(settings, orchestrator=orchestrator, bridge_addresses=tuple(extra))
+    server = create_server(app, sockets, settings, bridge_addresses=extra,
+                           preflight=app.extensions["grokemu"].services["guard"].preflight)
     context = app.extensions["grokemu"]
     context.scheduler.start()
 

@@ -36,6 +36,27 @@ class Settings:
     log_level: str = "INFO"
     instance: str = "default"  # label value that tells this grokemu's containers from another's
 
+    # -- who may drive grokemu (web/guard.py) ---------------------------------------------------------------------
+    session_ttl: float = 12 * 3600.0  # seconds a session token (dev-key login, dashboard cookie) stays valid
+    allowed_origins: tuple = ()  # extra browser origins allowed to call grokemu, e.g. `http://localhost:3000`
+    allowed_hosts: tuple = ()  # extra names grokemu answers to in `Host` (DNS-rebinding guard)
+
+    # -- input limits: a bad or huge request gets a 4xx, never a 500 or unbounded memory -------------------------
+    max_package_bytes: int = 256 * 1024**2  # a package upload (the raw ZIP), checked before it is read
+    max_package_unpacked_bytes: int = 1024**3  # all entries of a package ZIP, decompressed
+    max_package_entries: int = 20_000  # entries in a package ZIP
+    max_compression_ratio: float = 200.0  # uncompressed / compressed size of one ZIP entry (bigger than 1 MiB)
+    max_api_body_bytes: int = 1024**2  # any other /api or /_grokemu body (JSON entities, logins)
+
+    # -- server resources (server.py) ------------------------------------------------------------------------------
+    connection_limit: int = 1000  # open HTTP connections waitress serves at once (poll(), no select() limit)
+    channel_timeout: float = 120.0  # seconds an idle keep-alive connection is kept
+    header_timeout: float = 30.0  # seconds a caller has to send a whole request head (slowloris)
+    stream_timeout: float = 60.0  # seconds without progress before a handed-off upload or answer is cut
+    websocket_idle_timeout: float = 3600.0  # seconds a WebSocket may carry nothing in either direction
+    max_websockets: int = 256  # open WebSockets at once; more are refused with a clear error
+    max_streams: int = 64  # handed-off uploads and big answers at once; more wait in waitress or get 503
+
     @property
     def api_url(self) -> str:
         return f"http://{_url_host(self.host)}:{self.port}/api"
@@ -74,6 +95,9 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(os.path.expanduser(str(value)))
         if kind.startswith("Mapping"):
             return _parse_dev_keys(value)
+        if kind == "tuple":
+            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
         return str(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"setting {name!r}: cannot use {value!r} ({e})") from None

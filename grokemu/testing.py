@@ -80,8 +80,10 @@ class GrokemuProcess:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.load(resp)["token"]
 
-    def reset(self) -> None:
-        req = urllib.request.Request(f"{self.url}/_grokemu/reset", method="POST")
+    def reset(self, key: str = "admin") -> None:
+        """Drop every entity and what this server created in Docker (an admin route: it needs a session)."""
+        req = urllib.request.Request(f"{self.url}/_grokemu/reset", method="POST",
+                                     headers={"Authorization": self.login(key)})
         with urllib.request.urlopen(req, timeout=120) as resp:
             resp.read()
 

@@ -225,6 +225,32 @@ class FsBlobStore:
             if age > debris_age:
                 yield d.name, None
 
+    def sweep_debris(self) -> int:
+        """At startup, before any request: remove what a killed process left that is not resumable state.
+        Upload session folders without readable metadata or data (a crash while creating one, or after its blob was
+        committed and before the folder went) and `.tmp-*` files of interrupted atomic writes anywhere go, whatever
+        their age; a session with metadata and data is a resumable upload and stays (purge_uploads expires it).
+        Layer links whose blob is missing (a crash between linking and the rename that commits the blob) go too:
+        no repository may claim a blob it never received. Returns how many entries were removed."""
+        removed = 0
+        for d in list(self._uploads.iterdir()):
+            if _UUID.match(d.name) and self.upload_info(d.name) is not None:
+                continue
+            self.remove_upload_entry(d.name)
+            removed += 1
+        for base in (self._blobs, self._repos, self._uploads):
+            for dirpath, _, filenames in os.walk(base):
+                for fn in filenames:
+                    if fn.startswith(".tmp-"):
+                        _unlink(Path(dirpath) / fn)
+                        removed += 1
+        for repo in self.repositories():
+            for digest, _ in list(self.iter_layer_links(repo)):
+                if self.blob_size(digest) is None:
+                    self.unlink_layer(repo, digest)
+                    removed += 1
+        return removed
+
     def remove_upload_entry(self, name: str) -> None:
         p = self._uploads / name
         if p.parent == self._uploads:

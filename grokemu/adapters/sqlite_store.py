@@ -11,12 +11,14 @@ from typing import Any
 
 from grokemu.domain.model import (DockerContainer, DockerImage, container_from_record, image_from_record,
                                   to_record)
+from grokemu.domain.ports import SessionRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS containers (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS packages (name TEXT PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (token TEXT PRIMARY KEY, login TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (token TEXT PRIMARY KEY, login TEXT NOT NULL, created REAL NOT NULL,
+                                     expires REAL, owner TEXT);
 """
 
 
@@ -31,6 +33,17 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate_sessions()
+
+    def _migrate_sessions(self) -> None:
+        """A database from before sessions expired has `sessions (token, login, created)`: add the new columns
+        (NULL: AuthService dates such a user session from `created`; it has no owner)."""
+        with self.transaction():
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+            for column, kind in (("expires", "REAL"), ("owner", "TEXT")):
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner)")
 
     @contextmanager
     def transaction(self):
@@ -104,17 +117,40 @@ class SqliteStore:
         self._exec("INSERT OR REPLACE INTO packages (name, data) VALUES (?, ?)", (record["name"], json.dumps(record)))
 
     # sessions
-    def put_session(self, token: str, login: str, created: float) -> None:
-        self._exec("INSERT OR REPLACE INTO sessions (token, login, created) VALUES (?, ?, ?)", (token, login, created))
+    def put_session(self, token: str, login: str, created: float, expires: float | None = None,
+                    owner: str | None = None) -> None:
+        self._exec("INSERT OR REPLACE INTO sessions (token, login, created, expires, owner) VALUES (?, ?, ?, ?, ?)",
+                   (token, login, created, expires, owner))
 
-    def get_session(self, token: str) -> str | None:
-        return self._one("SELECT login FROM sessions WHERE token = ?", (token,))
+    def get_session(self, token: str) -> SessionRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT token, login, created, expires, owner FROM sessions WHERE token = ?",
+                                   (token,)).fetchone()
+        return SessionRecord(*row) if row else None
+
+    def _delete_sessions(self, where: str, args: tuple) -> int:
+        with self.transaction():
+            return self._db.execute(f"DELETE FROM sessions WHERE {where}", args).rowcount
+
+    def delete_session(self, token: str) -> bool:
+        return self._delete_sessions("token = ?", (token,)) > 0
+
+    def delete_owner_sessions(self, owner: str) -> int:
+        return self._delete_sessions("owner = ?", (owner,))
+
+    def delete_container_sessions(self) -> int:
+        return self._delete_sessions("owner IS NOT NULL", ())
+
+    def purge_sessions(self, expired_before: float) -> int:
+        return self._delete_sessions("expires IS NOT NULL AND expires < ?", (expired_before,))
 
     def reset(self) -> None:
         with self.transaction():
-            # sessions survive a reset: a reset drops entities, not the logged-in grok CLI or browser
+            # user sessions survive a reset (the logged-in grok CLI and browser keep working); the USER_API_KEYs
+            # of containers do not: the containers are gone
             for table in ("images", "containers", "packages"):
                 self._db.execute(f"DELETE FROM {table}")
+            self._db.execute("DELETE FROM sessions WHERE owner IS NOT NULL")
 
     def close(self) -> None:
         with self._lock:

@@ -32,6 +32,24 @@ class Conflict(GrokemuError):
     status = 409
 
 
+class LengthRequired(GrokemuError):
+    """A body without Content-Length where grokemu must know its size before reading it."""
+
+    status = 411
+
+
+class PayloadTooLarge(GrokemuError):
+    """A body, a package ZIP or one of its entries is over a configured limit (the message names the setting)."""
+
+    status = 413
+
+
+class Busy(GrokemuError):
+    """A server-wide cap is reached (open WebSockets, handed-off streams): try again later."""
+
+    status = 503
+
+
 class GatewayTimeout(GrokemuError):
     status = 504
 

@@ -28,10 +28,31 @@ class Store(Protocol):
     def list_packages(self) -> list[dict[str, Any]]: ...
     def put_package(self, record: dict[str, Any]) -> None: ...
 
-    def put_session(self, token: str, login: str, created: float) -> None: ...
-    def get_session(self, token: str) -> str | None: ...
+    # sessions (services/auth.py decides what is valid; the store only keeps rows)
+    def put_session(self, token: str, login: str, created: float, expires: float | None = None,
+                    owner: str | None = None) -> None: ...
+    def get_session(self, token: str) -> "SessionRecord | None": ...
+    def delete_session(self, token: str) -> bool: ...
+    def delete_owner_sessions(self, owner: str) -> int: ...
+    def delete_container_sessions(self) -> int:
+        """Every session that has an owner (a container's USER_API_KEY)."""
+    def purge_sessions(self, expired_before: float) -> int:
+        """Rows whose `expires` is before the given time (rows without `expires` are kept)."""
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Drop every entity and package, and every container-owned session; user sessions are kept."""
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One session row. `expires` None = no time limit (container tokens; also rows from before sessions had an
+    expiry, which AuthService dates from `created`). `owner` = the container id whose USER_API_KEY this is."""
+
+    token: str
+    login: str
+    created: float
+    expires: float | None = None
+    owner: str | None = None
 
 
 @dataclass

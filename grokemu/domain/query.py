@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from typing import Any, Iterable
@@ -13,13 +14,26 @@ from urllib.parse import unquote
 
 from grokemu.domain.errors import BadRequest
 
-_CONDITION = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=|!=|contains|starts with)\s*(.+?)\s*$', re.IGNORECASE)
+# Every pattern here is matched at one position and cannot backtrack over its own input: parsing is linear in the
+# length of `text` (a `\s*(.+?)\s*$` condition was quadratic on long whitespace runs).
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_OPERATORS = ("!=", "=", "contains", "starts with")
+_SPACE = re.compile(r"\s+")
+MAX_TEXT = 4096  # characters of `text`; a longer search is a mistake or an attack
+MAX_ORDER = 1024  # characters of `order`
 
 
 def decode_text(raw: str | None) -> str:
     """Flask decoded the query string once; the Dart client encoded `text` twice (`filter('name = "x"')` arrives as
     `name%2520%253D...`), so decode once more."""
-    return unquote(raw) if raw else ""
+    if not raw:
+        return ""
+    if len(raw) > 3 * MAX_TEXT:
+        raise BadRequest(f"text is longer than {MAX_TEXT} characters")
+    text = unquote(raw)
+    if len(text) > MAX_TEXT:
+        raise BadRequest(f"text is longer than {MAX_TEXT} characters")
+    return text
 
 
 def _unquote_value(value: str) -> str:
@@ -30,10 +44,46 @@ def _unquote_value(value: str) -> str:
     return " ".join(parts)
 
 
+def _condition(term: str) -> tuple[str, str, str] | None:
+    """`field op value` → (field, op, raw value), or None for a bare-words term. Linear: one anchored match for the
+    field, a fixed operator list, then str.strip."""
+    term = term.strip()
+    m = _FIELD.match(term)
+    if not m:
+        return None
+    rest = term[m.end():].lstrip()
+    for op in _OPERATORS:
+        if rest[:len(op)].lower() == op:
+            value = rest[len(op):].strip()
+            return (m.group(0), op, value) if value else None
+    return None
+
+
+def split_terms(text: str) -> list[str]:
+    """Conditions joined by ` and ` (any case, any whitespace around it), split in one linear pass."""
+    terms: list[str] = []
+    current: list[str] = []  # words and the whitespace between them, as given (a quoted value keeps its spaces)
+    parts = _SPACE.split(text.strip())  # no capture group: words only; separators are found by position below
+    pos = 0
+    stripped = text.strip()
+    for word in parts:
+        start = stripped.find(word, pos) if word else pos
+        gap = stripped[pos:start]
+        pos = start + len(word)
+        if word.lower() == "and" and current:
+            terms.append("".join(current).strip())
+            current = []
+            continue
+        current.append(gap + word)
+    if current and "".join(current).strip():
+        terms.append("".join(current).strip())
+    return [t for t in terms if t]
+
+
 def _matcher(term: str):
-    m = _CONDITION.match(term)
-    if m:
-        field, op, value = m.group(1), m.group(2).lower(), _unquote_value(m.group(3))
+    parsed = _condition(term)
+    if parsed:
+        field, op, value = parsed[0], parsed[1], _unquote_value(parsed[2])
 
         def by_field(item: dict[str, Any]) -> bool:
             if field not in item:
@@ -58,14 +108,29 @@ def _matcher(term: str):
 
 
 def _sort_key(value: Any):
-    return (value is None, str(value).lower() if isinstance(value, str) else value)
+    """Totally ordered whatever the value: None last; numbers, then strings (case-insensitive), then anything else
+    (booleans, maps such as `package`, lists) by its JSON text."""
+    if value is None:
+        return (1, 0, 0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, 0, value if value == value else 0)
+    if isinstance(value, str):
+        return (0, 1, value.lower())
+    try:
+        text = json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return (0, 2, text)
 
 
 def apply_query(items: Iterable[dict[str, Any]], *, text: str = "", limit: str | None = None,
                 page: str | None = None, order: str | None = None) -> list[dict[str, Any]]:
     result = list(items)
-    terms = [t for t in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE) if t] if text.strip() else []
-    for term in terms:
+    if len(text) > MAX_TEXT:
+        raise BadRequest(f"text is longer than {MAX_TEXT} characters")
+    if order and len(order) > MAX_ORDER:
+        raise BadRequest(f"order is longer than {MAX_ORDER} characters")
+    for term in split_terms(text):
         match = _matcher(term)
         result = [item for item in result if match(item)]
     if order:

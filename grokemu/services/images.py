@@ -17,7 +17,7 @@ from grokemu.domain.clock import Clock
 from grokemu.domain.lifecycle import IMAGE_TRANSITIONS, ImageStatus, next_status
 from grokemu.domain.model import DockerImage
 from grokemu.domain.ports import Orchestrator, Store
-from grokemu.services.packages import package_dir
+from grokemu.services.packages import current_files_dir
 
 if TYPE_CHECKING:
     from grokemu.services.registry import RegistryService
@@ -154,7 +154,12 @@ class ImageService:
             tag = f"datagrok/{image.name}:{image.version}"
             if image.image_ref:
                 logs.append(f"Image {image.image_ref} was not found in the Docker daemon; building it.\n")
-            context = package_dir(self._settings.data_dir / "packages", image.package) / image.dockerfile_path
+            # the package's current files, resolved through its database row (a publish swaps versions atomically)
+            files = current_files_dir(self._settings.data_dir / "packages", self._store.get_package(image.package))
+            if files is None or not (files / image.dockerfile_path).is_file():
+                return False, "".join(logs) + (f"The package's files for {image.dockerfile_path} are missing; "
+                                               "publish the package again.\n"), None
+            context = files / image.dockerfile_path
             logs.append(f"Building {tag} from {image.dockerfile_path}\n")
             result = orch.build_image(str(context.parent), tag, image_labels(self._settings, image))
             logs.append(result.logs)

@@ -408,6 +408,15 @@ class RegistryService:
             self._last_purge = now
             self.purge_uploads()
 
+    def sweep(self) -> int:
+        """Startup sweep (create_app, before requests): debris of a killed upload or write goes; resumable upload
+        sessions stay. A blob is only ever visible after the rename of a whole, verified, fsync'ed upload file, so a
+        kill -9 mid-PATCH or mid-PUT leaves a session (or debris), never a partial blob."""
+        removed = self.store.sweep_debris()
+        if removed:
+            log.info("registry: removed %d leftovers of interrupted uploads", removed)
+        return removed
+
     def purge_uploads(self) -> int:
         """Delete sessions untouched for `upload_ttl` seconds (and debris without metadata)."""
         now, removed = self._clock.now(), 0

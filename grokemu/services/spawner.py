@@ -96,6 +96,10 @@ class Spawner:
             for key, value in changes.items():
                 setattr(c, key, value)
             self._store.put_container(c)
+        if c.status not in (S.STARTING, S.CHECKING, S.STARTED):
+            # stopping, stopped, error, vanished, or about to be (re)started: its USER_API_KEY dies now (a start
+            # mints a new one in _spec)
+            self._auth.revoke_owner(cid)
         log.info("container %s: %s (%s)", c.name, c.status.value, event)
         self._notify()
         return c
@@ -258,6 +262,7 @@ class Spawner:
         if container.docker_id and self._orchestrator is not None and self._orchestrator.ping():
             self._orchestrator.remove(container.docker_id)
         self._store.delete_container(container.id)
+        self._auth.revoke_owner(container.id)
         self._notify()
 
     # -- the drivers -------------------------------------------------------------------------------------------
@@ -312,6 +317,7 @@ class Spawner:
             spec, warnings = self._spec(c, image)
             running = orch.run(spec)
         except Exception as e:
+            self._auth.revoke_owner(c.id)  # a token minted for a run that did not happen
             self._fail(c.id, f"start failed: {getattr(e, 'message', None) or e}", expect=(S.STARTING,))
             return False
         moved = self._transition(c.id, "container_running", expect=(S.STARTING,), docker_id=running.id,
@@ -321,6 +327,7 @@ class Spawner:
                                  warnings=warnings + running.warnings)
         if moved is None:  # stopped, replaced or timed out while Docker was starting it
             orch.remove(running.id)
+            self._auth.revoke_owner(c.id)  # that stop may have come before _spec minted this run's token
             return True
         for warning in moved.warnings:
             log.warning("container %s: %s", moved.name, warning)
@@ -388,15 +395,33 @@ class Spawner:
             gpus = 0
         packages = self.packages
         env = build_environment(
-            api_url=self.container_api_url(), user_token=self._auth.token_for(c.started_by or "admin"),
+            api_url=self.container_api_url(), user_token=self._auth.token_for(c.started_by or "admin", owner=c.id),
             env=cfg.get("env") or {}, own_package=c.package,
             find_package=packages.find_package if packages else (lambda ref: None),
             own_entities=packages.entities(c.package) if packages else [])
+
+        # Docker reads 0 as "no limit": a tiny cpu/memory that rounds below Docker's minimum is raised to it, with a
+        # warning, never left unlimited (Docker refuses memory under 6 MiB; NanoCpus 1e7 is 0.01 CPU).
+        def limit(key: str, default: float, scale: float, minimum: int, maximum: float, unit: str) -> int:
+            try:
+                value = float(cfg.get(key, default) if cfg.get(key) is not None else default)
+            except (TypeError, ValueError):
+                value = default
+            if value != value or value <= 0:  # NaN or not positive (rows written before container.json checks)
+                value = default
+            wanted = min(value * scale, maximum)
+            if wanted < minimum:
+                warnings.append(f"container.json '{key}' {cfg.get(key)} is below Docker's minimum; using "
+                                f"{minimum / scale:g} {unit}")
+                return minimum
+            return int(wanted)
+
         spec = RunSpec(
             name=self.docker_name(c), image=image.docker_id or image.docker_full_name,
             container_port=int(image.port or cfg.get("port") or 0), labels=self.labels(c), env=env,
-            nano_cpus=int(float(cfg.get("cpu", 0.25)) * 1e9), mem_bytes=int(float(cfg.get("memory", 512)) * MB),
-            shm_bytes=int(float(cfg.get("shm_size", 64)) * MB), gpus=gpus, storage_gb=cfg.get("storage"),
+            nano_cpus=limit("cpu", 0.25, 1e9, 10_000_000, 1024e9, "CPU"),
+            mem_bytes=limit("memory", 512, MB, 6 * MB, float(2**60), "MB"),
+            shm_bytes=limit("shm_size", 64, MB, 1, float(2**60), "MB"), gpus=gpus, storage_gb=cfg.get("storage"),
             extra_hosts={"host.docker.internal": "host-gateway"})
         return spec, warnings
 

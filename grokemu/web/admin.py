@@ -1,9 +1,12 @@
-"""grokemu's own controls under /_grokemu: health, reset, and a WebSocket echo that proves the handoff."""
+"""grokemu's own controls under /_grokemu: health, reset, and a WebSocket echo that proves the handoff.
+
+Health is public but says only that grokemu is alive and its version; the details (Docker, URLs, open sockets) need
+a session, like everything else here (web/guard.py)."""
 from __future__ import annotations
 
 import time
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from grokemu import __version__
 
@@ -18,6 +21,8 @@ def _ctx():
 
 @blueprint.get("/health")
 def health():
+    if not g.login:
+        return jsonify({"status": "ok", "version": __version__})
     c = _ctx()
     orch = c.orchestrator
     reachable = bool(orch and orch.ping())

@@ -7,9 +7,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request
 
 from grokemu import __version__
-from grokemu.domain.errors import BadRequest, NotFound, Unauthorized
+from grokemu.domain.container_config import load_json
+from grokemu.domain.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
 from grokemu.domain.query import apply_query, decode_text
-from grokemu.web.auth import authenticate
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -57,34 +57,15 @@ def server_info():
 
 
 # -- packages (grok publish) --------------------------------------------------------------------------------------
-def _package_caller(rest: str) -> tuple[str, str]:
-    """(login, package name) for `/packages/dev/<rest>`.
-
-    With an Authorization header (`Dev <key>` or a session token) `rest` is the package name, scope and `/`
-    included. Without one it is the legacy `<key>/<name>` form the CLI falls back to after a 401/404
-    (datagrok-tools dev-key.js:69-70)."""
-    header = request.headers.get("Authorization")
-    auth = _ctx().auth
-    if header:
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() == "dev":
-            login = auth.login_for_dev_key(key.strip())
-            if login is None:
-                raise Unauthorized("Invalid developer key")
-            return login, rest
-        return authenticate(), rest
-    key, _, name = rest.partition("/")
-    login = auth.login_for_dev_key(key)
-    if login is None or not name:
-        if request.cookies.get("auth"):
-            return authenticate(), rest
-        raise Unauthorized("Not authenticated: send 'Authorization: Dev <key>' or put the key in the path")
-    return login, name
+def _package_caller() -> tuple[str, str]:
+    """(login, package name): the guard (web/guard.py) authenticated the caller by `Dev <key>`, a session token or
+    the CLI's legacy `<key>/<name>` path, and took the package name out of the path."""
+    return g.login, request.environ["grokemu.package"]
 
 
 @blueprint.get("/packages/dev/<path:rest>/timestamps")
 def package_timestamps(rest: str):
-    _, name = _package_caller(rest)
+    _, name = _package_caller()
     return jsonify(_ctx().packages.timestamps(name))
 
 
@@ -94,14 +75,20 @@ def _flag(name: str) -> bool:
 
 @blueprint.post("/packages/dev/<path:rest>")
 def publish_package(rest: str):
-    login, name = _package_caller(rest)
-    result = _ctx().packages.publish(name, request.get_data(cache=False), debug=_flag("debug"),
-                                     rebuild=_flag("rebuild"), drop_db=_flag("dropDb"),
-                                     suffix=request.args.get("suffix"), login=login)
+    login, name = _package_caller()
+    packages = _ctx().packages
+    packages.check_name(name)  # before a byte of the body is read
+    # The body goes to a temporary file (at most max_package_bytes, however it is framed), not into memory.
+    with packages.spool(request.stream) as body:
+        result = packages.publish(name, body, debug=_flag("debug"), rebuild=_flag("rebuild"),
+                                  drop_db=_flag("dropDb"), suffix=request.args.get("suffix"), login=login)
     return jsonify(result.to_wire())
 
 
 # -- docker images ------------------------------------------------------------------------------------------------
+MAX_LOG_LINES = 1_000_000  # `limit` of a container's logs
+
+
 def _list(entities):
     items = apply_query((e.to_wire() for e in entities), text=decode_text(request.args.get("text")),
                         limit=request.args.get("limit"), page=request.args.get("page"),
@@ -196,12 +183,18 @@ def container_logs(container_id: str):
         limit = int(request.args.get("limit") or 10000)
     except ValueError:
         raise BadRequest("limit must be an integer") from None
+    if not 0 <= limit <= MAX_LOG_LINES:
+        raise BadRequest(f"limit must be between 0 and {MAX_LOG_LINES}")
     return Response(_ctx().spawner.logs(container_id, limit), mimetype="text/plain")
 
 
 @blueprint.post("/docker/containers")
 def save_container():
-    body = request.get_json(silent=True)
+    limit = _ctx().settings.max_api_body_bytes
+    raw = request.stream.read(limit + 1)  # the guard checked Content-Length; this bounds any other framing
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"Body is bigger than {limit} bytes (setting max_api_body_bytes)")
+    body = load_json(raw, "DockerContainer body") if raw.strip() else None
     if not isinstance(body, dict):
         raise BadRequest("Expected a DockerContainer entity as a JSON object")
     return jsonify(_ctx().spawner.save(body, g.login).to_wire())

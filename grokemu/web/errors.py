@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 # OCI error codes by HTTP status, for errors that do not name their own `oci_code`.
 _OCI_CODE_BY_STATUS = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 405: "UNSUPPORTED",
-                       413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID", 429: "TOOMANYREQUESTS"}
+                       411: "SIZE_INVALID", 413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID", 429: "TOOMANYREQUESTS"}
 
 
 def api_error_response(status: int, message: str, inner: str = "", headers: dict | None = None) -> Response:
@@ -37,27 +37,60 @@ def oci_error_response(status: int, code: str, message: str, detail=None, header
     return resp
 
 
-def _is_registry_path() -> bool:
+def is_registry_path(path: str, blueprint: str | None = None) -> bool:
     # The registry blueprint's token endpoints (/token, /api/docker/token) answer in the OCI envelope too: docker
     # parses a failed token response as one and prints its message ("unauthorized: bad credentials").
-    return request.path == "/v2" or request.path.startswith("/v2/") or request.blueprint == "registry"
+    return path == "/v2" or path.startswith("/v2/") or path == "/token" or path == "/api/docker/token" \
+        or blueprint == "registry"
+
+
+def _is_registry_path() -> bool:
+    return is_registry_path(request.path, request.blueprint)
+
+
+def domain_error_response(e: GrokemuError, path: str, blueprint: str | None = None) -> Response:
+    headers = getattr(e, "headers", None) or {}
+    if is_registry_path(path, blueprint):
+        code = getattr(e, "oci_code", None) or _OCI_CODE_BY_STATUS.get(e.status, "UNKNOWN")
+        return oci_error_response(e.status, code, e.message, getattr(e, "detail", None), headers)
+    return api_error_response(e.status, e.message, e.inner, headers)
+
+
+def raw_error(e: GrokemuError, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The same answer as a status line, headers and body, for the server to write on a connection before any
+    Flask request exists (web/guard.py's preflight)."""
+    resp = domain_error_response(e, path)
+    return resp.status, [(k, v) for k, v in resp.headers.items() if k.lower() != "content-length"], resp.get_data()
+
+
+def _answered_on_taken_socket(resp: Response) -> Response:
+    """A WebSocket upgrade refused before its handler ran (the guard's 401/403): the server took the connection
+    from waitress already, so nothing would write this answer. Write it on the socket as the HTTP answer to the
+    upgrade; the caller sees a real status instead of a dropped connection."""
+    sock = request.environ.get("werkzeug.socket")
+    if sock is not None:
+        body = resp.get_data()
+        head = [f"HTTP/1.1 {resp.status}"] + [f"{k}: {v}" for k, v in resp.headers.items()
+                                              if k.lower() not in ("content-length", "connection")]
+        head += [f"Content-Length: {len(body)}", "Connection: close"]
+        try:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        except OSError:
+            pass
+    return resp
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GrokemuError)
     def _domain_error(e: GrokemuError):
-        headers = getattr(e, "headers", None) or {}
-        if _is_registry_path():
-            code = getattr(e, "oci_code", None) or _OCI_CODE_BY_STATUS.get(e.status, "UNKNOWN")
-            return oci_error_response(e.status, code, e.message, getattr(e, "detail", None), headers)
-        return api_error_response(e.status, e.message, e.inner, headers)
+        return _answered_on_taken_socket(domain_error_response(e, request.path, request.blueprint))
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
         if _is_registry_path():
             code = _OCI_CODE_BY_STATUS.get(e.code or 500, "UNKNOWN")
             return oci_error_response(e.code or 500, code, e.description or e.name)
-        return api_error_response(e.code or 500, e.description or e.name)
+        return _answered_on_taken_socket(api_error_response(e.code or 500, e.description or e.name))
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):

@@ -21,32 +21,34 @@ _WRITE_ACTIONS = {"POST": "push", "PUT": "push", "PATCH": "push", "DELETE": "del
 
 # -- auth -------------------------------------------------------------------------------------------------------------
 
-def _bearer() -> str | None:
-    value = request.headers.get("Authorization", "")
-    scheme, _, rest = value.strip().partition(" ")
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, rest = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer":
         return None  # Basic and the rest: docker never sends them to /v2 once it has seen the Bearer challenge
     return rest.strip() or None
 
 
-@blueprint.before_request
-def _authorize():
-    if not (request.path == "/v2" or request.path.startswith("/v2/")):
-        return None
-    args = request.view_args or {}
-    repo = args.get("name")
-    if request.endpoint == "registry.base":
+def authorize(tokens: TokenService, environ: dict, endpoint: str | None, view_args: dict) -> None:
+    """The registry's access rule for one /v2 request, called by the guard (web/guard.py) before the view runs and,
+    for a request with a body, before the body is read: reads need no token, `GET /v2/` any valid token, writes a
+    token granting push (delete for DELETE) on the repository."""
+    path = environ.get("PATH_INFO") or ""
+    if not (path == "/v2" or path.startswith("/v2/")):
+        return
+    repo = view_args.get("name")
+    if endpoint == "registry.base":
         action = None
-    elif request.endpoint == "registry.cancel_upload":
-        action = "push"  # cancelling an upload is part of pushing (distribution: blob upload routes need push)
+    elif endpoint in ("registry.cancel_upload", "registry.upload_status"):
+        action = "push"  # an upload is part of pushing (distribution: every blob upload route needs push)
     else:
-        action = _WRITE_ACTIONS.get(request.method, "pull")
+        action = _WRITE_ACTIONS.get(environ.get("REQUEST_METHOD", "GET"), "pull")
     if repo is not None:
         check_name(repo)  # NAME_INVALID before anything else: `..` and friends never reach auth or storage
     # Trap T9: the realm must be absolute and built from the Host the client used (docker keys credentials by it).
-    ctx().tokens.authorize(_bearer(), realm=request.host_url + "token", service=request.host, repo=repo,
-                           action=action)
-    return None
+    host = environ.get("HTTP_HOST", "")
+    tokens.authorize(_bearer(environ.get("HTTP_AUTHORIZATION")),
+                     realm=f"{environ.get('wsgi.url_scheme', 'http')}://{host}/token", service=host, repo=repo,
+                     action=action)
 
 
 @blueprint.after_request

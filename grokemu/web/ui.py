@@ -1,14 +1,16 @@
-"""The dashboard at `/`: Datagrok's Docker management view in miniature (containers on top, images below)."""
+"""The dashboard at `/`: Datagrok's Docker management view in miniature (containers on top, images below), behind a
+login form: the dev key is exchanged for a session in the `auth` cookie (HttpOnly, SameSite=Strict), and no page ever
+shows a key (the terminal banner does)."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template_string
+from flask import Blueprint, Response, current_app, g, redirect, render_template_string, request
 
 from grokemu import __version__
 
 blueprint = Blueprint("ui", __name__)
 
 _PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>grokemu</title>
+<html lang="en"><head><meta charset="utf-8"><title>grokemu</title>
 <style>
  body{font:14px system-ui,sans-serif;margin:2em;color:#222} h1{font-size:20px} h2{font-size:16px;margin-top:2em}
  table{border-collapse:collapse;width:100%} th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}
@@ -18,7 +20,9 @@ _PAGE = """<!doctype html>
 </style></head><body>
 <h1>grokemu {{ version }}</h1>
 <p>API <code>{{ api }}</code> &middot; Docker {{ 'reachable' if docker else 'unreachable' }} &middot;
- point the grok CLI here: <code>grok config add --alias grokemu --server {{ api }} --key {{ key }} --default</code></p>
+ point the grok CLI here: <code>grok config add --alias grokemu --server {{ api }} --key &lt;your dev key&gt; --default</code>
+ &middot; signed in as {{ login }} <form method="post" action="/_grokemu/logout" style="display:inline">
+ <button type="submit">Sign out</button></form></p>
 <h2>Containers</h2>
 <table id="containers"><tr><th>Name</th><th>Status</th><th>Package</th><th>Image</th><th>Address</th><th>Last active</th><th>Details</th></tr>
 {% for c in containers %}<tr><td>{{ dot(c.status) | safe }}{{ c.name }}</td><td>{{ c.status }}</td><td>{{ c.namespace }}</td>
@@ -45,13 +49,70 @@ def _dot(status: str) -> str:
     return '<span class="dot grey"></span>'
 
 
-@blueprint.get("/")
-def dashboard():
+_LOGIN = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>grokemu: sign in</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222} .error{color:#a33}</style></head><body>
+<h1>grokemu {{ version }}</h1>
+<form method="post" action="/_grokemu/login">
+ <label for="key">Developer key</label> <input id="key" name="key" type="password" autocomplete="current-password" autofocus>
+ <button type="submit">Sign in</button>
+</form>{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<p>The key is the one grokemu printed when it started (<code>--dev-key</code>; <code>admin</code> by default).</p>
+</body></html>"""
+
+AUTH_COOKIE = "auth"  # Datagrok's session cookie name: the JS client and fetchProxy calls from the page send it
+
+
+def _ctx():
     from grokemu.app import ctx
 
-    c = ctx()
-    return render_template_string(
-        _PAGE, version=__version__, api=c.settings.api_url, key=next(iter(c.settings.dev_keys)),
+    return ctx()
+
+
+def _page(html: str, status: int = 200) -> Response:
+    resp = Response(html, status=status, mimetype="text/html")
+    # no framing (clickjacking), no caching of entity data, no referrer leaking ids to other sites
+    resp.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Cache-Control"] = "no-store"
+    # same-origin, not no-referrer: under no-referrer Chromium sends `Origin: null` on the login form's POST
+    resp.headers["Referrer-Policy"] = "same-origin"
+    return resp
+
+
+def _login_page(error: str = "", status: int = 200) -> Response:
+    return _page(render_template_string(_LOGIN, version=__version__, error=error), status)
+
+
+@blueprint.get("/")
+def dashboard():
+    if not g.login:
+        return _login_page()
+    c = _ctx()
+    return _page(render_template_string(
+        _PAGE, version=__version__, api=c.settings.api_url, login=g.login,
         docker=bool(c.orchestrator and c.orchestrator.ping()), dot=_dot,
         containers=sorted((x.to_wire() for x in c.store.list_containers()), key=lambda x: x["name"]),
-        images=sorted((x.to_wire() for x in c.store.list_images()), key=lambda x: x["name"]))
+        images=sorted((x.to_wire() for x in c.store.list_images()), key=lambda x: x["name"])))
+
+
+@blueprint.post("/_grokemu/login", endpoint="login")
+def login():
+    from grokemu.domain.errors import Unauthorized
+
+    try:
+        token, _ = _ctx().auth.login_with_dev_key(request.form.get("key", ""))
+    except Unauthorized:
+        return _login_page("That is not a developer key of this grokemu.", 401)
+    resp = redirect("/", code=303)
+    resp.set_cookie(AUTH_COOKIE, token, max_age=int(_ctx().settings.session_ttl), path="/", httponly=True,
+                    samesite="Strict")
+    return resp
+
+
+@blueprint.post("/_grokemu/logout")
+def logout():
+    _ctx().auth.revoke(g.token)
+    resp = redirect("/", code=303)
+    resp.delete_cookie(AUTH_COOKIE, path="/", httponly=True, samesite="Strict")
+    return resp

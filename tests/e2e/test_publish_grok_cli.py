@@ -76,6 +76,7 @@ def test_grok_publish_debug_delta_release(grokemu_server, grok, package, base_im
     assert "Skipping package.json" in second.stdout
     stored = server.data_dir / "packages"
     [pkg_dir] = [p for p in stored.iterdir() if not p.name.startswith(".")]
+    [pkg_dir] = list(pkg_dir.iterdir())  # the one files version the package's row points at
     assert (pkg_dir / "package.json").exists()  # kept from the first upload
     assert (pkg_dir / "dockerfiles/squares/app.py").read_text().endswith("# changed\n")
     [image] = wait_images(server, token, image_name)

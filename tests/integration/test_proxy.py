@@ -669,9 +669,9 @@ def test_pipelined_requests_behind_a_big_answer_are_not_lost(live, live_upstream
                  headers={"Authorization": live.token}, timeout=10)  # start it first
     address, port = live.host.split(":")
     size = 2 * 2**20
-    one = (f"GET /api/docker/containers/proxy/{cid}/bytes/{size} HTTP/1.1\r\nHost: x\r\n"
+    one = (f"GET /api/docker/containers/proxy/{cid}/bytes/{size} HTTP/1.1\r\nHost: localhost\r\n"
            f"Authorization: {live.token}\r\n\r\n").encode()
-    two = (f"GET /api/docker/containers/proxy/{cid}/health HTTP/1.1\r\nHost: x\r\n"
+    two = (f"GET /api/docker/containers/proxy/{cid}/health HTTP/1.1\r\nHost: localhost\r\n"
            f"Authorization: {live.token}\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection((address, int(port)), timeout=10) as s:
         s.sendall(one + two)

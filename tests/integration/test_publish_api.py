@@ -291,7 +291,7 @@ def test_reset_drops_entities_and_what_grokemu_created(client, token, ctx, orche
     [container] = client.get("/api/docker/containers", headers={"Authorization": token}).get_json()
     assert container["status"] == "started"
     assert orchestrator.list_labelled({"grokemu.managed": "true"}) and orchestrator.images
-    result = client.post("/_grokemu/reset").get_json()
+    result = client.post("/_grokemu/reset", headers={"Authorization": token}).get_json()
     assert result["entities"] == 2 and result["containers"] == 1 and result["images"] == 1
     assert images(client, token) == []
     assert client.get("/api/docker/containers", headers={"Authorization": token}).get_json() == []
@@ -318,3 +318,23 @@ def test_referenced_image_without_dockerfile(client, token, ctx, orchestrator):
     started = client.get(f"/api/docker/containers/{c['id']}/run?awaitStart=true", headers={"Authorization": token})
     assert started.status_code == 200 and started.get_json()["status"] == "started"
     assert started.get_json()["dockerImage"] == "acme/service:2.1"
+
+
+def test_files_live_in_one_version_folder_named_by_the_package_row(client, ctx):
+    publish(client, "@acme/grokprobe", hello_package())
+    first = ctx.store.get_package("@acme/grokprobe")["filesVersion"]
+    home = ctx.settings.data_dir / "packages" / "%40acme%2Fgrokprobe"
+    assert [p.name for p in home.iterdir()] == [first]
+    publish(client, "@acme/grokprobe", {"dockerfiles/hello/hello.txt": "v2\n"})  # a debug delta
+    second = ctx.store.get_package("@acme/grokprobe")["filesVersion"]
+    assert second != first and [p.name for p in home.iterdir()] == [second]
+    assert ctx.packages.files_dir("@acme/grokprobe") == home / second
+    assert (home / second / "package.json").is_file()  # kept from the first upload
+    assert (home / second / "dockerfiles/hello/hello.txt").read_text() == "v2\n"
+
+
+def test_bad_package_name_is_400_for_publish_and_timestamps(client, token, ctx):
+    resp = client.post("/api/packages/dev/..?debug=true", data=package_zip(hello_package(name="..")), headers=DEV)
+    assert resp.status_code == 400 and "'.'" in resp.get_json()["message"]
+    assert client.get("/api/packages/dev/%2e%2e/timestamps", headers=DEV).status_code == 400
+    assert list((ctx.settings.data_dir / "packages").iterdir()) == []

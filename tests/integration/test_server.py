@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import requests
@@ -19,16 +20,20 @@ from tests.helpers import hello_package, package_zip
 @pytest.fixture
 def live(app):
     sockets = bind("127.0.0.1", 0, [])
-    server = create_server(app, sockets, threads=4, max_request_body_size=2**30)
+    server = create_server(app, sockets, replace(app.extensions["grokemu"].settings, threads=4,
+                                                 max_request_body_size=2**30))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{sockets[0].getsockname()[1]}", app.extensions["grokemu"]
+    host = f"127.0.0.1:{sockets[0].getsockname()[1]}"
+    token = requests.post(f"http://{host}/api/users/login/dev", headers={"Authorization": "Dev admin"},
+                          timeout=5).json()["token"]
+    yield host, app.extensions["grokemu"], token
     server.close()
 
 
 def test_websocket_echo_through_waitress(live):
-    host, _ = live
-    ws = websocket.create_connection(f"ws://{host}/_grokemu/ws-echo", timeout=5)
+    host, _, token = live
+    ws = websocket.create_connection(f"ws://{host}/_grokemu/ws-echo", timeout=5, header=[f"Authorization: {token}"])
     ws.send("hello")
     assert ws.recv() == "hello"
     ws.send_binary(b"\x00\x01\x02")
@@ -37,12 +42,13 @@ def test_websocket_echo_through_waitress(live):
 
 
 def test_fifty_idle_websockets_do_not_starve_http(live):
-    host, context = live
-    sockets = [websocket.create_connection(f"ws://{host}/_grokemu/ws-echo", timeout=5) for _ in range(50)]
+    host, context, token = live
+    sockets = [websocket.create_connection(f"ws://{host}/_grokemu/ws-echo", timeout=5,
+                                           header=[f"Authorization: {token}"]) for _ in range(50)]
     try:
         # 50 sockets open and idle with only 4 waitress worker threads: HTTP must still be served.
         for _ in range(20):
-            r = requests.get(f"http://{host}/_grokemu/health", timeout=5)
+            r = requests.get(f"http://{host}/_grokemu/health", headers={"Authorization": token}, timeout=5)
             assert r.status_code == 200
         assert r.json()["openWebSockets"] == 50
         for i, ws in enumerate(sockets):
@@ -64,7 +70,8 @@ def test_up_without_docker_says_so_serves_and_stops_cleanly(tmp_path):
         printed = "".join(server.output)
         assert "Docker daemon: UNREACHABLE" in printed
         assert f"grok config add --alias grokemu --server http://localhost:{server.port}/api --key admin" in printed
-        health = requests.get(f"{server.url}/_grokemu/health").json()
+        assert requests.get(f"{server.url}/_grokemu/health").json()["status"] == "ok"  # public: liveness only
+        health = requests.get(f"{server.url}/_grokemu/health", headers={"Authorization": server.login()}).json()
         assert health["docker"]["reachable"] is False and health["version"] and health["uptime"] >= 0
         r = requests.post(f"{server.api}/packages/dev/@acme/grokprobe?debug=true", data=package_zip(hello_package()),
                           headers={"Authorization": "Dev admin"})
@@ -112,7 +119,7 @@ def test_tls_hello_is_refused_at_once(live):
     """The Docker engine tries HTTPS first; waiting for a request line would stall every docker login/push ~10 s."""
     import socket
 
-    host, _ = live
+    host, _, _ = live
     address, port = host.split(":")
     with socket.create_connection((address, int(port)), timeout=5) as s:
         s.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03")  # the start of a TLS ClientHello

@@ -31,3 +31,20 @@ def test_both_env_spellings_and_unknown_keys():
 def test_wrong_types_name_the_key(text, fragment):
     with pytest.raises(BadRequest, match=fragment):
         parse_container_json(text)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"port": 1e400}', "out of range"), ('{"gpu": NaN}', "NaN"), ('{"cpu": Infinity}', "Infinity"),
+    ('{"cpu": 1e300}', "'cpu' must be ≤"), ('{"memory": 1e300}', "'memory' must be ≤"), ('{"port": 1e20}', "'port'"),
+    ('{"port": ' + "9" * 5000 + "}", "not valid JSON"), ('{"gpu": 1e18}', "'gpu' must be ≤"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"), ('{"x": ' + "[" * 100 + "]" * 100 + "}", "nested more than"),
+    ('{"shutdown_timeout": 1e308}', "'shutdown_timeout' must be ≤"),
+])
+def test_numbers_and_nesting_that_used_to_crash_are_400(text, fragment):
+    with pytest.raises(BadRequest, match=fragment):
+        parse_container_json(text)
+
+
+def test_tiny_positive_values_are_accepted_and_kept():
+    cfg = parse_container_json('{"cpu": 1e-12, "memory": 1e-9}')
+    assert cfg["cpu"] == 1e-12 and cfg["memory"] == 1e-9  # the spawner raises them to Docker's minimum

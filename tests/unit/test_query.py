@@ -47,3 +47,44 @@ def test_limit_one_based_pages_and_order():
     assert names(apply_query(ITEMS, order="status,!name")) == ["chem-chemprop", "moltrack", "bio"]
     with pytest.raises(BadRequest):
         apply_query(ITEMS, limit="x")
+
+
+def test_order_by_a_map_or_mixed_values_is_total():
+    items = [{"name": "b", "package": {"name": "z"}, "port": None}, {"name": "a", "package": {"name": "y"}, "port": 3},
+             {"name": "c", "package": "x", "port": "80"}]
+    assert names(apply_query(items, order="package")) == ["c", "a", "b"]  # strings, then maps by their JSON
+    assert names(apply_query(items, order="!package")) == ["b", "a", "c"]
+    assert names(apply_query(items, order="port")) == ["a", "c", "b"]  # numbers, strings, None last
+
+
+@pytest.mark.parametrize("text", [
+    "name" + " " * 4000 + "=", "name =" + " " * 4000 + "x", "a" + " \t" * 2000 + "b",
+    'name = "' + " " * 4000, ("x" + " " * 40 + "AND" + " " * 40) * 40,
+])
+def test_parsing_is_linear(text):
+    import time
+
+    items = [{"name": f"n{i}", "friendlyName": ""} for i in range(10)]
+    started = time.perf_counter()
+    try:
+        apply_query(items, text=text[:4096])
+    except BadRequest:
+        pass
+    assert time.perf_counter() - started < 0.05
+
+
+def test_text_length_is_capped():
+    with pytest.raises(BadRequest, match="longer than 4096"):
+        apply_query(ITEMS, text="x" * 4097)
+    with pytest.raises(BadRequest, match="longer than 4096"):
+        decode_text("%2541" * 2000)
+
+
+def test_terms_split_on_and_keep_quoted_spacing():
+    from grokemu.domain.query import split_terms
+
+    assert split_terms('name = "a  b"  AND  foo and\tbar') == ['name = "a  b"', "foo", "bar"]
+    assert split_terms("band and android") == ["band", "android"]
+    assert names(apply_query(ITEMS, text='status  =  "started"  and  name != "bio"')) == ["moltrack"]
+    assert names(apply_query(ITEMS, text="name contains chem")) == ["chem-chemprop"]
+    assert names(apply_query(ITEMS, text="name starts with mol")) == ["moltrack"]
