@@ -41,6 +41,8 @@ def cmd_up(args) -> int:
     from grokemu.adapters.docker_orchestrator import DockerOrchestrator
     from grokemu.app import create_app
     from grokemu.server import bind, create_server, run_forever
+    from grokemu.web.context import app_context
+    from grokemu.web import proxy
 
     settings = _load(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,16 +63,16 @@ def cmd_up(args) -> int:
 
         settings = replace(settings, port=port)
     app = create_app(settings, orchestrator=orchestrator, bridge_addresses=tuple(extra))
-    server = create_server(app, sockets, settings, bridge_addresses=extra,
-                           preflight=app.extensions["grokemu"].services["guard"].preflight)
-    context = app.extensions["grokemu"]
+    server = create_server(app, sockets, settings, bridge_addresses=extra, streamed_prefixes=(proxy.HTTP_PREFIX,),
+                           preflight=app_context(app).guard.preflight)
+    context = app_context(app)
     context.scheduler.start()
 
     base = settings.api_url[: -len("/api")]
     print(f"grokemu {__version__} serving {base} (data in {settings.data_dir})")
     print(f"  API {settings.api_url}   registry {base.split('//', 1)[1]}   dashboard {base}/")
     if docker_ok:
-        reach = f", containers reach the API at {context.spawner.container_api_url()}" if len(sockets) > 1 or \
+        reach = f", containers reach the API at {context.spawner.run_specs.container_api_url()}" if len(sockets) > 1 or \
             settings.container_api_url else ""
         print(f"  Docker daemon: reachable{reach}")
     else:
@@ -85,12 +87,13 @@ def cmd_up(args) -> int:
 
 
 def cmd_registry_gc(args) -> int:
+    from grokemu.adapters.fs_blobs import FsBlobStore
     from grokemu.domain.clock import SystemClock
     from grokemu.services.registry import RegistryService
 
     settings = _load(args)
     started = time.time()
-    result = RegistryService(settings.data_dir / "registry", SystemClock()).gc(
+    result = RegistryService(FsBlobStore(settings.data_dir / "registry"), SystemClock()).gc(
         delete_untagged=args.delete_untagged, dry_run=args.dry_run)
     print(f"registry gc: {result} ({time.time() - started:.2f} s)")
     return 0

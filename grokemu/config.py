@@ -48,7 +48,7 @@ class Settings:
     max_compression_ratio: float = 200.0  # uncompressed / compressed size of one ZIP entry (bigger than 1 MiB)
     max_api_body_bytes: int = 1024**2  # any other /api or /_grokemu body (JSON entities, logins)
 
-    # -- server resources (server.py) ------------------------------------------------------------------------------
+    # -- server resources (server/) ---------------------------------------------------------------------------------
     connection_limit: int = 1000  # open HTTP connections waitress serves at once (poll(), no select() limit)
     channel_timeout: float = 120.0  # seconds an idle keep-alive connection is kept
     header_timeout: float = 30.0  # seconds a caller has to send a whole request head (slowloris)

@@ -6,6 +6,7 @@ from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
 from grokemu.app import create_app
 from grokemu.config import Settings
 from grokemu.domain.clock import ManualClock
+from grokemu.web.context import app_context
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def app(settings, orchestrator, clock):
 
 @pytest.fixture
 def ctx(app):
-    return app.extensions["grokemu"]
+    return app_context(app)
 
 
 @pytest.fixture

@@ -6,9 +6,13 @@ import json
 import os
 import shutil
 import subprocess
+import time
+import uuid
 import zipfile
+from pathlib import Path
 
 import pytest
+import requests
 
 REQUIRE_DOCKER = os.environ.get("GROKEMU_REQUIRE_DOCKER") == "1"
 
@@ -58,3 +62,57 @@ def require(condition: bool, what: str) -> None:
     if REQUIRE_DOCKER:
         pytest.fail(f"{what} is required (GROKEMU_REQUIRE_DOCKER=1) but missing")
     pytest.skip(f"{what} not available")
+
+
+# -- against a running grokemu (e2e, security, benchmarks) ---------------------------------------------------------
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.1):
+    """Call `check` until it returns something truthy (returned) or `timeout` seconds pass (AssertionError naming
+    `what` and the last value seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:g} s (last seen: {value!r})")
+        time.sleep(interval)
+
+
+def sample_copy(sample: str, *, container: dict | None = None, edit=None) -> tuple[str, dict[str, bytes]]:
+    """(package name, files) of samples/<sample> under a unique package name; `container` entries are merged into its
+    container.json; `edit(files)` may change files further."""
+    root = SAMPLES / sample
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    meta = json.loads(files["package.json"])
+    meta["name"] = f"@grokemu/{sample.replace('-', '')}{uuid.uuid4().hex[:6]}"
+    files["package.json"] = json.dumps(meta).encode()
+    if container:
+        [path] = [k for k in files if k.endswith("container.json")]
+        files[path] = json.dumps({**json.loads(files[path]), **container}).encode()
+    if edit:
+        edit(files)
+    return meta["name"], files
+
+
+def entities(api: str, token: str, kind: str, text: str) -> list[dict]:
+    """GET /docker/<kind> filtered by `text` (kind: images | containers)."""
+    r = requests.get(f"{api}/docker/{kind}", params={"text": text}, headers={"Authorization": token}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def publish_ready(api: str, token: str, name: str, files: dict, *, debug: bool = True, timeout: float = 180) -> dict:
+    """Upload a package as `grok publish` does, wait until its one image is validated, and return its container
+    (AssertionError with the build log if the image ends in error)."""
+    r = requests.post(f"{api}/packages/dev/{name}?debug={'true' if debug else 'false'}", data=package_zip(files),
+                      headers={"Authorization": "Dev admin"}, timeout=60)
+    assert r.status_code == 200, r.text
+    short = name.split("/")[-1]
+    [image] = wait_until(lambda: [i for i in entities(api, token, "images", short)
+                                  if i["status"] in ("ready", "error")], timeout, f"image of {name} validated")
+    assert image["status"] == "ready", image.get("logs")
+    [container] = entities(api, token, "containers", short)
+    return container

@@ -1,6 +1,6 @@
 """The Orchestrator port on the host Docker daemon, through the docker SDK. The only module that imports `docker`.
 
-Containers publish their one port on 127.0.0.1 with an ephemeral host port (DESIGN.md decision 4) and carry
+Containers publish their one port on 127.0.0.1 with an ephemeral host port (docs/design.md decision 4) and carry
 grokemu's labels so a restart can re-adopt them and nothing is orphaned.
 """
 from __future__ import annotations

@@ -8,13 +8,13 @@
 
 A blob only appears under its digest by `rename` of a fully written, fsync'ed, verified upload file, so a crash at
 any point leaves either no blob or the right bytes. The adapter trusts its callers to pass validated names, digests
-and tags (RegistryService checks them); `_safe` still refuses anything that could leave the root.
+and tags (RegistryService checks them); `_safe_*` still refuse anything that could leave the root, with the same
+patterns (domain/references.py). Implements the BlobStore port (domain/ports.py).
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -22,27 +22,23 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from grokemu.domain.ports import ShortRead
+from grokemu.domain.references import NAME_COMPONENT, SUPPORTED_DIGEST, TAG, UPLOAD_ID
+
+__all__ = ["CHUNK", "FsBlobStore", "ShortRead"]
+
 CHUNK = 1024 * 1024  # copy unit: memory stays flat however big the layer is
-
-_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-_UUID = re.compile(r"^[a-f0-9]{32}$")
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
-
-
-class ShortRead(Exception):
-    """The body ended before the announced length (client went away)."""
 
 
 def _safe_digest(digest: str) -> tuple[str, str]:
-    if not _DIGEST.match(digest):
+    if not SUPPORTED_DIGEST.match(digest):
         raise ValueError(f"bad digest {digest!r}")
     alg, hexpart = digest.split(":", 1)
     return alg, hexpart
 
 
 def _safe_repo(name: str) -> str:
-    if not name or not all(_COMPONENT.match(c) for c in name.split("/")):
+    if not name or not all(NAME_COMPONENT.match(c) for c in name.split("/")):
         raise ValueError(f"bad repository name {name!r}")
     return name
 
@@ -118,7 +114,7 @@ class FsBlobStore:
             for sub in sorted(p for p in alg_dir.iterdir() if p.is_dir()):
                 for f in sorted(sub.iterdir()):
                     digest = f"{alg_dir.name}:{f.name}"
-                    if _DIGEST.match(digest):
+                    if SUPPORTED_DIGEST.match(digest):
                         try:
                             yield digest, f.stat().st_size
                         except FileNotFoundError:
@@ -127,7 +123,7 @@ class FsBlobStore:
     # -- uploads ----------------------------------------------------------------------------------------------------
 
     def _upload_dir(self, upload_id: str) -> Path:
-        if not _UUID.match(upload_id):
+        if not UPLOAD_ID.match(upload_id):
             raise ValueError(f"bad upload id {upload_id!r}")
         return self._uploads / upload_id
 
@@ -214,7 +210,7 @@ class FsBlobStore:
         """(upload id, info) for each session; (name, None) for debris (a session or temporary directory without
         readable metadata, left by a crash) once it is `debris_age` seconds old by its mtime."""
         for d in self._uploads.iterdir():
-            info = self.upload_info(d.name) if _UUID.match(d.name) else None
+            info = self.upload_info(d.name) if UPLOAD_ID.match(d.name) else None
             if info is not None:
                 yield d.name, info
                 continue
@@ -234,7 +230,7 @@ class FsBlobStore:
         no repository may claim a blob it never received. Returns how many entries were removed."""
         removed = 0
         for d in list(self._uploads.iterdir()):
-            if _UUID.match(d.name) and self.upload_info(d.name) is not None:
+            if UPLOAD_ID.match(d.name) and self.upload_info(d.name) is not None:
                 continue
             self.remove_upload_entry(d.name)
             removed += 1
@@ -304,7 +300,7 @@ class FsBlobStore:
         for alg_dir in sorted(p for p in base.iterdir() if p.is_dir()):
             for f in sorted(alg_dir.iterdir()):
                 digest = f"{alg_dir.name}:{f.name}"
-                if not _DIGEST.match(digest):
+                if not SUPPORTED_DIGEST.match(digest):
                     continue
                 try:
                     yield digest, parse(f.read_bytes())
@@ -312,7 +308,7 @@ class FsBlobStore:
                     continue
 
     def _tag_path(self, repo: str, tag: str) -> Path:
-        if not _TAG.match(tag):
+        if not TAG.match(tag):
             raise ValueError(f"bad tag {tag!r}")
         return self._repo_dir(repo) / "_manifests" / "tags" / tag
 
@@ -335,7 +331,7 @@ class FsBlobStore:
             return {}
         out = {}
         for f in d.iterdir():
-            if _TAG.match(f.name):
+            if TAG.match(f.name):
                 try:
                     out[f.name] = f.read_text().strip()
                 except FileNotFoundError:

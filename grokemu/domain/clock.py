@@ -1,4 +1,4 @@
-"""Time is injected (DESIGN.md decision 6): the scheduler, the lifecycles and the token service read this
+"""Time is injected (docs/design.md decision 6): the scheduler, the lifecycles and the token service read this
 clock, so tests advance time instead of sleeping."""
 from __future__ import annotations
 

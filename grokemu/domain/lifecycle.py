@@ -1,6 +1,6 @@
 """Lifecycles as data (house rule 5): each is a transition table {(status, event): next status}.
 
-Status values are Datagrok's wire phrases (research/datagrok-docker-api.md §2.4); the enum names follow the
+Status values are Datagrok's wire phrases (docs/datagrok-api.md §2.4); the enum names follow the
 help pages' enum spelling (PENDING_VALIDATION, USER_STOPPED, ...).
 """
 from __future__ import annotations

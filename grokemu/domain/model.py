@@ -1,6 +1,6 @@
 """Entities: DockerImage and DockerContainer as Datagrok models them, plus their wire maps.
 
-Wire keys are the Dart client's property names (camelCase; research/datagrok-docker-api.md §2).
+Wire keys are the Dart client's property names (camelCase; docs/datagrok-api.md §2).
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ class DockerImage:
 
     @property
     def docker_full_name(self) -> str:
-        """`imageRef ?? "datagrok/" + dockerName + ":" + version` (datagrok-docker-api.md §2.2)."""
+        """`imageRef ?? "datagrok/" + dockerName + ":" + version` (docs/datagrok-api.md §2.2)."""
         return self.image_ref or f"datagrok/{self.name}:{self.version}"
 
     def to_wire(self) -> dict[str, Any]:

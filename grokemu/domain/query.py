@@ -1,4 +1,4 @@
-"""Datagrok's entity-list query conventions (research/datagrok-docker-api.md §3.1-3.2), applied to wire maps.
+"""Datagrok's entity-list query conventions (docs/datagrok-api.md §3.1-3.2), applied to wire maps.
 
 - `text` is smart search: bare words match `name`/`friendlyName` case-insensitively (substring); `field = "x"` and
   `field != "x"` compare exactly; conditions join with `and`. The Dart client double-encodes it.

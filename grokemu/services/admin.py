@@ -1,29 +1,43 @@
-"""Reset: drop every entity and everything grokemu created in Docker (moto's reset, DESIGN.md house rule 5)."""
+"""Reset: drop every entity and everything grokemu created in Docker (moto's reset, docs/design.md house rule 5).
+
+Every stateful service resets its own state (`reset()`); this one removes what grokemu created in Docker, empties
+the store and then calls them all, so nothing from before a reset is served after it.
+"""
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grokemu.config import Settings
-from grokemu.domain.ports import Orchestrator, Store
-from grokemu.services.auth import AuthService
+from grokemu.domain.labels import managed_labels
+from grokemu.domain.ports import Orchestrator, PackageFiles, Store
+
+if TYPE_CHECKING:
+    from grokemu.services.auth import AuthService
+    from grokemu.services.images import ImageService
+    from grokemu.services.proxy import ProxyService
+    from grokemu.services.registry import RegistryService
+    from grokemu.services.spawner import Spawner
 
 log = logging.getLogger(__name__)
 
 
 class AdminService:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, settings: Settings, packages_root: Path,
-                 registry=None, *, auth: AuthService):
+    def __init__(self, store: Store, orchestrator: Orchestrator | None, settings: Settings, *,
+                 package_files: PackageFiles, registry: "RegistryService", auth: "AuthService",
+                 images: "ImageService", spawner: "Spawner", proxy: "ProxyService"):
         self._store = store
-        self._auth = auth
         self._orchestrator = orchestrator
         self._settings = settings
-        self._packages_root = packages_root
+        self._package_files = package_files
         self._registry = registry
+        self._auth = auth
+        self._images = images
+        self._spawner = spawner
+        self._proxy = proxy
 
     def labels(self) -> dict[str, str]:
-        return {"grokemu.managed": "true", "grokemu.instance": self._settings.instance}
+        return managed_labels(self._settings.instance)
 
     def reset(self) -> dict:
         removed_containers = removed_images = 0
@@ -36,15 +50,14 @@ class AdminService:
         else:
             docker_note = "Docker daemon unreachable: nothing removed from Docker"
         entities = len(self._store.list_images()) + len(self._store.list_containers())
-        # the containers are gone, so are their USER_API_KEYs (store rows and cached entries); users' own sessions
-        # survive a reset (the logged-in grok CLI and browser keep working) and still expire by time
-        revoked = self._auth.revoke_all_containers()
+        revoked = self._auth.reset()
         self._store.reset()
-        shutil.rmtree(self._packages_root, ignore_errors=True)
-        self._packages_root.mkdir(parents=True, exist_ok=True)
-        registry_reset = getattr(self._registry, "reset", None)
-        if registry_reset:
-            registry_reset()
+        self._package_files.reset()
+        self._registry.reset()
+        self._images.reset()
+        # last: its generation moves on once the rows are gone, so no reader keeps a container from before
+        self._spawner.reset()
+        self._proxy.reset()  # its started-cache and upstream pools: a deleted container id is never served again
         log.info("reset: %d entities, %d containers, %d images removed, %d container tokens revoked", entities,
                  removed_containers, removed_images, revoked)
         return {"entities": entities, "containers": removed_containers, "images": removed_images,

@@ -1,5 +1,5 @@
 """Datagrok's dev-key auth: a dev key logs in as a user and gets a session token; the token then comes raw in
-`Authorization`, as `Bearer <token>`, or in the `auth` cookie (research/datagrok-docker-api.md §3.3)."""
+`Authorization`, as `Bearer <token>`, or in the `auth` cookie (docs/datagrok-api.md §3.3)."""
 from __future__ import annotations
 
 import hmac
@@ -160,6 +160,11 @@ class AuthService:
             for token in [t for t, s in self._cache.items() if s.owner is not None]:
                 del self._cache[token]
         return deleted
+
+    def reset(self) -> int:
+        """Admin reset: the containers are gone, so are their USER_API_KEYs (store rows and cached entries); users'
+        own sessions survive (the logged-in grok CLI and browser keep working) and still expire by time."""
+        return self.revoke_all_containers()
 
     @property
     def cached(self) -> int:

@@ -1,4 +1,4 @@
-"""Container environment as Datagrok injects it (research/datagrok-docker-api.md §4.2-4.3).
+"""Container environment as Datagrok injects it (docs/datagrok-api.md §4.2-4.3).
 
 Order: DATAGROK_API_URL, USER_API_KEY, then container.json `env`/`environmentVars` last, with entity expressions
 rendered server-side: `#{x.Package:Entity}` or the same-package short form `#{x.entity}` become the JSON of the
@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 from grokemu.domain.errors import BadRequest, Forbidden
 from grokemu.domain.model import remove_scope
+from grokemu.domain.ports import PackageFiles, Store
 
 _EXPRESSION = re.compile(r"#\{x\.(?:([^:{}]+):)?([^{}]+)\}")
 
@@ -83,3 +84,17 @@ def entities_from_files(files: Mapping[str, Any]) -> list[dict]:
                 entity["#file"] = path[len("connections/"):-len(".json")]
                 result.append(entity)
     return result
+
+
+def package_entities(files: PackageFiles, record: Mapping[str, Any] | None) -> list[dict]:
+    """The entities of the package whose database row is `record` (none for no row)."""
+    return entities_from_files(files.connection_files(record)) if record else []
+
+
+def find_published_package(store: Store, files: PackageFiles, ref: str) -> tuple[str, list[dict]] | None:
+    """A published package by any of its names (`MolTrack`, `moltrack`, `@datagrok/moltrack`), with its entities."""
+    for record in store.list_packages():
+        friendly_name = record.get("friendlyName")
+        if package_matches(record["name"], friendly_name if isinstance(friendly_name, str) else None, ref):
+            return record["name"], package_entities(files, record)
+    return None

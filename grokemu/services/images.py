@@ -1,4 +1,4 @@
-"""Image validation: `pending validation` → `validating` → `ready` | `error` (research/datagrok-docker-api.md §4.1).
+"""Image validation: `pending validation` → `validating` → `ready` | `error` (docs/datagrok-api.md §4.1).
 
 A localhost stand has no registry to check and no amd64 cross-build: the image named in image.json is looked up in
 the host daemon, and when it is absent (or image.json is missing or says `image: null`) grokemu builds the package's
@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock
+from grokemu.domain.errors import NotFound
+from grokemu.domain.labels import managed_labels
 from grokemu.domain.lifecycle import IMAGE_TRANSITIONS, ImageStatus, next_status
 from grokemu.domain.model import DockerImage
-from grokemu.domain.ports import Orchestrator, Store
-from grokemu.services.packages import current_files_dir
+from grokemu.domain.ports import Orchestrator, PackageFiles, Store
 
 if TYPE_CHECKING:
     from grokemu.services.registry import RegistryService
@@ -27,18 +28,19 @@ log = logging.getLogger(__name__)
 
 
 def image_labels(settings: Settings, image: DockerImage) -> dict[str, str]:
-    return {"grokemu.managed": "true", "grokemu.instance": settings.instance, "grokemu.package": image.package,
-            "grokemu.image": image.name}
+    return {**managed_labels(settings.instance), "grokemu.package": image.package, "grokemu.image": image.name}
 
 
 class ImageService:
     def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
-                 spawner: "Spawner", registry: "RegistryService | None" = None, background: bool = True):
+                 spawner: "Spawner", package_files: PackageFiles, registry: "RegistryService | None" = None,
+                 background: bool = True):
         self._store = store
         self._orchestrator = orchestrator
         self._clock = clock
         self._settings = settings
         self._spawner = spawner
+        self._package_files = package_files  # build contexts: the package's current Dockerfile folders
         self._registry = registry
         self._background = background
         self._queue: queue.Queue[str] = queue.Queue()
@@ -65,7 +67,6 @@ class ImageService:
         with self._store.transaction():
             image = self._store.get_image(image_id)
             if image is None:
-                from grokemu.domain.errors import NotFound
                 raise NotFound(f"Docker image {image_id} not found")
             self._set_status(image, "revalidate", "")
         self.wake()
@@ -98,6 +99,14 @@ class ImageService:
                     self._ensure_worker()
                 else:
                     self._validate(image_id)
+
+    def reset(self) -> None:
+        """Admin reset: the queued builds go (a build already running finds its image gone and drops its result)."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
 
     def _ensure_worker(self) -> None:
         if self._worker is None or not self._worker.is_alive():
@@ -155,7 +164,7 @@ class ImageService:
             if image.image_ref:
                 logs.append(f"Image {image.image_ref} was not found in the Docker daemon; building it.\n")
             # the package's current files, resolved through its database row (a publish swaps versions atomically)
-            files = current_files_dir(self._settings.data_dir / "packages", self._store.get_package(image.package))
+            files = self._package_files.current_dir(self._store.get_package(image.package))
             if files is None or not (files / image.dockerfile_path).is_file():
                 return False, "".join(logs) + (f"The package's files for {image.dockerfile_path} are missing; "
                                                "publish the package again.\n"), None
@@ -189,7 +198,7 @@ class ImageService:
 
     def _record_registry_digest(self, image: DockerImage, logs: list[str]) -> None:
         """Images pushed through grokemu's own registry (`grok config add ... --registry localhost:<port>`) are
-        recorded with their registry digest. image.json never names the registry host (grok-cli-protocol.md §2.4):
+        recorded with their registry digest. image.json never names the registry host (docs/grok-publish.md §2.4):
         `datagrok/<name>:<tag>` is the repository inside grokemu's registry."""
         if self._registry is None:
             return

@@ -1,4 +1,4 @@
-"""One scheduler for all background work (DESIGN.md decision 6).
+"""One scheduler for all background work (docs/design.md decision 6).
 
 Jobs are plain callables run in order on each pass. In production a daemon thread runs a pass every `interval`
 seconds; tests call `run_once()` after moving the clock, so nothing in a test waits on wall time.

@@ -13,21 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock
-from grokemu.domain.errors import BadRequest, GatewayTimeout, GrokemuError, NotFound
+from grokemu.domain.errors import BadRequest, DockerUnavailable, GatewayTimeout, GrokemuError, NotFound
 from grokemu.domain.lifecycle import (CONTAINER_TRANSIENT, CONTAINER_TRANSITIONS, ContainerStatus, ImageStatus,
                                       next_status)
 from grokemu.domain.model import DockerContainer, DockerImage
-from grokemu.domain.ports import Orchestrator, RunSpec, Store
+from grokemu.domain.ports import Orchestrator, Store
+from grokemu.services.activity import ActivityTracker
+from grokemu.services.run_specs import RunSpecs
 
 if TYPE_CHECKING:
     from grokemu.services.auth import AuthService
-    from grokemu.services.packages import PackageService
 
 log = logging.getLogger(__name__)
 S = ContainerStatus
@@ -35,7 +34,6 @@ STOPPED = (S.USER_STOPPED, S.SYSTEM_STOPPED)
 STARTING_UP = (S.PENDING_START, S.STARTING, S.CHECKING)
 STOPPING_DOWN = (S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP, S.STOPPING)
 LOG_LINES_KEPT = 200
-MB = 1024 * 1024
 
 
 class ContainerFailed(GrokemuError):
@@ -46,14 +44,15 @@ class ContainerFailed(GrokemuError):
 
 class Spawner:
     def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
-                 auth: "AuthService", packages: "PackageService | None" = None, background: bool = True,
-                 probe_interval: float = 0.02, watch_interval: float = 1.0):
+                 auth: "AuthService", activity: ActivityTracker, run_specs: RunSpecs,
+                 background: bool = True, probe_interval: float = 0.02, watch_interval: float = 1.0):
         self._store = store
         self._orchestrator = orchestrator
         self._clock = clock
         self._settings = settings
         self._auth = auth
-        self.packages = packages  # set after construction: PackageService needs the spawner too
+        self._activity = activity
+        self._run_specs = run_specs  # container.json → what the orchestrator runs
         self._background = background
         self._probe_interval = probe_interval
         self._watch_interval = watch_interval
@@ -61,8 +60,6 @@ class Spawner:
         self._locks_guard = threading.Lock()
         self._changed = threading.Condition()  # notified (and _generation bumped) on every status change
         self._generation = 0
-        self._active: Counter[str] = Counter()  # open WebSockets / unfinished streamed responses
-        self._touched: dict[str, float] = {}  # lastActive kept in memory, written to the store by tick()
         self._reconciled = False
         self._last_watch = 0.0
 
@@ -106,21 +103,11 @@ class Spawner:
 
     def _require_orchestrator(self) -> Orchestrator:
         if self._orchestrator is None or not self._orchestrator.ping():
-            from grokemu.domain.errors import DockerUnavailable
-
             raise DockerUnavailable("Docker daemon unreachable: containers cannot be started or stopped")
         return self._orchestrator
 
     def labels(self, c: DockerContainer | None = None) -> dict[str, str]:
-        labels = {"grokemu.managed": "true", "grokemu.instance": self._settings.instance}
-        if c is not None:
-            labels.update({"grokemu.container": c.id, "grokemu.package": c.package, "grokemu.image": c.image_id,
-                           "grokemu.name": c.name})
-        return labels
-
-    def docker_name(self, c: DockerContainer) -> str:
-        instance = self._settings.instance
-        return f"grokemu-{c.name}" if instance == "default" else f"grokemu-{instance}-{c.name}"
+        return self._run_specs.labels(c)
 
     # -- requests from the API ---------------------------------------------------------------------------------
     def run(self, cid: str, login: str, await_start: bool = False, timeout: float | None = None) -> DockerContainer:
@@ -222,19 +209,21 @@ class Spawner:
         """Bumped on every status change of any container: a reader may cache what it saw until it moves."""
         return self._generation
 
-    def touch(self, cid: str) -> None:
-        self._touched[cid] = self._clock.now()
+    @property
+    def activity(self) -> ActivityTracker:
+        return self._activity
 
-    @contextmanager
-    def hold(self, cid: str):
-        """An open WebSocket or an unfinished streamed response: activity for as long as it lasts."""
-        self._active[cid] += 1
-        self.touch(cid)
-        try:
-            yield
-        finally:
-            self._active[cid] -= 1
-            self.touch(cid)
+    @property
+    def run_specs(self) -> RunSpecs:
+        return self._run_specs
+
+    def reset(self) -> None:
+        """Admin reset (after the store is emptied): no driver lock, no activity is kept, and the generation moves
+        on, so whatever a reader cached about a container (the proxy's started-cache) is stale."""
+        with self._locks_guard:
+            self._locks.clear()
+        self._activity.reset()
+        self._notify()
 
     # -- events from other services ----------------------------------------------------------------------------
     def image_ready(self, image: DockerImage) -> None:
@@ -263,6 +252,7 @@ class Spawner:
             self._orchestrator.remove(container.docker_id)
         self._store.delete_container(container.id)
         self._auth.revoke_owner(container.id)
+        self._activity.forget(container.id)
         self._notify()
 
     # -- the drivers -------------------------------------------------------------------------------------------
@@ -314,7 +304,7 @@ class Spawner:
             image = self._store.get_image(c.image_id)
             if image is None or image.status is not ImageStatus.READY:
                 raise BadRequest(f"image {image.name if image else c.image_id} is not ready")
-            spec, warnings = self._spec(c, image)
+            spec, warnings = self._run_specs.build(c, image)
             running = orch.run(spec)
         except Exception as e:
             self._auth.revoke_owner(c.id)  # a token minted for a run that did not happen
@@ -380,54 +370,6 @@ class Spawner:
         if failed:
             log.warning("container %s: error: %s", failed.name, reason)
 
-    # -- container.json → RunSpec ------------------------------------------------------------------------------
-    def _spec(self, c: DockerContainer, image: DockerImage) -> tuple[RunSpec, list[str]]:
-        from grokemu.services.environment import build_environment
-
-        cfg = c.config
-        warnings = []
-        if cfg.get("unknown_keys"):
-            warnings.append("container.json keys Datagrok does not model (kept, not applied): "
-                            + ", ".join(cfg["unknown_keys"]))
-        gpus = int(cfg.get("gpu") or 0)
-        if gpus and self._settings.ignore_gpu:
-            warnings.append(f"gpu {gpus} requested; running without a GPU (--ignore-gpu)")
-            gpus = 0
-        packages = self.packages
-        env = build_environment(
-            api_url=self.container_api_url(), user_token=self._auth.token_for(c.started_by or "admin", owner=c.id),
-            env=cfg.get("env") or {}, own_package=c.package,
-            find_package=packages.find_package if packages else (lambda ref: None),
-            own_entities=packages.entities(c.package) if packages else [])
-
-        # Docker reads 0 as "no limit": a tiny cpu/memory that rounds below Docker's minimum is raised to it, with a
-        # warning, never left unlimited (Docker refuses memory under 6 MiB; NanoCpus 1e7 is 0.01 CPU).
-        def limit(key: str, default: float, scale: float, minimum: int, maximum: float, unit: str) -> int:
-            try:
-                value = float(cfg.get(key, default) if cfg.get(key) is not None else default)
-            except (TypeError, ValueError):
-                value = default
-            if value != value or value <= 0:  # NaN or not positive (rows written before container.json checks)
-                value = default
-            wanted = min(value * scale, maximum)
-            if wanted < minimum:
-                warnings.append(f"container.json '{key}' {cfg.get(key)} is below Docker's minimum; using "
-                                f"{minimum / scale:g} {unit}")
-                return minimum
-            return int(wanted)
-
-        spec = RunSpec(
-            name=self.docker_name(c), image=image.docker_id or image.docker_full_name,
-            container_port=int(image.port or cfg.get("port") or 0), labels=self.labels(c), env=env,
-            nano_cpus=limit("cpu", 0.25, 1e9, 10_000_000, 1024e9, "CPU"),
-            mem_bytes=limit("memory", 512, MB, 6 * MB, float(2**60), "MB"),
-            shm_bytes=limit("shm_size", 64, MB, 1, float(2**60), "MB"), gpus=gpus, storage_gb=cfg.get("storage"),
-            extra_hosts={"host.docker.internal": "host-gateway"})
-        return spec, warnings
-
-    def container_api_url(self) -> str:
-        return self._settings.container_api_url or f"http://host.docker.internal:{self._settings.port}/api"
-
     # -- the scheduler's pass ----------------------------------------------------------------------------------
     def tick(self) -> None:
         if self._orchestrator is None or not self._orchestrator.ping():
@@ -457,7 +399,7 @@ class Spawner:
                 self._kick(c.id)  # no-op when a driver holds it
 
     def _flush_activity(self, c: DockerContainer) -> None:
-        touched = self._touched.get(c.id)
+        touched = self._activity.last_active(c.id)
         if touched and (c.last_active or 0) < touched:
             with self._store.transaction():
                 fresh = self._store.get_container(c.id)
@@ -467,11 +409,8 @@ class Spawner:
             c.last_active = touched
 
     def _idle(self, c: DockerContainer, now: float) -> bool:
-        minutes = c.config.get("shutdown_timeout")
-        if minutes is None or self._active[c.id] > 0:
-            return False
-        last = max(c.last_active or 0, self._touched.get(c.id, 0), c.status_since)
-        return now - last >= float(minutes) * 60
+        return self._activity.is_idle(c.id, max(c.last_active or 0, c.status_since), c.config.get("shutdown_timeout"),
+                                      now)
 
     def _watch(self, c: DockerContainer) -> None:
         """A started container that exits on its own becomes `error` (never silently restarted)."""

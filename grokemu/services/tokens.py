@@ -1,6 +1,6 @@
 """Registry tokens as Datagrok issues them: an RS256 JWT, 30 minutes, claim `lim=docker`, the granted scopes in an
-`access` claim shaped like distribution's token server (research/datagrok-docker-api.md §4.5,
-research/registry-protocol.md §2).
+`access` claim shaped like distribution's token server (docs/datagrok-api.md §4.5,
+docs/registry.md §2).
 
 The signing key lives in `<data dir>/keys/` (created on first start, mode 0600); `jwks()` publishes the public half
 as Datagrok does at `GET /api/docker/keys`. Time comes from the injected clock, never from PyJWT's own `time.time()`,
@@ -150,7 +150,7 @@ class TokenService:
 
     def token_response(self, subject: str, access: list[dict], audience: str | None = None) -> dict[str, Any]:
         """The JSON body of the token endpoint. No `refresh_token`: docker would then drop the key and refresh by
-        POST with no Basic auth (registry-protocol.md trap T10)."""
+        POST with no Basic auth (docs/registry.md trap T10)."""
         token = self.issue(subject, access, audience=audience)
         issued = datetime.fromtimestamp(int(self._clock.now()), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {"token": token, "access_token": token, "expires_in": TOKEN_TTL, "issued_at": issued}

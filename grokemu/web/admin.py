@@ -9,36 +9,31 @@ import time
 from flask import Blueprint, g, jsonify
 
 from grokemu import __version__
+from grokemu.web.context import ctx
 
 blueprint = Blueprint("admin", __name__, url_prefix="/_grokemu")
-
-
-def _ctx():
-    from grokemu.app import ctx
-
-    return ctx()
 
 
 @blueprint.get("/health")
 def health():
     if not g.login:
         return jsonify({"status": "ok", "version": __version__})
-    c = _ctx()
+    c = ctx()
     orch = c.orchestrator
     reachable = bool(orch and orch.ping())
-    handoff = c.services.get("websockets")
+    takeover = c.takeover
     return jsonify({
         "status": "ok", "version": __version__, "uptime": round(time.time() - c.started_at, 3),
         "apiUrl": c.settings.api_url,
         "docker": {"reachable": reachable,
                    "message": "ok" if reachable else "Docker daemon unreachable: containers cannot be built or run"},
-        "openWebSockets": handoff.open_websockets if handoff else 0,
+        "openWebSockets": takeover.open_websockets if takeover else 0,
     })
 
 
 @blueprint.post("/reset")
 def reset():
-    return jsonify(_ctx().admin.reset())
+    return jsonify(ctx().admin.reset())
 
 
 def register_websockets(sock) -> None:

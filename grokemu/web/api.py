@@ -1,6 +1,6 @@
 """The Datagrok API under /api: users, server info, package publish, docker images and containers.
 
-Views parse the request, call one service and serialize (house rule 1). Wire facts are in research/.
+Views parse the request, call one service and serialize (house rule 1). Wire facts are in docs/.
 """
 from __future__ import annotations
 
@@ -10,22 +10,17 @@ from grokemu import __version__
 from grokemu.domain.container_config import load_json
 from grokemu.domain.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
 from grokemu.domain.query import apply_query, decode_text
+from grokemu.web.context import ctx
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
-# Datagrok 1.28 is the first server the 6.7.5 CLI treats as current (publish.js R7 compares against 1.28).
+# Datagrok 1.28 is the first server the 6.7.5 CLI treats as current (docs/grok-publish.md R7 compares against 1.28).
 SERVER_VERSION = "1.28.0"
-
-
-def _ctx():
-    from grokemu.app import ctx
-
-    return ctx()
 
 
 # -- users --------------------------------------------------------------------------------------------------------
 def _login_response(key: str | None):
-    token, login = _ctx().auth.login_with_dev_key(key)
+    token, login = ctx().auth.login_with_dev_key(key)
     # `isSuccess` is checked by older test utils; the CLI reads `token`.
     return jsonify({"token": token, "isSuccess": True, "login": login})
 
@@ -66,7 +61,7 @@ def _package_caller() -> tuple[str, str]:
 @blueprint.get("/packages/dev/<path:rest>/timestamps")
 def package_timestamps(rest: str):
     _, name = _package_caller()
-    return jsonify(_ctx().packages.timestamps(name))
+    return jsonify(ctx().packages.timestamps(name))
 
 
 def _flag(name: str) -> bool:
@@ -76,7 +71,7 @@ def _flag(name: str) -> bool:
 @blueprint.post("/packages/dev/<path:rest>")
 def publish_package(rest: str):
     login, name = _package_caller()
-    packages = _ctx().packages
+    packages = ctx().packages
     packages.check_name(name)  # before a byte of the body is read
     # The body goes to a temporary file (at most max_package_bytes, however it is framed), not into memory.
     with packages.spool(request.stream) as body:
@@ -103,16 +98,16 @@ def _count(entities) -> Response:
 
 @blueprint.get("/docker/images")
 def list_images():
-    return jsonify(_list(_ctx().store.list_images()))
+    return jsonify(_list(ctx().store.list_images()))
 
 
 @blueprint.get("/docker/images/count")
 def count_images():
-    return _count(_ctx().store.list_images())
+    return _count(ctx().store.list_images())
 
 
 def _image(image_id: str):
-    image = _ctx().store.get_image(image_id)
+    image = ctx().store.get_image(image_id)
     if image is None:
         raise NotFound(f"Docker image {image_id} not found")
     return image
@@ -125,14 +120,14 @@ def get_image(image_id: str):
 
 @blueprint.get("/docker/images/<image_id>/revalidate")
 def revalidate_image(image_id: str):
-    return jsonify(_ctx().images.revalidate(image_id).to_wire())
+    return jsonify(ctx().images.revalidate(image_id).to_wire())
 
 
 @blueprint.get("/docker/images/<image_name>/latest-compatible")
 def latest_compatible(image_name: str):
-    found = _ctx().images.latest_compatible(image_name, request.args.get("version"), request.args.get("contentHash"))
+    found = ctx().images.latest_compatible(image_name, request.args.get("version"), request.args.get("contentHash"))
     if found is None:
-        # 404 tells the 6.7.5 CLI 'no fallback': it builds locally (grok-cli-protocol.md §2.3).
+        # 404 tells the 6.7.5 CLI 'no fallback': it builds locally (docs/grok-publish.md §2.3).
         raise NotFound(f"No ready image {image_name} is compatible with version {request.args.get('version')}")
     return jsonify(found)
 
@@ -140,17 +135,17 @@ def latest_compatible(image_name: str):
 # -- docker containers --------------------------------------------------------------------------------------------
 @blueprint.get("/docker/containers")
 def list_containers():
-    return jsonify(_list(_ctx().store.list_containers()))
+    return jsonify(_list(ctx().store.list_containers()))
 
 
 @blueprint.get("/docker/containers/count")
 def count_containers():
-    return _count(_ctx().store.list_containers())
+    return _count(ctx().store.list_containers())
 
 
 @blueprint.get("/docker/containers/<container_id>")
 def get_container(container_id: str):
-    container = _ctx().store.get_container(container_id)
+    container = ctx().store.get_container(container_id)
     if container is None:
         raise NotFound(f"Docker container {container_id} not found")
     return jsonify(container.to_wire())
@@ -162,19 +157,19 @@ def _bool_arg(name: str) -> bool:
 
 @blueprint.delete("/docker/containers/<container_id>")
 def delete_container(container_id: str):
-    spawner = _ctx().spawner
+    spawner = ctx().spawner
     spawner.forget(spawner.get(container_id))
     return jsonify({"id": container_id, "isDeleted": True})
 
 
 @blueprint.get("/docker/containers/<container_id>/run")
 def run_container(container_id: str):
-    return jsonify(_ctx().spawner.run(container_id, g.login, await_start=_bool_arg("awaitStart")).to_wire())
+    return jsonify(ctx().spawner.run(container_id, g.login, await_start=_bool_arg("awaitStart")).to_wire())
 
 
 @blueprint.get("/docker/containers/<container_id>/stop")
 def stop_container(container_id: str):
-    return jsonify(_ctx().spawner.stop(container_id, await_stop=_bool_arg("awaitStop")).to_wire())
+    return jsonify(ctx().spawner.stop(container_id, await_stop=_bool_arg("awaitStop")).to_wire())
 
 
 @blueprint.get("/docker/containers/<container_id>/logs")
@@ -185,19 +180,19 @@ def container_logs(container_id: str):
         raise BadRequest("limit must be an integer") from None
     if not 0 <= limit <= MAX_LOG_LINES:
         raise BadRequest(f"limit must be between 0 and {MAX_LOG_LINES}")
-    return Response(_ctx().spawner.logs(container_id, limit), mimetype="text/plain")
+    return Response(ctx().spawner.logs(container_id, limit), mimetype="text/plain")
 
 
 @blueprint.post("/docker/containers")
 def save_container():
-    limit = _ctx().settings.max_api_body_bytes
+    limit = ctx().settings.max_api_body_bytes
     raw = request.stream.read(limit + 1)  # the guard checked Content-Length; this bounds any other framing
     if len(raw) > limit:
         raise PayloadTooLarge(f"Body is bigger than {limit} bytes (setting max_api_body_bytes)")
     body = load_json(raw, "DockerContainer body") if raw.strip() else None
     if not isinstance(body, dict):
         raise BadRequest("Expected a DockerContainer entity as a JSON object")
-    return jsonify(_ctx().spawner.save(body, g.login).to_wire())
+    return jsonify(ctx().spawner.save(body, g.login).to_wire())
 
 
 @blueprint.get("/docker/services")

@@ -14,7 +14,7 @@ bridge-gateway listener). So, in this order:
 4. A request authenticated by the cookie alone that the browser marks `Sec-Fetch-Site: cross-site` or `same-site`
    (another port on localhost is same-site, and SameSite cookies go there) is refused.
 5. The bridge-gateway listener serves containers only: token-authenticated /api calls and /v2 reads.
-6. A body over the route's limit is refused with 413 before it is read (server.py calls `preflight` as soon as the
+6. A body over the route's limit is refused with 413 before it is read (server/channel.py calls `preflight` as soon as the
    request head is in, so an unauthenticated or oversized body is never spooled).
 
 Every refusal is a GrokemuError rendered by web/errors.py: ApiError JSON, or the OCI envelope under /v2.
@@ -60,7 +60,7 @@ POLICIES: dict[str, Policy] = {
     "static": Policy(PUBLIC),
     "api.login_dev": Policy(DEV_LOGIN),
     "api.login_dev_legacy": Policy(DEV_LOGIN),
-    # the grok CLI reads the server version without credentials (datagrok-tools publish.js, request R7): a wire need
+    # the grok CLI reads the server version without credentials (datagrok-tools publish.js, docs/grok-publish.md R7): a wire need
     "api.server_info": Policy(PUBLIC),
     "api.package_timestamps": Policy(PUBLISH, body_limit="max_package_bytes"),
     "api.publish_package": Policy(PUBLISH, body_limit="max_package_bytes"),

@@ -1,11 +1,11 @@
-"""fetchProxy and webSocketProxy routes (research/datagrok-docker-api.md §1.2, §1.3); the work is in
-services/proxy.py.
+"""fetchProxy and webSocketProxy routes (docs/datagrok-api.md §1.2, §1.3); the decisions are in
+services/proxy.py, the caller's WebSocket handshake in web/websocket.py.
 
     {METHOD} /api/docker/containers/proxy/<id><path>      the container's answer, unchanged
     WebSocket /api/docker/containers/proxy-ws/<id><path>   `CONNECTED`, then frames both ways
 
 The app-wide /api guard authenticates both (Authorization header or the `auth` cookie). For the WebSocket route it
-runs before the view too; its 401 would be an HTTP answer that the server's handoff never writes, so this module's
+runs before the view too; its 401 would be an HTTP answer that the server's connection takeover never writes, so this module's
 WebSocket blueprint turns every error on a handed-off socket into an accepted-then-closed WebSocket whose close
 reason the JS client shows.
 """
@@ -17,7 +17,10 @@ from urllib.parse import quote, unquote, urlsplit
 from flask import Blueprint, Response, g, request
 
 from grokemu.domain.errors import BadRequest, GrokemuError
-from grokemu.services.proxy import Forwarded, ProxyService, reject_websocket
+from grokemu.services.proxy import Forwarded, ProxyService
+from grokemu.web.context import ctx
+from grokemu.web.takeover import direct_answers
+from grokemu.web.websocket import accept_websocket, close_websocket, reject_websocket, ws_close_code
 
 blueprint = Blueprint("proxy", __name__, url_prefix="/api/docker/containers")
 ws_blueprint = Blueprint("proxy_ws", __name__, url_prefix="/api/docker/containers")
@@ -32,8 +35,6 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 def _proxy() -> ProxyService:
-    from grokemu.app import ctx
-
     return ctx().proxy
 
 
@@ -52,7 +53,7 @@ def split_target(environ: dict, prefix: str) -> tuple[str, str]:
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     cid, target = unquote(rest[:cut]), rest[cut:]
     if prefix == WS_PREFIX and len(cid) > UUID_LENGTH and _UUID.match(cid):
-        # webSocketProxySync does not add the leading '/' that webSocketProxy adds (§1.3): `<id>ws` means `<id>/ws`.
+        # webSocketProxySync does not add the leading '/' that webSocketProxy adds (docs/datagrok-api.md §1.3): `<id>ws` means `<id>/ws`.
         cid, target = cid[:UUID_LENGTH], "/" + cid[UUID_LENGTH:] + target
     if not target.startswith("/"):
         target = "/" + target
@@ -76,13 +77,13 @@ class ProxiedResponse(Response):
         return resp
 
     def __call__(self, environ, start_response):
-        server = environ.get("grokemu.server")
-        if (server is not None and not isinstance(self.response, list) and "Content-Length" in self.headers
-                and server.can_answer_directly(environ)):
+        takeover = direct_answers(environ)
+        if (takeover is not None and not isinstance(self.response, list) and "Content-Length" in self.headers
+                and takeover.can_answer_directly(environ)):
             # a big answer of known size: written on the socket by this thread, not copied through waitress's
-            # output buffers and event loop (server.py answer_directly); waitress gets nothing to write.
+            # output buffers and event loop (server/takeover.py answer_directly); waitress gets nothing to write.
             # Unsized (chunked, server-sent events) answers stay with waitress, which keeps their chunking.
-            server.answer_directly(environ, self.status, self.headers.to_wsgi_list(), self.response)
+            takeover.answer_directly(environ, self.status, self.headers.to_wsgi_list(), self.response)
             start_response("200 OK", [])
             return []
         start_response(self.status, self.headers.to_wsgi_list())
@@ -106,8 +107,15 @@ def websocket_proxy(rest: str):
     if client is None:  # no socket to take over (the Flask test client): check what can be checked, in HTTP
         _proxy().ready(cid, g.login)
         raise BadRequest("A WebSocket needs grokemu's server: this request has no socket to upgrade")
-    _proxy().websocket(cid, g.login, target, environ, client)
-    return Response(status=101)  # never written: the socket was taken over and is closed by the handoff
+    ws = accept_websocket(environ, client)
+    if ws is not None:
+        try:
+            _proxy().websocket(cid, g.login, target, environ, client)
+        except GrokemuError as e:
+            close_websocket(ws, client, ws_close_code(e.status), e.message)
+        except OSError:
+            pass  # the caller went away
+    return Response(status=101)  # never written: the socket was taken over and is closed by the takeover
 
 
 def _websocket_error(e: GrokemuError):

@@ -3,15 +3,15 @@
 
 Views parse, call RegistryService / TokenService, serialize. Every error is raised and rendered by web/errors.py as
 the OCI envelope (this blueprint's routes, including /token, get the envelope: docker prints its `message`).
-Wire facts and trap numbers: research/registry-protocol.md.
+Wire facts and trap numbers: docs/registry.md.
 """
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
-from grokemu.app import ctx
 from grokemu.services.registry import MAX_MANIFEST_BYTES, UploadState, check_name, valid_name
 from grokemu.services.tokens import BadCredentials, TokenService
+from grokemu.web.context import ctx
 
 blueprint = Blueprint("registry", __name__)
 

@@ -3,9 +3,10 @@ login form: the dev key is exchanged for a session in the `auth` cookie (HttpOnl
 shows a key (the terminal banner does)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, redirect, render_template_string, request
+from flask import Blueprint, Response, g, redirect, render_template_string, request
 
 from grokemu import __version__
+from grokemu.web.context import ctx
 
 blueprint = Blueprint("ui", __name__)
 
@@ -63,12 +64,6 @@ _LOGIN = """<!doctype html>
 AUTH_COOKIE = "auth"  # Datagrok's session cookie name: the JS client and fetchProxy calls from the page send it
 
 
-def _ctx():
-    from grokemu.app import ctx
-
-    return ctx()
-
-
 def _page(html: str, status: int = 200) -> Response:
     resp = Response(html, status=status, mimetype="text/html")
     # no framing (clickjacking), no caching of entity data, no referrer leaking ids to other sites
@@ -88,7 +83,7 @@ def _login_page(error: str = "", status: int = 200) -> Response:
 def dashboard():
     if not g.login:
         return _login_page()
-    c = _ctx()
+    c = ctx()
     return _page(render_template_string(
         _PAGE, version=__version__, api=c.settings.api_url, login=g.login,
         docker=bool(c.orchestrator and c.orchestrator.ping()), dot=_dot,
@@ -101,18 +96,18 @@ def login():
     from grokemu.domain.errors import Unauthorized
 
     try:
-        token, _ = _ctx().auth.login_with_dev_key(request.form.get("key", ""))
+        token, _ = ctx().auth.login_with_dev_key(request.form.get("key", ""))
     except Unauthorized:
         return _login_page("That is not a developer key of this grokemu.", 401)
     resp = redirect("/", code=303)
-    resp.set_cookie(AUTH_COOKIE, token, max_age=int(_ctx().settings.session_ttl), path="/", httponly=True,
+    resp.set_cookie(AUTH_COOKIE, token, max_age=int(ctx().settings.session_ttl), path="/", httponly=True,
                     samesite="Strict")
     return resp
 
 
 @blueprint.post("/_grokemu/logout")
 def logout():
-    _ctx().auth.revoke(g.token)
+    ctx().auth.revoke(g.token)
     resp = redirect("/", code=303)
     resp.delete_cookie(AUTH_COOKIE, path="/", httponly=True, samesite="Strict")
     return resp

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import TOOLS
-from tests.helpers import hello_package, package_zip, require
+from tests.helpers import hello_package, package_zip, publish_ready, require, sample_copy
 
 pytestmark = pytest.mark.e2e
 DRIVER = Path(__file__).parent / "browser" / "drive.cjs"
@@ -45,29 +45,8 @@ def test_fetch_proxy_and_websocket_proxy_from_the_browser(grokemu_server, browse
     """The calls DG.dapi.docker.dockerContainers.fetchProxy / webSocketProxy make, from a page in Chromium: a plain
     fetch with credentials 'include' and a WebSocket, both authenticated by the `auth` cookie alone. The ws-echo
     sample is on_demand: the first request starts it."""
-    import time
-    import uuid
-
-    sample = Path(__file__).resolve().parents[2] / "samples" / "ws-echo"
-    name = f"@grokemu/wsb{uuid.uuid4().hex[:6]}"
-    files = {p.relative_to(sample).as_posix(): p.read_bytes() for p in sample.rglob("*") if p.is_file()}
-    files["package.json"] = json.dumps({"name": name, "version": "1.0.0"}).encode()
-    r = requests.post(f"{grokemu_server.api}/packages/dev/{name}?debug=false", data=package_zip(files),
-                      headers={"Authorization": "Dev admin"})
-    assert r.status_code == 200, r.text
     token = grokemu_server.login()
-    short = name.split("/")[1]
-    deadline = time.time() + 180
-    while True:
-        [image] = requests.get(f"{grokemu_server.api}/docker/images", params={"text": short},
-                               headers={"Authorization": token}).json()
-        if image["status"] in ("ready", "error"):
-            break
-        assert time.time() < deadline
-        time.sleep(0.2)
-    assert image["status"] == "ready", image["logs"]
-    [container] = requests.get(f"{grokemu_server.api}/docker/containers", params={"text": short},
-                               headers={"Authorization": token}).json()
+    container = publish_ready(grokemu_server.api, token, *sample_copy("ws-echo"), debug=False)
     assert container["status"] == "stopped by user"
 
     seen = drive(grokemu_server.url, token, str(tmp_path / "page.png"), container["id"], "/health", "/ws")

@@ -1,7 +1,7 @@
 """Issue 4 end to end: `grokemu up`, the real Docker daemon, images built from samples/, and Datagrok's real JS client
 (datagrok-api 1.27.9, loaded in Node by tests/e2e/js/proxy-client.mjs) calling fetchProxy and webSocketProxy.
 
-The cases are CVMTests' (research/datagrok-docker-api.md §1.2): unknown id 404, a stopped container that is not
+The cases are CVMTests' (docs/datagrok-api.md §1.2): unknown id 404, a stopped container that is not
 on_demand 400, a stopped on_demand one started by the request (200), the container's own 404/500 passed through, an
 idle container ending `stopped by system` and coming back on the next request. Plus 50 requests during one cold start
 (one Docker start, 50 answers) and a WebSocket held open past shutdown_timeout (the container stays up).
@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ import requests
 import websocket
 
 from grokemu.testing import GrokemuProcess
-from tests.helpers import package_zip, require
+from tests.helpers import publish_ready, require, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -74,14 +73,11 @@ def container(server, token, cid) -> dict:
 
 
 def wait_status(server, token, cid, want, timeout=60) -> dict:
-    deadline = time.time() + timeout
-    while True:
+    def settled():
         c = container(server, token, cid)
-        if c["status"] in want:
-            return c
-        if time.time() > deadline:
-            raise AssertionError(f"container {c['name']} is {c['status']!r}, not {want} after {timeout}s")
-        time.sleep(0.1)
+        return c if c["status"] in want else None
+
+    return wait_until(settled, timeout, f"container {cid} in {want}")
 
 
 @pytest.fixture
@@ -91,31 +87,9 @@ def publish(server, token):
     names = []
 
     def _publish(sample: str, **config):
-        suffix = uuid.uuid4().hex[:6]
-        root = SAMPLES / sample
-        files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-        meta = json.loads(files["package.json"])
-        meta["name"] = f"@grokemu/{sample.replace('-', '')}{suffix}"
-        files["package.json"] = json.dumps(meta)
-        [cfg_path] = [k for k in files if k.endswith("container.json")]
-        files[cfg_path] = json.dumps({**json.loads(files[cfg_path]), **config})
-        package = meta["name"].split("/")[1]
-        resp = requests.post(f"{server.api}/packages/dev/{meta['name']}?debug=true", data=package_zip(files),
-                             headers={"Authorization": "Dev admin"}, timeout=60)
-        assert resp.status_code == 200, resp.text
-        folder = cfg_path.split("/")[1]
-        name = f"{package}-{folder}"
-        names.append(name)
-        deadline = time.time() + 180
-        while True:
-            images = api(server, token, "/docker/images", params={"text": name}).json()
-            if images and images[0]["status"] in ("ready", "error"):
-                break
-            assert time.time() < deadline, f"image {name} not validated: {images}"
-            time.sleep(0.2)
-        assert images[0]["status"] == "ready", images[0]["logs"]
-        [c] = api(server, token, "/docker/containers", params={"text": name}).json()
-        return c["id"], name
+        c = publish_ready(server.api, token, *sample_copy(sample, container=config))
+        names.append(c["name"])
+        return c["id"], c["name"]
 
     yield _publish
     for name in names:

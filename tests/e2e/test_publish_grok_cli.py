@@ -87,7 +87,7 @@ def test_grok_publish_debug_delta_release(grokemu_server, grok, package, base_im
     [image] = wait_images(server, token, image_name)
     assert image["status"] == "ready", image["logs"]
     # The release build asks latest-compatible for version 1.0.0 with the folder's content hash; the debug image
-    # has the same hash, so the CLI reuses it instead of building (publish.js §2.3 'dockerfile unchanged').
+    # has the same hash, so the CLI reuses it instead of building (docs/grok-publish.md §2.3 'dockerfile unchanged').
     assert "Falling back to datagrok/" in third.stdout and "dockerfile unchanged" in third.stdout
     assert image["version"] == "admin"
 
@@ -145,7 +145,7 @@ def test_grok_publish_failing_build_ends_in_error(grokemu_server, grok, package,
     (pkg / "dockerfiles/squares/Dockerfile").write_text("FROM scratch\nCOPY does-not-exist.txt /\nEXPOSE 5353\n")
     grok("config", "add", "--alias", "emu", "--server", grokemu_server.api, "--key", "admin", "--default")
     result = grok("publish", "emu", cwd=pkg)
-    assert result.returncode == 0, result.stdout + result.stderr  # docker failures never fail publish (§2.3)
+    assert result.returncode == 0, result.stdout + result.stderr  # docker failures never fail publish (docs/grok-publish.md §2.3)
     token = grokemu_server.login()
     [image] = wait_images(grokemu_server, token, image_name)
     assert image["status"] == "error"

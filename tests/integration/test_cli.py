@@ -5,6 +5,7 @@ import io
 import subprocess
 import sys
 
+from grokemu.adapters.fs_blobs import FsBlobStore
 from grokemu.domain.clock import ManualClock
 from grokemu.services.registry import RegistryService
 
@@ -21,7 +22,7 @@ def test_version_and_help():
 
 def test_registry_gc_command(tmp_path):
     clock = ManualClock(start=1_000.0)  # long ago: nothing is inside gc's grace period any more
-    registry = RegistryService(tmp_path / "registry", clock)
+    registry = RegistryService(FsBlobStore(tmp_path / "registry"), clock)
     upload = registry.start_upload("datagrok/x")
     digest = "sha256:" + hashlib.sha256(b"orphan").hexdigest()
     registry.finish_upload("datagrok/x", upload.upload_id, digest, io.BytesIO(b"orphan"))

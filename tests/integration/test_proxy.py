@@ -12,7 +12,6 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,10 @@ import websocket
 
 from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
 from grokemu.app import create_app
-from grokemu.domain.container_config import parse_container_json
-from grokemu.domain.lifecycle import ImageStatus
-from grokemu.domain.model import DockerContainer, DockerImage
 from grokemu.server import bind, create_server
+from grokemu.web import proxy
+from grokemu.web.context import app_context
+from tests.fake_upstream import Upstream, add_container, proxy_url, status
 
 ROOT = Path(__file__).resolve().parents[2]
 WS_ECHO_APP = ROOT / "samples" / "ws-echo" / "dockerfiles" / "ws-echo" / "app.py"
@@ -32,132 +31,11 @@ UNKNOWN = "00000000-0000-0000-0000-000000000000"  # CVMTests' unknown id
 COLD = "X-Grokemu-Cold-Start-Ms"
 
 
-# -- a container stand-in ------------------------------------------------------------------------------------------
-class Upstream:
-    """A loopback HTTP server that records what reached it and answers like a plugin container would."""
-
-    def __init__(self):
-        self.seen: list[dict] = []
-        self.gate = threading.Event()
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def _body(self) -> bytes:
-                if self.headers.get("Content-Length") is not None:
-                    return self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    out = b""
-                    while size := int(self.rfile.readline().strip() or b"0", 16):
-                        out += self.rfile.read(size)
-                        self.rfile.readline()
-                    self.rfile.readline()
-                    return out
-                return b""
-
-            def _answer(self, status, body=b"", headers=(), length=True):
-                self.send_response(status)
-                for k, v in headers:
-                    self.send_header(k, v)
-                if length and status not in (204, 304):
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if body and self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def _handle(self):
-                body = self._body()
-                upstream.seen.append({"method": self.command, "path": self.path, "headers": self.headers.items(),
-                                      "body": body, "client_port": self.client_address[1]})
-                path = self.path.split("?")[0]
-                parts = path.strip("/").split("/")
-                if path == "/echo":
-                    return self._answer(200, body, [("Content-Type", self.headers.get("Content-Type", "x/none")),
-                                                    ("X-Method", self.command)])
-                if parts[0] == "status":
-                    return self._answer(int(parts[1]), b"", [("X-Custom", "yes"), ("Set-Cookie", "a=1; Path=/"),
-                                                             ("Set-Cookie", "b=2; Path=/")])
-                if path == "/boom":
-                    return self._answer(500, b'{"error": "boom"}', [("Content-Type", "application/json")])
-                if path == "/gzip":
-                    return self._answer(200, gzip.compress(b'{"compressed": true}'),
-                                        [("Content-Type", "application/json"), ("Content-Encoding", "gzip")])
-                if path == "/hop":
-                    return self._answer(200, b"ok", [("Connection", "X-Secret"), ("X-Secret", "1"),
-                                                     ("Keep-Alive", "timeout=5"), ("X-Kept", "1")])
-                if path == "/redirect":
-                    return self._answer(302, b"", [("Location", "/elsewhere")])
-                if parts[0] == "bytes":
-                    return self._answer(200, b"x" * int(parts[1]), [("Content-Type", "application/octet-stream")])
-                if path == "/stream":  # chunked, the second chunk only after the test opens the gate
-                    self.send_response(200)
-                    self.send_header("Transfer-Encoding", "chunked")
-                    self.end_headers()
-                    self.wfile.write(b"5\r\nfirst\r\n")
-                    upstream.gate.wait(10)
-                    self.wfile.write(b"6\r\nsecond\r\n0\r\n\r\n")
-                    return None
-                return self._answer(200, json.dumps({"path": self.path}).encode(),
-                                    [("Content-Type", "application/json")])
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def last(self) -> dict:
-        return self.seen[-1]
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.last()["headers"] if k.lower() == name.lower()), None)
-
-    def close(self):
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def upstream(orchestrator):
-    up = Upstream()
-    orchestrator.fixed_host_port = up.port
-    yield up
-    up.close()
-
-
-def add_container(context, config: dict | None = None, name: str = "probe-app") -> str:
-    """A container whose image is ready (what publishing + validation leave behind), initially stopped."""
-    orch = context.orchestrator
-    image = DockerImage(name=name, package="@grokemu/probe", docker_dir="app", version="1.0.0",
-                        status=ImageStatus.READY, port=5353, image_ref=f"datagrok/{name}:1.0.0")
-    image.docker_id = orch.add_image(image.image_ref, [5353])
-    context.store.put_image(image)
-    c = DockerContainer(name=name, package="@grokemu/probe", image_id=image.id,
-                        config=parse_container_json(json.dumps(config or {})))
-    context.store.put_container(c)
-    return c.id
-
-
-def status(context, cid: str) -> str:
-    return context.store.get_container(cid).status.value
-
-
 @pytest.fixture
 def started(ctx, upstream):
     cid = add_container(ctx, {"shutdown_timeout": 1})
     ctx.spawner.run(cid, "admin", await_start=True)
     return cid
-
-
-def proxy_url(cid: str, path: str = "") -> str:
-    return f"/api/docker/containers/proxy/{cid}{path}"
 
 
 # -- forwarding: paths, methods, bodies ------------------------------------------------------------------------------
@@ -384,7 +262,7 @@ def bg_app(settings, orchestrator, clock):
 def test_not_ready_within_proxy_request_timeout_is_504(settings, orchestrator, clock, upstream):
     app = create_app(dataclasses.replace(settings, proxy_request_timeout=0.3), orchestrator=orchestrator,
                      clock=clock, background=True)
-    context = app.extensions["grokemu"]
+    context = app_context(app)
     client = app.test_client()
     token = client.post("/api/users/login/dev", headers={"Authorization": "Dev admin"}).get_json()["token"]
     cid = add_container(context, {"on_demand": True})
@@ -396,7 +274,7 @@ def test_not_ready_within_proxy_request_timeout_is_504(settings, orchestrator, c
 
 
 def test_fifty_concurrent_requests_share_one_cold_start(bg_app, orchestrator, upstream):
-    context = bg_app.extensions["grokemu"]
+    context = app_context(bg_app)
     client = bg_app.test_client()
     token = client.post("/api/users/login/dev", headers={"Authorization": "Dev admin"}).get_json()["token"]
     cid = add_container(context, {"on_demand": True})
@@ -432,7 +310,7 @@ def load_ws_echo():
 class Live:
     def __init__(self, app, host, ws_echo_port):
         self.app = app
-        self.ctx = app.extensions["grokemu"]
+        self.ctx = app_context(app)
         self.host = host
         self.ws_echo_port = ws_echo_port
         self.token = requests.post(f"http://{host}/api/users/login/dev", headers={"Authorization": "Dev admin"},
@@ -455,7 +333,8 @@ def live(tmp_path, settings, clock):
     app = create_app(dataclasses.replace(settings, threads=2, proxy_request_timeout=5.0), orchestrator=orch,
                      clock=clock, background=True)
     sockets = bind("127.0.0.1", 0, [])
-    server = create_server(app, sockets, threads=2, max_request_body_size=2**31)
+    server = create_server(app, sockets, threads=2, max_request_body_size=2**31,
+                           streamed_prefixes=(proxy.HTTP_PREFIX,))
     threading.Thread(target=server.run, daemon=True).start()
     yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", echo_server.server_address[1])
     server.close()
@@ -507,7 +386,7 @@ def test_websocket_close_codes_pass_both_ways(live):
 
 
 def test_websocket_path_without_leading_slash(live):
-    """webSocketProxySync does not add the '/' that webSocketProxy adds (§1.3): `<id>ws` means `<id>` + `/ws`."""
+    """webSocketProxySync does not add the '/' that webSocketProxy adds (docs/datagrok-api.md §1.3): `<id>ws` means `<id>` + `/ws`."""
     cid = add_container(live.ctx, {"on_demand": True})
     ws = live.ws(cid, path="ws")
     assert ws.recv() == "CONNECTED"
@@ -569,7 +448,7 @@ def test_open_websocket_keeps_the_container_up_past_shutdown_timeout(live, clock
     assert ws.recv() == "still there?"
     ws.close()
     deadline = time.time() + 5
-    while live.ctx.services["websockets"].open_websockets and time.time() < deadline:
+    while live.ctx.takeover.open_websockets and time.time() < deadline:
         time.sleep(0.02)
     clock.advance(61)
     live.ctx.spawner.tick()
@@ -580,21 +459,33 @@ def test_open_websocket_keeps_the_container_up_past_shutdown_timeout(live, clock
 
 
 def test_open_websockets_do_not_take_http_worker_threads(live):
+    """Open WebSockets, relayed to a container (proxy-ws) or served by grokemu itself (ws-echo), each run on a thread
+    of their own: with many more sockets than waitress workers, plain HTTP and proxied requests are still served."""
     cid = add_container(live.ctx, {"on_demand": True})
-    sockets = [live.ws(cid) for _ in range(6)]  # three times the two waitress workers
+    proxied = [live.ws(cid) for _ in range(6)]  # three times the two waitress workers
+    own = [websocket.create_connection(f"ws://{live.host}/_grokemu/ws-echo", timeout=5,
+                                       header=[f"Authorization: {live.token}"]) for _ in range(44)]
     try:
-        assert [ws.recv() for ws in sockets] == ["CONNECTED"] * 6
+        assert [ws.recv() for ws in proxied] == ["CONNECTED"] * 6
         started_at = time.monotonic()
         r = requests.get(f"http://{live.host}/api/docker/containers/proxy/{cid}/health",
                          headers={"Authorization": live.token}, timeout=5)
         assert r.status_code == 200 and r.json() == {"result": "Healthy"}
         assert time.monotonic() - started_at < 2
-        for i, ws in enumerate(sockets):
+        for _ in range(20):
+            r = requests.get(f"http://{live.host}/_grokemu/health", headers={"Authorization": live.token}, timeout=5)
+            assert r.status_code == 200
+        assert r.json()["openWebSockets"] == 50
+        for i, ws in enumerate(proxied + own):
             ws.send(f"m{i}")
-        assert [ws.recv() for ws in sockets] == [f"m{i}" for i in range(6)]
+        assert [ws.recv() for ws in proxied + own] == [f"m{i}" for i in range(50)]
     finally:
-        for ws in sockets:
+        for ws in proxied + own:
             ws.close()
+    deadline = time.time() + 5
+    while live.ctx.takeover.open_websockets and time.time() < deadline:
+        time.sleep(0.05)
+    assert live.ctx.takeover.open_websockets == 0
 
 
 def test_through_waitress_chunked_upload_and_streamed_download(live, live_upstream):

@@ -1,4 +1,4 @@
-"""grok publish's requests, wire-exact (research/grok-cli-protocol.md §1), against the Flask app with a fake
+"""grok publish's requests, wire-exact (docs/grok-publish.md §1), against the Flask app with a fake
 orchestrator: no Docker needed."""
 from __future__ import annotations
 

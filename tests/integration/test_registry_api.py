@@ -1,5 +1,5 @@
 """The /v2 registry API and the token endpoints through the Flask test client: wire headers docker depends on
-(research/registry-protocol.md), auth as Datagrok's proxy does it, the OCI error envelope. No Docker needed."""
+(docs/registry.md), auth as Datagrok's proxy does it, the OCI error envelope. No Docker needed."""
 from __future__ import annotations
 
 import base64
@@ -13,6 +13,7 @@ import pytest
 from grokemu.app import create_app
 from grokemu.config import Settings
 from grokemu.domain.clock import ManualClock
+from grokemu.web.context import app_context
 
 HOST = "localhost:5000"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -381,7 +382,7 @@ def test_oci_manifest_and_index_keep_type_and_bytes(client):
     assert r.data == index and r.headers["Content-Type"] == OCI_INDEX
     r = client.get(f"/v2/r/manifests/{sha(manifest)}")
     assert r.data == manifest and r.headers["Content-Type"] == OCI_MANIFEST
-    assert client.application.extensions["grokemu"].registry.resolve_manifest("r", "latest") == (
+    assert app_context(client.application).registry.resolve_manifest("r", "latest") == (
         sha(index), OCI_INDEX, len(index))
 
 
@@ -426,7 +427,7 @@ def test_gc_after_delete(client, clock):
     digest, _ = push_image(client, "r", "v1", headers)
     client.delete(f"/v2/r/manifests/{digest}", headers=headers)
     clock.advance(7200)
-    stats = client.application.extensions["grokemu"].registry.gc()
+    stats = app_context(client.application).registry.gc()
     assert stats["blobs_removed"] == 4 and stats["bytes_freed"] > 0
 
 

@@ -14,8 +14,6 @@ import json
 import shutil
 import subprocess
 import threading
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ import requests
 
 from grokemu.testing import GrokemuProcess
 from tests.e2e.conftest import TOOLS
-from tests.helpers import hello_package, package_zip, require
+from tests.helpers import hello_package, package_zip, publish_ready, require, sample_copy
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,31 +64,6 @@ def evil_site():
     httpd.shutdown()
 
 
-def publish_sample(server, sample: str) -> str:
-    src = ROOT / "samples" / sample
-    name = f"@grokemu/{sample.replace('-', '')}{uuid.uuid4().hex[:6]}"
-    files = {p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*") if p.is_file()}
-    files["package.json"] = json.dumps({"name": name, "version": "1.0.0"}).encode()
-    r = requests.post(f"{server.api}/packages/dev/{name}?debug=false", data=package_zip(files),
-                      headers={"Authorization": "Dev admin"}, timeout=60)
-    assert r.status_code == 200, r.text
-    return name
-
-
-def wait_image_ready(server, token, name: str) -> dict:
-    short = name.split("/")[1]
-    deadline = time.time() + 180
-    while True:
-        [image] = requests.get(f"{server.api}/docker/images", params={"text": short},
-                               headers={"Authorization": token}).json()
-        if image["status"] in ("ready", "error") or time.time() > deadline:
-            assert image["status"] == "ready", image.get("logs")
-            [container] = requests.get(f"{server.api}/docker/containers", params={"text": short},
-                                       headers={"Authorization": token}).json()
-            return container
-        time.sleep(0.2)
-
-
 def container(server, token, cid: str) -> dict:
     return requests.get(f"{server.api}/docker/containers/{cid}", headers={"Authorization": token}).json()
 
@@ -106,7 +79,7 @@ def drive(phase: str, server, evil: str, cid: str) -> dict:
 
 
 def test_pages_of_other_origins_cannot_drive_grokemu_but_its_own_page_can(server, token, evil_site):
-    cid = wait_image_ready(server, token, publish_sample(server, "ws-echo"))["id"]
+    cid = publish_ready(server.api, token, *sample_copy("ws-echo"))["id"]
     # warm it up so a stop would show: started by the API, as a user would
     requests.get(f"{server.api}/docker/containers/{cid}/run?awaitStart=true", headers={"Authorization": token},
                  timeout=120).raise_for_status()

@@ -261,10 +261,11 @@ def test_kill_during_registry_upload(tmp_path):
 def test_registry_sweep_removes_what_each_crash_point_leaves(tmp_path):
     """The states a kill -9 can leave, made by hand: the startup sweep removes debris, keeps resumable sessions,
     and never lets a repository claim a blob it does not have."""
+    from grokemu.adapters.fs_blobs import FsBlobStore
     from grokemu.domain.clock import ManualClock
     from grokemu.services.registry import RegistryService
 
-    reg = RegistryService(tmp_path / "registry", ManualClock())
+    reg = RegistryService(FsBlobStore(tmp_path / "registry"), ManualClock())
     store = reg.store
     resumable = reg.start_upload(REPO).upload_id
     reg.append_upload(REPO, resumable, io.BytesIO(b"partial"), 7)

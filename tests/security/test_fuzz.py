@@ -14,6 +14,9 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from tests.helpers import hello_package, package_zip
 
+# random entry names repeat now and then: zipfile warns, and a duplicate entry is a case the tests want
+pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name")
+
 DEV = {"Authorization": "Dev admin"}
 NAME = "@acme/grokprobe"
 FUZZ = hsettings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -124,7 +127,7 @@ def test_random_container_json(world, config, raw):
         ctx = world["ctx"]
         [container] = ctx.store.list_containers()
         image = ctx.store.get_image(container.image_id)
-        spec, _ = ctx.spawner._spec(container, image)
+        spec, _ = ctx.spawner.run_specs.build(container, image)
         assert spec.nano_cpus >= 10_000_000 and spec.mem_bytes >= 6 * 1024 * 1024 and spec.shm_bytes > 0
 
 

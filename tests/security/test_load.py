@@ -6,7 +6,6 @@ the asserted bounds are generous, they only catch a hang. Every loop is bounded 
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import selectors
@@ -24,7 +23,7 @@ import requests
 import websocket
 
 from grokemu.testing import GrokemuProcess
-from tests.helpers import package_zip
+from tests.helpers import publish_ready, sample_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG = 2.0  # seconds: any single health / API answer slower than this counts as a stall
@@ -382,33 +381,17 @@ CHUNKED_ROUTE = '''        if parts[0] == "chunked" and len(parts) == 2:  # adde
 
 
 def _publish_squares(server: GrokemuProcess, token: str) -> tuple[str, str]:
-    """A copy of samples/squares with a chunked route, built by grokemu: (container id, image name)."""
-    root = ROOT / "samples" / "squares"
-    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    [app_path] = [k for k in files if k.endswith("app.py")]
-    source = files[app_path].decode()
-    anchor = '        if parts[0] == "bytes" and len(parts) == 2:\n'
-    assert anchor in source
-    files[app_path] = source.replace(anchor, CHUNKED_ROUTE + anchor).encode()
-    meta = json.loads(files["package.json"])
-    meta["name"] = f"@grokemu/squaresload{uuid.uuid4().hex[:6]}"
-    files["package.json"] = json.dumps(meta)
-    r = requests.post(f"{server.api}/packages/dev/{meta['name']}?debug=true", data=package_zip(files),
-                      headers={"Authorization": "Dev admin"}, timeout=60)
-    assert r.status_code == 200, r.text
-    name = f"{meta['name'].split('/')[1]}-squares"
-    deadline = time.time() + 180
-    while True:
-        images = requests.get(f"{server.api}/docker/images", params={"text": name},
-                              headers={"Authorization": token}, timeout=10).json()
-        if images and images[0]["status"] in ("ready", "error"):
-            break
-        assert time.time() < deadline, f"image {name} not validated: {images}"
-        time.sleep(0.2)
-    assert images[0]["status"] == "ready", images[0]["logs"]
-    [c] = requests.get(f"{server.api}/docker/containers", params={"text": name}, headers={"Authorization": token},
-                       timeout=10).json()
-    return c["id"], name
+    """A copy of samples/squares with a chunked route, built by grokemu: (container id, container name)."""
+
+    def add_chunked_route(files):
+        [app_path] = [k for k in files if k.endswith("app.py")]
+        source = files[app_path].decode()
+        anchor = '        if parts[0] == "bytes" and len(parts) == 2:\n'
+        assert anchor in source
+        files[app_path] = source.replace(anchor, CHUNKED_ROUTE + anchor).encode()
+
+    c = publish_ready(server.api, token, *sample_copy("squares", edit=add_chunked_route))
+    return c["id"], c["name"]
 
 
 def _non_reader(port: int, token: str, cid: str, path: str, pipelined: bool = False) -> socket.socket:

@@ -21,6 +21,7 @@ import pytest
 
 from grokemu.app import create_app
 from grokemu.domain.errors import BadRequest
+from grokemu.web.context import app_context
 from tests.helpers import hello_package, package_zip
 
 DEV = {"Authorization": "Dev admin"}
@@ -390,11 +391,11 @@ def test_tiny_cpu_and_memory_are_raised_to_dockers_minimum(ctx):
     image = DockerImage(name="x", package="p", docker_dir="x", version="1", port=80)
     c = DockerContainer(name="x", package="p", image_id=image.id,
                         config={"cpu": 1e-12, "memory": 1e-9, "shm_size": 1e-12, "env": {}})
-    spec, warnings = ctx.spawner._spec(c, image)
+    spec, warnings = ctx.spawner.run_specs.build(c, image)
     assert spec.nano_cpus == 10_000_000 and spec.mem_bytes == 6 * MiB and spec.shm_bytes > 0
     assert sum("below Docker's minimum" in w for w in warnings) == 3
     c.config = {"cpu": 2, "memory": 512, "shm_size": 64, "env": {}}
-    spec, warnings = ctx.spawner._spec(c, image)
+    spec, warnings = ctx.spawner.run_specs.build(c, image)
     assert spec.nano_cpus == 2 * 10**9 and spec.mem_bytes == 512 * MiB and spec.shm_bytes == 64 * MiB
     assert not [w for w in warnings if "minimum" in w]
 
@@ -416,6 +417,7 @@ def _boom(*args, **kwargs):
 @pytest.mark.parametrize("step", ["extract", "link", "rename", "put_package", "put_image", "put_container",
                                   "delete_image", "sync"])
 def test_failure_at_any_step_keeps_the_previous_state(client, ctx, published, monkeypatch, step, debug):
+    import grokemu.services.package_archive as archive_module
     import grokemu.services.packages as packages_module
 
     if debug:
@@ -428,7 +430,7 @@ def test_failure_at_any_step_keeps_the_previous_state(client, ctx, published, mo
         files = hello_package(folder="renamed")  # the `hello` image goes: delete_image runs in the transaction
         debug = False  # (a delta would keep the `hello` folder)
     if step == "extract":
-        monkeypatch.setattr(packages_module, "open", _boom, raising=False)
+        monkeypatch.setattr(archive_module, "open", _boom, raising=False)
     elif step == "link":
         monkeypatch.setattr(packages_module.os, "link", _boom)
         monkeypatch.setattr(packages_module.shutil, "copyfile", _boom)
@@ -451,9 +453,9 @@ def test_failure_at_any_step_keeps_the_previous_state(client, ctx, published, mo
 
 def test_failure_removing_the_old_version_still_publishes_and_sweep_cleans(client, ctx, settings, orchestrator,
                                                                            clock, published, monkeypatch):
-    import grokemu.services.packages as packages_module
+    import grokemu.adapters.package_files as package_files_module
 
-    monkeypatch.setattr(packages_module, "_remove", lambda path: None)
+    monkeypatch.setattr(package_files_module, "_remove", lambda path: None)
     assert publish(client, _second_version(), debug=False).status_code == 200
     monkeypatch.undo()
     home = ctx.packages.files_dir(NAME).parent
@@ -461,7 +463,7 @@ def test_failure_removing_the_old_version_still_publishes_and_sweep_cleans(clien
     assert (ctx.packages.files_dir(NAME) / "dockerfiles/other/Dockerfile").is_file()
     (settings.data_dir / "packages" / ".staging-0123").mkdir()
     app2 = create_app(settings, store=ctx.store, orchestrator=orchestrator, clock=clock, background=False)
-    ctx2 = app2.extensions["grokemu"]
+    ctx2 = app_context(app2)
     assert [p.name for p in home.iterdir()] == [ctx2.packages.files_dir(NAME).name]
     assert not list((settings.data_dir / "packages").glob(".staging-*"))
 

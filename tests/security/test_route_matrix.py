@@ -269,7 +269,7 @@ def test_body_limits_answer_413_before_reading(tmp_path, orchestrator, clock):
 
 def test_preflight_refuses_before_the_body(app, ctx):
     """What the server calls once a request head is in: a refusal it can write without reading the body."""
-    guard = ctx.services["guard"]
+    guard = ctx.guard
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/packages/dev/@acme/p", "HTTP_HOST": "localhost:8080",
                "CONTENT_LENGTH": str(2**40), "wsgi.url_scheme": "http", "SERVER_NAME": "localhost",
                "SERVER_PORT": "8080", "QUERY_STRING": ""}

@@ -1,4 +1,4 @@
-"""Every edge of the lifecycle tables, and the illegal ones (DESIGN.md house rule 5)."""
+"""Every edge of the lifecycle tables, and the illegal ones (docs/design.md house rule 5)."""
 from __future__ import annotations
 
 import pytest

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from grokemu.adapters.fs_blobs import FsBlobStore
 from grokemu.domain.clock import ManualClock
 from grokemu.services import registry as reg
 from grokemu.services.registry import RegistryService
@@ -25,7 +26,7 @@ def clock():
 
 @pytest.fixture
 def svc(tmp_path, clock):
-    return RegistryService(tmp_path / "registry", clock)
+    return RegistryService(FsBlobStore(tmp_path / "registry"), clock)
 
 
 def blob_files(svc) -> list[str]:
@@ -134,7 +135,7 @@ def test_upload_written_but_not_committed_is_invisible(svc, tmp_path, clock):
     data = b"y" * 5000
     state = svc.start_upload("r")
     svc.append_upload("r", state.upload_id, io.BytesIO(data), len(data))
-    restarted = RegistryService(tmp_path / "registry", clock)  # the process died here
+    restarted = RegistryService(FsBlobStore(tmp_path / "registry"), clock)  # the process died here
     assert blob_files(restarted) == []
     with pytest.raises(reg.BlobUnknown):
         restarted.stat_blob("r", sha(data))

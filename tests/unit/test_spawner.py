@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
+from grokemu.adapters.package_files import PackageFiles
 from grokemu.adapters.sqlite_store import SqliteStore
 from grokemu.config import Settings
 from grokemu.domain.clock import ManualClock
@@ -14,7 +15,9 @@ from grokemu.domain.container_config import parse_container_json
 from grokemu.domain.errors import BadRequest, NotFound
 from grokemu.domain.lifecycle import ContainerStatus as S, ImageStatus
 from grokemu.domain.model import DockerContainer, DockerImage
+from grokemu.services.activity import ActivityTracker
 from grokemu.services.auth import AuthService
+from grokemu.services.run_specs import RunSpecs
 from grokemu.services.spawner import Spawner
 
 MB = 1024 * 1024
@@ -30,7 +33,9 @@ class World:
         self.spawner = self.new_spawner(background)
 
     def new_spawner(self, background=False):
-        return Spawner(self.store, self.orch, self.clock, self.settings, self.auth, background=background)
+        run_specs = RunSpecs(self.settings, self.store, self.auth, PackageFiles(self.settings.data_dir / "packages"))
+        return Spawner(self.store, self.orch, self.clock, self.settings, self.auth, ActivityTracker(self.clock),
+                       run_specs, background=background)
 
     def add(self, config=None, port=8000, name="squares-squares", package="@grokemu/squares"):
         image = DockerImage(name=name, package=package, docker_dir="squares", version="1.0.0",
@@ -121,14 +126,14 @@ def test_crash_becomes_error_with_logs_not_restarted(w):
 def test_idle_shutdown_and_open_socket_keeps_it_up(w):
     cid = w.add({"shutdown_timeout": 1, "on_demand": True})
     w.spawner.run(cid, "admin", await_start=True)
-    with w.spawner.hold(cid):
+    with w.spawner.activity.hold(cid):
         w.clock.advance(600)
         w.spawner.tick()
         assert w.get(cid).status is S.STARTED
     w.clock.advance(59)
     w.spawner.tick()
     assert w.get(cid).status is S.STARTED
-    w.spawner.touch(cid)
+    w.spawner.activity.touch(cid)
     w.clock.advance(59)
     w.spawner.tick()
     assert w.get(cid).status is S.STARTED and w.get(cid).last_active == w.clock.now() - 59

@@ -4,7 +4,7 @@
 //
 // Node 20 has no global WebSocket, and a Node client sends no cookie, so `webSocketProxy` gets the `ws` package
 // (installed next to datagrok-api) wrapped as a browser-like global that presents the session the way a browser
-// does: in the `auth` cookie (research/datagrok-docker-api.md §1.3). fetchProxy callers pass
+// does: in the `auth` cookie (docs/datagrok-api.md §1.3). fetchProxy callers pass
 // `{headers: {Authorization: token}}` themselves: Node's fetch has no cookie jar either.
 import {createRequire} from 'node:module';
 import path from 'node:path';

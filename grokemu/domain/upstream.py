@@ -1,0 +1,83 @@
+"""The proxy's ports: how services/proxy.py reaches a plugin container over HTTP and over WebSocket, and the errors
+those legs report. adapters/http_upstream.py and adapters/websocket_upstream.py implement them.
+
+Wire facts behind the errors (docs/datagrok-api.md §1.2, §1.3): a container that does not answer is 500
+('the server workflow fails' in fetchProxy's JSDoc), a refused WebSocket upgrade 400, a timeout 504
+(domain.errors.GatewayTimeout).
+"""
+from __future__ import annotations
+
+import socket
+from typing import BinaryIO, Callable, Iterable, Protocol
+
+from grokemu.domain.errors import GrokemuError
+from grokemu.domain.model import DockerContainer
+
+
+class UpstreamFailed(GrokemuError):
+    """The container did not answer. 500: 'the server workflow fails' in fetchProxy's JSDoc (docs/datagrok-api.md §1.2); only the
+    container itself answers other statuses."""
+
+    status = 500
+
+
+class WebSocketFailed(GrokemuError):
+    status = 400
+
+
+class UpstreamRefused(Exception):
+    """The container's port refused the connection: nothing of the request was sent, so it may be tried again
+    (the service decides whether to)."""
+
+
+class Forwarded:
+    """The container's answer: status line, headers, and a body iterable whose close() releases everything."""
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], body: Iterable[bytes]):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {self.reason}".rstrip()
+
+
+class HttpUpstream(Protocol):
+    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
+             length: int, release: Callable[[], None]) -> Forwarded:
+        """Send one request to the started container `c` and return its answer, headers shaped for the caller, the
+        body streamed when it is big. `release` is called once the answer no longer needs the container: at once
+        for an answer read whole, when the body is closed for a streamed one; never when this raises.
+        Raises UpstreamRefused (nothing sent), GatewayTimeout or UpstreamFailed."""
+        ...
+
+    def forget(self, cid: str) -> None:
+        """Drop what is kept for container `cid` (its connection pool)."""
+        ...
+
+    def close(self) -> None:
+        """Drop everything kept (every connection pool)."""
+        ...
+
+
+class WebSocketLink(Protocol):
+    """A WebSocket to the container after its 101: `early` holds the bytes it sent right after the handshake."""
+
+    early: bytes
+
+    def relay(self, client: socket.socket, on_traffic: Callable[[], None]) -> None:
+        """Pass bytes both ways between the caller's socket and the container until both sides are done;
+        `on_traffic` is called per chunk relayed."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class WebSocketUpstream(Protocol):
+    def connect(self, c: DockerContainer, target: str, environ: dict) -> WebSocketLink:
+        """The WebSocket handshake with the started container `c`. Raises WebSocketFailed (not accepted),
+        GatewayTimeout or UpstreamFailed."""
+        ...

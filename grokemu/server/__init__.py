@@ -1,0 +1,37 @@
+"""waitress serves everything on one port; WebSockets, big uploads and proxied requests leave the shared worker
+threads (docs/design.md decision 2), and no number of idle, slow or non-reading connections can stall the API.
+
+Stock waitress cannot serve flask-sock: simple-websocket needs the raw socket, and waitress's event loop owns every
+connection. For a request with `Upgrade: websocket` the connection takeover takes it away from waitress (a
+dup of the socket, the original removed from the event loop and closed), puts it in blocking mode, exposes it as
+`environ['werkzeug.socket']` and runs the Flask app for that request on a thread of its own. The waitress worker
+returns at once, so open WebSockets never hold the worker threads that plain HTTP needs.
+
+Resource limits (settings in config.py):
+- waitress polls with poll(), not select(): no 1024-descriptor ceiling. At `connection_limit` open connections the
+  connection idle the longest is closed to make room, so idle sockets can never keep a new caller out; an idle
+  keep-alive connection is closed after `channel_timeout`, a request head not complete `header_timeout` seconds
+  after its first byte is cut (slowloris).
+- fetchProxy requests (the `streamed_prefixes` given to create_server) run on threads of their own, at most
+  `max_streams` at once together with the streamed uploads; beyond that a proxied request gets 503 at once. The
+  shared workers (`threads`) serve the rest of the API and never wait on a container or on a caller that does not
+  read.
+- Every connection taken from waitress has a watchdog (TrackedSocket): a WebSocket that carries nothing either way
+  for `websocket_idle_timeout`, an upload or answer that makes no progress for `stream_timeout`, is cut. An answer
+  still written through waitress (a chunked one, or one with pipelined requests behind it) is cut the same way.
+- `preflight(environ)` (web/guard.py) sees every request that has a body as soon as its head is in, before waitress
+  reads or spools any of it; its refusal is written with `Connection: close` and the body is never stored.
+- `environ["grokemu.listener"]` says which listening socket the connection came in on: "bridge" for the Docker
+  bridge gateway, "main" otherwise.
+
+Modules: takeover.py (ConnectionTakeover: WebSockets, relayed uploads, direct answers), streams.py (stream threads,
+serving one request on a taken-over socket), watchdog.py (TrackedSocket), channel.py (waitress's channel with the
+preflight, refusals and limits), listener.py (GrokemuServer: timeouts, eviction), serve.py (bind, create_server,
+run_forever).
+"""
+from __future__ import annotations
+
+from grokemu.server.serve import bind, create_server, run_forever
+from grokemu.server.takeover import ConnectionTakeover
+
+__all__ = ["ConnectionTakeover", "bind", "create_server", "run_forever"]

@@ -1,0 +1,128 @@
+"""bind, create_server, run_forever: waitress set up with grokemu's limits on already-bound sockets."""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from typing import Callable, Iterable
+
+from waitress.adjustments import Adjustments
+from waitress.server import MultiSocketServer
+from waitress.task import ThreadedTaskDispatcher
+
+from grokemu.server.channel import Preflight
+from grokemu.server.listener import GrokemuServer
+from grokemu.server.takeover import ConnectionTakeover
+from grokemu.web.context import app_context
+
+log = logging.getLogger("grokemu.server")
+
+FD_RESERVE = 256  # descriptors kept for everything that is not a connection (SQLite, Docker, files, pipes)
+
+
+class _HandedOffFilter(logging.Filter):
+    """waitress logs every handed-off WebSocket as 'Client disconnected while serving': expected, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client disconnected while serving")
+
+
+def bind(host: str, port: int, extra_hosts: list[str]) -> list[socket.socket]:
+    """Listening sockets: `host:port` (port 0 picks one), then the same port on each extra address that can be
+    bound (e.g. the Docker bridge gateway, so containers reach the API at host.docker.internal)."""
+    main = socket.create_server((host, port), reuse_port=False)
+    port = main.getsockname()[1]
+    sockets = [main]
+    for extra in extra_hosts:
+        try:
+            sockets.append(socket.create_server((extra, port)))
+        except OSError as e:
+            log.warning("cannot also listen on %s:%d (%s): containers will not reach the API there", extra, port, e)
+    return sockets
+
+
+def _descriptors_for(settings) -> int:
+    """The connection limit the process's descriptor limit allows: the soft limit is raised (up to the hard one)
+    to fit connection_limit plus two descriptors per WebSocket and stream (caller and container) plus a reserve."""
+    others = 2 * settings.max_websockets + 2 * settings.max_streams + FD_RESERVE
+    wanted = settings.connection_limit + others
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+            except (ValueError, OSError):
+                pass
+    except ImportError:  # not on Unix
+        return settings.connection_limit
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = max(32, soft - others)
+        log.warning("only %d file descriptors: serving at most %d connections (connection_limit %d)", soft, limit,
+                    settings.connection_limit)
+        return limit
+    return settings.connection_limit
+
+
+def create_server(app, sockets: list[socket.socket], settings=None, *, bridge_addresses: Iterable[str] = (),
+                  preflight: Preflight | None = None, threads: int | None = None,
+                  max_request_body_size: int | None = None, streamed_prefixes: Iterable[str] = ()):
+    """A waitress server (not yet running) on already-bound sockets. Limits come from `settings` (by default the
+    app's); `threads` / `max_request_body_size` override theirs. `preflight` sees each request with a body once its
+    head is in; connections on a socket bound to one of `bridge_addresses` are marked `grokemu.listener=bridge`.
+    Requests whose path starts with one of `streamed_prefixes` (fetchProxy's) run on stream threads, at most
+    `max_streams` at once, and their big uploads are relayed as they arrive."""
+    from dataclasses import replace
+
+    context = app_context(app)
+    settings = settings or context.settings
+    if threads is not None or max_request_body_size is not None:
+        settings = replace(settings, threads=threads or settings.threads,
+                           max_request_body_size=max_request_body_size or settings.max_request_body_size)
+    logging.getLogger("waitress").addFilter(_HandedOffFilter())
+    takeover = ConnectionTakeover(app, settings, tuple(streamed_prefixes))
+    context.takeover = takeover
+    adj = Adjustments(
+        threads=settings.threads, max_request_body_size=settings.max_request_body_size, ident="grokemu",
+        asyncore_use_poll=True,  # select() fails past descriptor 1024, and the process with it
+        connection_limit=_descriptors_for(settings),
+        channel_timeout=max(1, round(settings.channel_timeout)),
+        cleanup_interval=1,  # the header and idle timeouts act within a second
+        # a `docker push` layer or a big fetchProxy upload spills to disk, not memory
+        inbuf_overflow=1024 * 1024,
+        # big reads: waitress parses bodies in pure Python, 8 KiB at a time by default
+        recv_bytes=256 * 1024,
+        # a streamed answer (a fetchProxy download) waits for the client past 1 MiB pending, instead of piling up to
+        # 16 MiB per connection and spilling to a temp file at 1 MiB: measured 30+ MB RSS growth per 1 GiB
+        # download, 2-6 MB with
+        outbuf_high_watermark=1024 * 1024)
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    bridge = {str(a) for a in bridge_addresses if a}
+    socket_map: dict = {}
+    servers = [GrokemuServer(takeover, socket_map, sock, dispatcher, adj, takeover=takeover, preflight=preflight,
+                             listener="bridge" if sock.getsockname()[0] in bridge else "main")
+               for sock in sockets]
+    if len(servers) == 1:
+        return servers[0]
+    return MultiSocketServer(socket_map, adj, [(s.effective_host, s.effective_port) for s in servers], dispatcher,
+                             servers[-1].log_info)
+
+
+def run_forever(server, on_stop: Callable[[], None]) -> None:
+    """Serve until Ctrl-C or SIGTERM, then stop background work and close the listening socket."""
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        on_stop()
+        server.close()

@@ -1,0 +1,174 @@
+"""ConnectionTakeover: the WSGI middleware that takes connections away from waitress. WebSocket upgrades go to a
+thread of their own; big fetchProxy uploads are relayed as they arrive; big answers are written on the socket
+by the stream thread that produced them (docs/design.md decision 2)."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import threading
+from typing import Callable
+
+from waitress.channel import HTTPChannel
+
+from grokemu.server.channel import GrokemuTask
+from grokemu.server.streams import STREAM_BLOCK, StreamPool, _close, _run_on_socket, _SocketBody
+from grokemu.server.watchdog import TrackedSocket
+from grokemu.web import takeover as web_takeover
+from grokemu.web.websocket import reject_websocket
+
+log = logging.getLogger("grokemu.server")
+
+
+class ConnectionTakeover:
+    """WSGI middleware that takes connections away from waitress: WebSocket upgrades leave for a thread of their
+    own, big uploads to a `streamed_prefixes` route are relayed as they arrive (stream_request), complete requests
+    to those routes run on stream threads (serve_proxied), and a view may write a big answer on the socket itself
+    (answer_directly, through web/takeover.py's DirectAnswers). Plain HTTP passes through."""
+
+    def __init__(self, app: Callable, settings=None, streamed_prefixes: tuple[str, ...] = ()):
+        from grokemu.config import Settings
+
+        self.app = app
+        self.settings = settings or Settings()
+        self.streamed_prefixes = tuple(streamed_prefixes)
+        self.streams = StreamPool(self.settings.max_streams)
+        self._open = 0
+        self._lock = threading.Lock()
+        self._refusals = threading.BoundedSemaphore(32)  # WebSocket refusals being written at once
+
+    @property
+    def open_websockets(self) -> int:
+        return self._open
+
+    @staticmethod
+    def _detach(channel: HTTPChannel, timeout: float, what: str) -> TrackedSocket:
+        """The connection, taken away from waitress: a blocking, watched dup of its socket; waitress's own copy is
+        removed from the event loop and closed, and the channel marked disconnected so its task writes nothing
+        more."""
+        fd = os.dup(channel.socket.fileno())
+        channel.del_channel()  # the event loop stops reading and writing this connection
+        channel.connected = False  # so the task writes no HTTP response of its own (it ends as 'disconnected')
+        channel.socket.close()  # our dup keeps the connection open
+        return TrackedSocket(fd, timeout, what)  # blocking only now that the event loop has let go of it
+
+    def __call__(self, environ, start_response):
+        if "waitress.client_disconnected" not in environ:
+            return self.app(environ, start_response)
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            environ[web_takeover.ENVIRON_KEY] = self  # lets a view answer a big download on the socket itself
+            return self.app(environ, start_response)
+        # waitress gives no public handle on the connection; the bound method it puts in the environ does.
+        channel = environ["waitress.client_disconnected"].__self__
+        sock = self._detach(channel, self.settings.websocket_idle_timeout,
+                            f"WebSocket {environ.get('PATH_INFO')} from {environ.get('REMOTE_ADDR')}")
+        ws_environ = dict(environ)
+        ws_environ["werkzeug.socket"] = sock
+        with self._lock:
+            admitted = self._open < self.settings.max_websockets
+            if admitted:
+                self._open += 1
+        if admitted:
+            threading.Thread(target=self._serve, args=(ws_environ, sock), name="grokemu-websocket",
+                             daemon=True).start()
+        elif self._refusals.acquire(blocking=False):
+            threading.Thread(target=self._refuse_websocket, args=(ws_environ, sock), name="grokemu-ws-refusal",
+                             daemon=True).start()
+        else:  # a flood of refused upgrades: no close reason for these
+            _close(sock)
+        # waitress insists on a status; with the channel marked disconnected it is never written.
+        start_response("101 Switching Protocols", [])
+        return []
+
+    def _refuse_websocket(self, environ, sock: TrackedSocket) -> None:
+        """Over `max_websockets`: accepted, then closed at once with 4503 and a reason (as web/proxy.py rejects), so
+        the JS client says `Could not open WebSocket connection: <reason>`."""
+        try:
+            sock.settimeout(2.0)
+            reject_websocket(environ, sock, 503, f"Too many open WebSockets ({self.settings.max_websockets}, the "
+                                                 f"max_websockets setting): close one or try again later")
+        except OSError:
+            pass
+        finally:
+            _close(sock)
+            self._refusals.release()
+
+    def stream_request(self, channel: HTTPChannel, request, already: bytes) -> bool:
+        """Take over a connection whose big fixed-length body is still arriving (a fetchProxy upload), if a stream
+        slot is free (False: waitress buffers the body as usual).
+
+        waitress calls the app only once the whole body is in (spooled to a file), so receiving and forwarding would
+        run one after the other. Instead, the connection leaves waitress as soon as the headers are in, and the
+        app runs on a stream thread reading the body straight from the socket while it forwards it; the standard
+        library's wsgiref writes the answer. The connection closes after that one exchange."""
+        if not self.streams.try_acquire():
+            return False
+        environ = GrokemuTask(channel, request).get_environment()
+        send_continue = request.expect_continue and not channel.sent_continue
+        sock = self._detach(channel, self.settings.stream_timeout,
+                            f"upload to {request.path} from {environ.get('REMOTE_ADDR')}")
+        channel.request = None
+        # the server's whole WSGI chain (waitress's proxy-header cleaning, then this middleware, then Flask)
+        app = channel.server.application
+        self.streams.run(lambda: self._serve_streamed(app, environ, sock, already, send_continue))
+        return True
+
+    def _serve_streamed(self, app, environ, sock: socket.socket, already: bytes, send_continue: bool) -> None:
+        length = int(environ["CONTENT_LENGTH"])
+        body = io.BufferedReader(_SocketBody(already, sock, length - len(already), send_continue), STREAM_BLOCK)
+        environ["wsgi.input"] = body
+        environ["wsgi.input_terminated"] = True
+        environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
+        _run_on_socket(app, environ, body, sock)
+
+    def serve_proxied(self, channel: HTTPChannel) -> None:
+        """A complete fetchProxy request: served on a stream thread, so waiting for a container or for a caller
+        that reads slowly never holds a shared worker; over `max_streams`, 503 at once."""
+        if self.streams.try_acquire():
+            self.streams.run(channel.service)
+            return
+        from grokemu.domain.errors import Busy
+        from grokemu.web.errors import raw_error
+
+        request = channel.requests[0]
+        log.warning("refusing %s %s: %d streams open (max_streams)", request.command, request.path,
+                    self.streams.limit)
+        channel.refuse_queued(*raw_error(Busy(
+            f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
+            f"try again later"), request.path))
+
+    @staticmethod
+    def can_answer_directly(environ) -> bool:
+        """Only when no pipelined request waits behind this one: the connection closes after a direct answer."""
+        disconnected = environ.get("waitress.client_disconnected")
+        return disconnected is not None and len(disconnected.__self__.requests) <= 1
+
+    def answer_directly(self, environ, status: str, headers: list[tuple[str, str]], body) -> None:
+        """Write a big streamed answer straight to the caller's socket from the calling (stream) thread, instead of
+        through waitress's output buffers and event loop, then close the connection. The caller returns an empty
+        body to waitress afterwards. A caller that stops reading is cut after `stream_timeout`."""
+        sock = self._detach(environ["waitress.client_disconnected"].__self__, self.settings.stream_timeout,
+                            f"answer to {environ.get('PATH_INFO')} for {environ.get('REMOTE_ADDR')}")
+
+        def answer(env, start_response):
+            start_response(status, headers)
+            return body
+
+        _run_on_socket(answer, dict(environ), io.BytesIO(), sock)
+
+    def _serve(self, environ, sock: socket.socket) -> None:
+        try:
+            result = self.app(environ, lambda status, headers, exc_info=None: (lambda data: None))
+            close = getattr(result, "close", None)
+            if close:
+                close()
+        except ConnectionError:
+            pass  # flask-sock / simple-websocket signal a closed peer this way
+        except Exception:
+            log.exception("WebSocket handler failed on %s", environ.get("PATH_INFO"))
+        finally:
+            with self._lock:
+                self._open -= 1
+            _close(sock)
+

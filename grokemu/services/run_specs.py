@@ -1,0 +1,85 @@
+"""container.json → what the orchestrator runs (a RunSpec): limits, GPU, environment, labels, the container name.
+
+Kept apart from the spawner, which decides *when* a container starts and stops; this module decides *what* runs.
+Wire facts: docs/datagrok-api.md §4.1 (container.json keys and defaults) and §2.4 (the injected environment).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from grokemu.config import Settings
+from grokemu.domain.labels import managed_labels
+from grokemu.domain.model import DockerContainer, DockerImage
+from grokemu.domain.ports import PackageFiles, RunSpec, Store
+from grokemu.services.environment import build_environment, find_published_package, package_entities
+
+if TYPE_CHECKING:
+    from grokemu.services.auth import AuthService
+
+MB = 1024 * 1024
+
+
+class RunSpecs:
+    def __init__(self, settings: Settings, store: Store, auth: "AuthService", package_files: PackageFiles):
+        self._settings = settings
+        self._store = store
+        self._auth = auth
+        self._package_files = package_files  # the connections/*.json that container env expressions name
+
+    def labels(self, c: DockerContainer | None = None) -> dict[str, str]:
+        labels = managed_labels(self._settings.instance)
+        if c is not None:
+            labels.update({"grokemu.container": c.id, "grokemu.package": c.package, "grokemu.image": c.image_id,
+                           "grokemu.name": c.name})
+        return labels
+
+    def docker_name(self, c: DockerContainer) -> str:
+        instance = self._settings.instance
+        return f"grokemu-{c.name}" if instance == "default" else f"grokemu-{instance}-{c.name}"
+
+    def container_api_url(self) -> str:
+        return self._settings.container_api_url or f"http://host.docker.internal:{self._settings.port}/api"
+
+    def build(self, c: DockerContainer, image: DockerImage) -> tuple[RunSpec, list[str]]:
+        """The RunSpec for one start of `c`, with the warnings to show on the container. Mints the container's
+        USER_API_KEY (revoked again when the container stops: services/auth.py)."""
+        cfg = c.config
+        warnings = []
+        if cfg.get("unknown_keys"):
+            warnings.append("container.json keys Datagrok does not model (kept, not applied): "
+                            + ", ".join(cfg["unknown_keys"]))
+        gpus = int(cfg.get("gpu") or 0)
+        if gpus and self._settings.ignore_gpu:
+            warnings.append(f"gpu {gpus} requested; running without a GPU (--ignore-gpu)")
+            gpus = 0
+        files = self._package_files
+        env = build_environment(
+            api_url=self.container_api_url(), user_token=self._auth.token_for(c.started_by or "admin", owner=c.id),
+            env=cfg.get("env") or {}, own_package=c.package,
+            find_package=lambda ref: find_published_package(self._store, files, ref),
+            own_entities=package_entities(files, self._store.get_package(c.package)))
+
+        # Docker reads 0 as "no limit": a tiny cpu/memory that rounds below Docker's minimum is raised to it, with a
+        # warning, never left unlimited (Docker refuses memory under 6 MiB; NanoCpus 1e7 is 0.01 CPU).
+        def limit(key: str, default: float, scale: float, minimum: int, maximum: float, unit: str) -> int:
+            try:
+                value = float(cfg.get(key, default) if cfg.get(key) is not None else default)
+            except (TypeError, ValueError):
+                value = default
+            if value != value or value <= 0:  # NaN or not positive (rows written before container.json checks)
+                value = default
+            wanted = min(value * scale, maximum)
+            if wanted < minimum:
+                warnings.append(f"container.json '{key}' {cfg.get(key)} is below Docker's minimum; using "
+                                f"{minimum / scale:g} {unit}")
+                return minimum
+            return int(wanted)
+
+        spec = RunSpec(
+            name=self.docker_name(c), image=image.docker_id or image.docker_full_name,
+            container_port=int(image.port or cfg.get("port") or 0), labels=self.labels(c), env=env,
+            nano_cpus=limit("cpu", 0.25, 1e9, 10_000_000, 1024e9, "CPU"),
+            mem_bytes=limit("memory", 512, MB, 6 * MB, float(2**60), "MB"),
+            shm_bytes=limit("shm_size", 64, MB, 1, float(2**60), "MB"), gpus=gpus, storage_gb=cfg.get("storage"),
+            extra_hosts={"host.docker.internal": "host-gateway"})
+        return spec, warnings

@@ -1,0 +1,28 @@
+"""What a view may ask of the server's connection takeover (server/takeover.py ConnectionTakeover), as a typed
+protocol: the web layer does not import the server.
+
+The server puts its takeover in the environ of every request waitress serves (not of a request already on a
+taken-over connection); `direct_answers(environ)` reads it.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+ENVIRON_KEY = "grokemu.takeover"
+
+
+class DirectAnswers(Protocol):
+    def can_answer_directly(self, environ: dict) -> bool:
+        """True when this request's answer may be written on its socket by the calling thread (then the
+        connection closes after it)."""
+        ...
+
+    def answer_directly(self, environ: dict, status: str, headers: list[tuple[str, str]],
+                        body: Iterable[bytes]) -> None:
+        """Write the whole answer on the caller's socket and close the connection; the app then gives waitress
+        an empty answer."""
+        ...
+
+
+def direct_answers(environ: dict) -> DirectAnswers | None:
+    return environ.get(ENVIRON_KEY)

@@ -1,0 +1,135 @@
+"""A plugin container's stand-in for proxy tests: a loopback HTTP server that records what reached it and answers as
+the samples do, plus the entities publishing would leave behind for it (the in-memory orchestrator answers on the
+server's port)."""
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from grokemu.domain.container_config import parse_container_json
+from grokemu.domain.lifecycle import ImageStatus
+from grokemu.domain.model import DockerContainer, DockerImage
+
+
+class Upstream:
+    """A loopback HTTP server that records what reached it and answers like a plugin container would."""
+
+    def __init__(self):
+        self.seen: list[dict] = []
+        self.gate = threading.Event()
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def _body(self) -> bytes:
+                if self.headers.get("Content-Length") is not None:
+                    return self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    out = b""
+                    while size := int(self.rfile.readline().strip() or b"0", 16):
+                        out += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return out
+                return b""
+
+            def _answer(self, status, body=b"", headers=(), length=True):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                if length and status not in (204, 304):
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if body and self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _handle(self):
+                body = self._body()
+                upstream.seen.append({"method": self.command, "path": self.path, "headers": self.headers.items(),
+                                      "body": body, "client_port": self.client_address[1]})
+                path = self.path.split("?")[0]
+                parts = path.strip("/").split("/")
+                if path == "/echo":
+                    return self._answer(200, body, [("Content-Type", self.headers.get("Content-Type", "x/none")),
+                                                    ("X-Method", self.command)])
+                if parts[0] == "status":
+                    return self._answer(int(parts[1]), b"", [("X-Custom", "yes"), ("Set-Cookie", "a=1; Path=/"),
+                                                             ("Set-Cookie", "b=2; Path=/")])
+                if path == "/boom":
+                    return self._answer(500, b'{"error": "boom"}', [("Content-Type", "application/json")])
+                if path == "/gzip":
+                    return self._answer(200, gzip.compress(b'{"compressed": true}'),
+                                        [("Content-Type", "application/json"), ("Content-Encoding", "gzip")])
+                if path == "/hop":
+                    return self._answer(200, b"ok", [("Connection", "X-Secret"), ("X-Secret", "1"),
+                                                     ("Keep-Alive", "timeout=5"), ("X-Kept", "1")])
+                if path == "/redirect":
+                    return self._answer(302, b"", [("Location", "/elsewhere")])
+                if parts[0] == "bytes":
+                    return self._answer(200, b"x" * int(parts[1]), [("Content-Type", "application/octet-stream")])
+                if path == "/stream":  # chunked, the second chunk only after the test opens the gate
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"5\r\nfirst\r\n")
+                    upstream.gate.wait(10)
+                    self.wfile.write(b"6\r\nsecond\r\n0\r\n\r\n")
+                    return None
+                return self._answer(200, json.dumps({"path": self.path}).encode(),
+                                    [("Content-Type", "application/json")])
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def last(self) -> dict:
+        return self.seen[-1]
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.last()["headers"] if k.lower() == name.lower()), None)
+
+    def close(self):
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstream(orchestrator):
+    up = Upstream()
+    orchestrator.fixed_host_port = up.port
+    yield up
+    up.close()
+
+
+def add_container(context, config: dict | None = None, name: str = "probe-app") -> str:
+    """A container whose image is ready (what publishing + validation leave behind), initially stopped."""
+    orch = context.orchestrator
+    image = DockerImage(name=name, package="@grokemu/probe", docker_dir="app", version="1.0.0",
+                        status=ImageStatus.READY, port=5353, image_ref=f"datagrok/{name}:1.0.0")
+    image.docker_id = orch.add_image(image.image_ref, [5353])
+    context.store.put_image(image)
+    c = DockerContainer(name=name, package="@grokemu/probe", image_id=image.id,
+                        config=parse_container_json(json.dumps(config or {})))
+    context.store.put_container(c)
+    return c.id
+
+
+def status(context, cid: str) -> str:
+    return context.store.get_container(cid).status.value
+
+
+def proxy_url(cid: str, path: str = "") -> str:
+    return f"/api/docker/containers/proxy/{cid}{path}"
