@@ -26,8 +26,8 @@ from grokemu.services.images import ImageService
 from grokemu.services.packages import PackageService
 from grokemu.services.proxy import ProxyService
 from grokemu.services.registry import RegistryService
-from grokemu.services.scheduler import Scheduler
 from grokemu.services.run_specs import RunSpecs
+from grokemu.services.scheduler import Scheduler
 from grokemu.services.spawner import Spawner
 from grokemu.services.tokens import TokenService
 from grokemu.web import admin, api, proxy, registry, ui

@@ -150,9 +150,11 @@ class Guard:
         return host
 
     # -- the checks ---------------------------------------------------------------------------------------------
-    def check(self, environ: dict, *, head_only: bool = False) -> Caller:
+    def check(self, environ: dict, *, head_only: bool = False,
+              matched: tuple[str | None, dict | None] | None = None) -> Caller:
         """Raise a GrokemuError for a request that must not go on; otherwise the authenticated caller (login None
-        on public routes). `head_only`: called from the server before the body is read."""
+        on public routes). `head_only`: called from the server before the body is read. `matched`: the (endpoint,
+        view args) Flask already found for this request, so the URL map is not walked twice."""
         host = environ.get("HTTP_HOST") or ""
         if _strip_port(host) not in self.host_names:
             raise Forbidden(f"Host '{host[:100]}' is not one of grokemu's names; add it to the allowed_hosts setting "
@@ -166,7 +168,7 @@ class Guard:
                 raise Forbidden(f"Requests from {origin[:100]} are refused: grokemu only serves its own pages "
                                 f"(add an origin to the allowed_origins setting to allow it)")
 
-        endpoint, view_args = self._match(environ)
+        endpoint, view_args = matched if matched is not None else self._match(environ)
         policy = policy_for(endpoint, environ.get("PATH_INFO") or "")
         if environ.get("grokemu.listener") == "bridge" and not self._on_bridge(policy, environ):
             raise Forbidden("Not served on the Docker bridge address: containers may call the API with their "
@@ -285,5 +287,5 @@ class Guard:
 
         @app.before_request
         def _guard():
-            caller = self.check(request.environ)
+            caller = self.check(request.environ, matched=(request.endpoint, request.view_args))
             g.login, g.token = caller.login, caller.token
