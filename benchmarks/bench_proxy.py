@@ -11,6 +11,12 @@ measures the same client against the container's published port (direct) and thr
   WebSocket echo round trips/s (100 B messages)     target: >= 0.60 of direct
   cold start added over raw `docker run` + ready   target: <= 100 ms
 
+The `nginx` section (issue 14) puts Debian's nginx (`apt-get install -y nginx wrk`; started here on loopback with a
+generated config and a keepalive upstream, never the system service) in front of the same containers and loads
+direct, nginx and grokemu with wrk in 5 alternating rounds (--rounds), for two apps: the tuned raw-socket app and a
+plain ThreadingHTTPServer app with TCP_NODELAY; it prints the medians, grokemu/direct and nginx/direct.
+    python benchmarks/bench_proxy.py --only nginx
+
 Loopback only, bounded loops, everything it creates removed at the end. Numbers are printed whether met or not.
 """
 from __future__ import annotations
@@ -97,6 +103,47 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     Server(("0.0.0.0", 8080), Handler).serve_forever()
 '''
+
+# The second app: a plain standard-library server (ThreadingHTTPServer, BaseHTTPRequestHandler's own send_response /
+# send_header / end_headers), with TCP_NODELAY as any Python plugin app can set.
+PLAIN_APP = r'''
+import signal, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SMALL = b'{"result": "ok"}'
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # TCP_NODELAY on every accepted connection
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(SMALL)))
+        self.end_headers()
+        self.wfile.write(SMALL)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    Server(("0.0.0.0", 8080), Handler).serve_forever()
+'''
+
+PLAIN_DOCKERFILE = """FROM python:3.12-slim
+WORKDIR /app
+COPY plain.py /app/
+EXPOSE 8080
+CMD ["python", "-u", "/app/plain.py"]
+"""
 
 DOCKERFILE = """FROM python:3.12-slim
 WORKDIR /app
@@ -330,6 +377,126 @@ def bench_small(args, direct_port, gport, proxy_path, auth, record) -> None:
            f"+{added:.2f} ms {'MET' if added <= 2 else 'NOT MET'}", "added <= 2 ms")
 
 
+NGINX_CONF = """worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{upstreams}
+    server {{
+        listen 127.0.0.1:{port};
+{locations}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """Debian's nginx on loopback with a generated config (keepalive upstream per app), in a temp dir; never the
+    system service. `/<app>/...` goes to that app's container."""
+
+    def __init__(self, ports: dict[str, int]):
+        self.dir = Path(tempfile.mkdtemp(prefix="grokemu-bench-nginx-"))
+        self.port = free_port()
+        upstreams = "".join(f"    upstream {app} {{ server 127.0.0.1:{p}; keepalive 32; }}\n"
+                            for app, p in ports.items())
+        locations = "".join(f"        location /{app}/ {{ proxy_pass http://{app}/; proxy_http_version 1.1; "
+                            "proxy_set_header Connection '';  proxy_buffering on; }\n" for app in ports)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=self.dir, upstreams=upstreams, locations=locations, port=self.port))
+        self.proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-p", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for app in ports:
+            wait_http(self.port, f"/{app}/small", time.perf_counter() + 10)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wrk(url: str, headers: dict, connections: int, seconds: float) -> dict:
+    """wrk (one thread, `connections` keep-alive connections): req/s and p50 ms."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "5s"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run(cmd + [url], check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = p50 = None
+    errors = 0
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            rps = float(words[1])
+        elif words[:1] == ["50%"]:
+            v = words[1]
+            p50 = float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else \
+                float(v[:-1]) * 1000
+        elif line.strip().startswith("Non-2xx") or line.strip().startswith("Socket errors"):
+            errors += 1
+    assert rps is not None and p50 is not None and not errors, out
+    return {"rps": rps, "p50_ms": p50}
+
+
+def bench_side_by_side(args, apps, gport, auth) -> None:
+    """Small GETs: direct, nginx in front, grokemu in front, for both apps, in `--rounds` alternating rounds (the
+    order rotates each round); medians. One wrk thread with `--threads` connections, then one connection for p50."""
+    if not (shutil.which("wrk") and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())):
+        print("  nginx side-by-side skipped: needs `apt-get install -y nginx wrk`", flush=True)
+        return
+    ports = {app: c["port"] for app, (c, _) in apps.items()}
+    nginx = Nginx(ports)
+    try:
+        paths = {app: {"direct": (f"http://127.0.0.1:{ports[app]}/small", {}),
+                       "nginx": (f"http://127.0.0.1:{nginx.port}/{app}/small", {}),
+                       "grokemu": (f"http://127.0.0.1:{gport}/api/docker/containers/proxy/{c['id']}/small", auth)}
+                 for app, (c, _) in apps.items()}
+        kinds = ["direct", "nginx", "grokemu"]
+        for app in apps:  # warm-up
+            for kind in kinds:
+                wrk(paths[app][kind][0], paths[app][kind][1], args.threads, 1)
+        print(f"  small GETs, {args.rounds} alternating rounds of {args.seconds:g} s, wrk -t1 -c{args.threads}; "
+              f"nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()} "
+              f"(1 worker, keepalive upstream)", flush=True)
+        for app in apps:
+            rps = {k: [] for k in kinds}
+            p50 = {k: [] for k in kinds}
+            for r in range(args.rounds):
+                for kind in kinds[r % 3:] + kinds[:r % 3]:
+                    url, headers = paths[app][kind]
+                    rps[kind].append(wrk(url, headers, args.threads, args.seconds)["rps"])
+                    p50[kind].append(wrk(url, headers, 1, min(args.seconds, 2))["p50_ms"])
+            m = {k: statistics.median(v) for k, v in rps.items()}
+            lat = {k: statistics.median(v) for k, v in p50.items()}
+            g, n = m["grokemu"] / m["direct"], m["nginx"] / m["direct"]
+            target = " (target >= 0.60)" if app == "plain" else ""
+            print(f"  {app + ' app':<12} req/s direct {m['direct']:>7.0f}  nginx {m['nginx']:>7.0f}  "
+                  f"grokemu {m['grokemu']:>7.0f}   grokemu/direct {g:.2f}{target}  nginx/direct {n:.2f}", flush=True)
+            print(f"  {'':<12} rounds: direct {[round(x) for x in rps['direct']]} nginx "
+                  f"{[round(x) for x in rps['nginx']]} grokemu {[round(x) for x in rps['grokemu']]}", flush=True)
+            print(f"  {'':<12} p50 at 1 connection ms: direct {lat['direct']:.2f}  nginx {lat['nginx']:.2f} "
+                  f"(+{lat['nginx'] - lat['direct']:.2f})  grokemu {lat['grokemu']:.2f} "
+                  f"(+{lat['grokemu'] - lat['direct']:.2f}{', target <= 1 ms' if app == 'plain' else ''})",
+                  flush=True)
+    finally:
+        nginx.close()
+
+
 def bench_body(kind, args, pid, direct_port, gport, proxy_path, auth, record) -> None:
     """Alternating rounds, direct then grokemu; medians, since one 1 GiB transfer on 2 shared cores is noisy."""
     size, gib = int(args.gib * GiB), f"{args.gib:g} GiB"
@@ -392,24 +559,31 @@ def publish_bench_app(server, auth) -> tuple[dict, str]:
         "dockerfiles/bench/wsecho.py": (ROOT / "samples/ws-echo/dockerfiles/ws-echo/app.py").read_text(),
         # cpu 2: the container must not be the bottleneck of either path
         "dockerfiles/bench/container.json": json.dumps({"cpu": 2, "memory": 1024, "on_demand": True}),
+        "dockerfiles/plain/Dockerfile": PLAIN_DOCKERFILE,
+        "dockerfiles/plain/plain.py": PLAIN_APP,
+        "dockerfiles/plain/container.json": json.dumps({"cpu": 2, "memory": 512, "on_demand": True}),
     }
     r = requests.post(f"{server.api}/packages/dev/{package}?debug=true", data=package_zip(files),
                       headers={"Authorization": "Dev admin"}, timeout=60)
     assert r.status_code == 200, r.text
-    name = f"{package.split('/')[1]}-bench"
-    deadline = time.time() + 300
-    while True:
-        [image] = requests.get(f"{server.api}/docker/images", params={"text": name}, headers=auth).json()
-        if image["status"] in ("ready", "error"):
-            break
-        assert time.time() < deadline, image
-        time.sleep(0.2)
-    assert image["status"] == "ready", image["logs"]
-    [c] = requests.get(f"{server.api}/docker/containers", params={"text": name}, headers=auth).json()
-    r = requests.get(f"{server.api}/docker/containers/{c['id']}/run", params={"awaitStart": "true"}, headers=auth,
-                     timeout=120)
-    assert r.status_code == 200, r.text
-    return requests.get(f"{server.api}/docker/containers/{c['id']}", headers=auth).json(), image["dockerFullName"]
+    found = {}
+    for app in ("bench", "plain"):
+        name = f"{package.split('/')[1]}-{app}"
+        deadline = time.time() + 300
+        while True:
+            [image] = requests.get(f"{server.api}/docker/images", params={"text": name}, headers=auth).json()
+            if image["status"] in ("ready", "error"):
+                break
+            assert time.time() < deadline, image
+            time.sleep(0.2)
+        assert image["status"] == "ready", image["logs"]
+        [c] = requests.get(f"{server.api}/docker/containers", params={"text": name}, headers=auth).json()
+        r = requests.get(f"{server.api}/docker/containers/{c['id']}/run", params={"awaitStart": "true"},
+                         headers=auth, timeout=120)
+        assert r.status_code == 200, r.text
+        found[app] = (requests.get(f"{server.api}/docker/containers/{c['id']}", headers=auth).json(),
+                      image["dockerFullName"])
+    return found
 
 
 def main() -> int:
@@ -420,7 +594,8 @@ def main() -> int:
     parser.add_argument("--body-rounds", type=int, default=3, help="alternating rounds per upload / download")
     parser.add_argument("--ws-count", type=int, default=3000, help="round trips per WebSocket connection")
     parser.add_argument("--cold-runs", type=int, default=3)
-    parser.add_argument("--only", default="small,upload,download,ws,cold", help="comma-separated sections")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the nginx side-by-side")
+    parser.add_argument("--only", default="nginx,small,upload,download,ws,cold", help="comma-separated sections")
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -431,7 +606,8 @@ def main() -> int:
     try:
         token = server.login()
         auth = {"Authorization": token}
-        c, image_ref = publish_bench_app(server, auth)
+        apps = publish_bench_app(server, auth)
+        c, image_ref = apps["bench"]
         cid, direct_port, gport = c["id"], c["port"], server.port
         proxy_path = f"/api/docker/containers/proxy/{cid}"
         print(f"grokemu on :{gport}, container {c['name']} on 127.0.0.1:{direct_port}; {os.cpu_count()} CPUs; "
@@ -439,6 +615,8 @@ def main() -> int:
         record = Report()
         if "small" in only:
             bench_small(args, direct_port, gport, proxy_path, auth, record)
+        if "nginx" in only:
+            bench_side_by_side(args, apps, gport, auth)
         for kind in ("upload", "download"):
             if kind in only:
                 bench_body(kind, args, server.proc.pid, direct_port, gport, proxy_path, auth, record)

@@ -30,7 +30,7 @@ from grokemu.services.run_specs import RunSpecs
 from grokemu.services.scheduler import Scheduler
 from grokemu.services.spawner import Spawner
 from grokemu.services.tokens import TokenService
-from grokemu.web import admin, api, proxy, registry, ui
+from grokemu.web import admin, api, dashboard, proxy, registry, ui
 from grokemu.web.context import EXTENSION, Context
 from grokemu.web.errors import register_error_handlers
 from grokemu.web.guard import Guard
@@ -71,7 +71,8 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     scheduler.add("validate images", images.process_pending)
     scheduler.add("reconcile containers", spawner.tick)
 
-    app = Flask("grokemu")
+    # static files (the dashboard's script and styles, issue 10) ship in the package: web/static/ at /static/
+    app = Flask("grokemu", static_folder="web/static")
     app.config["MAX_CONTENT_LENGTH"] = None
     sock = Sock(app)
     register_error_handlers(app)
@@ -83,7 +84,9 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     app.register_blueprint(registry.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(ui.blueprint)
+    app.register_blueprint(dashboard.blueprint)
     admin.register_websockets(sock)
+    dashboard.register_websockets(sock)
     # after every blueprint: the guard classifies requests by the URL map's endpoints
     guard = Guard(settings, auth, app.url_map,
                   lambda environ, endpoint, args: registry.authorize(tokens, environ, endpoint, args),

@@ -28,13 +28,32 @@ class Settings:
     # The address containers use to reach grokemu's API (DATAGROK_API_URL); derived from `port` when empty.
     container_api_url: str = ""
     container_status_timeout: float = 300.0  # seconds; Datagrok's containerStatusTimeoutMinutes = 5
-    proxy_request_timeout: float = 60.0  # seconds; Datagrok's proxyRequestTimeout (configuration.md: 60000 ms)
+    # seconds; Datagrok's proxyRequestTimeout: 300000 ms on the docker-containers page (under-the-hood), which grokemu
+    # follows; configuration.md says 60000 ms (docs/datagrok-api.md §4.4)
+    proxy_request_timeout: float = 300.0
+    # seconds a running container without a HEALTHCHECK gets for its port to accept before it is reported `started`
+    # anyway, with a warning (databases, queue workers: docs/real-plugins.md)
+    listen_timeout: float = 30.0
     scheduler_interval: float = 0.2  # seconds between background passes
     ignore_gpu: bool = False  # run gpu containers without a GPU, as Datagrok's CI does by stripping `gpu`
     threads: int = 8  # waitress worker threads (HTTP only; WebSockets run on their own threads)
     max_request_body_size: int = 64 * 1024**3  # registry layers can be many GB; waitress spools them to disk
     log_level: str = "INFO"
     instance: str = "default"  # label value that tells this grokemu's containers from another's
+    # A Docker network grokemu runs plugin containers on, publishing no port, reaching them at their address on it
+    # (created when missing, joined when grokemu itself runs in a container: the compose stand). Empty: publish on
+    # 127.0.0.1 (decision 4). Containers then reach grokemu at its address on that network (DATAGROK_API_URL).
+    docker_network: str = ""
+    # Where plugin containers run (docs/swarm.md): `docker` (this host's daemon) or `swarm` (one Swarm service per
+    # container, on `swarm_network`: a swarm-scoped bridge when grokemu runs on a single node's host, an attachable
+    # overlay when grokemu itself runs in the swarm, compose/grokemu-stack.yml)
+    orchestrator: str = "docker"
+    swarm_network: str = ""  # default: grokemu-swarm (grokemu-swarm-<instance> for another instance)
+    swarm_network_driver: str = "bridge"  # bridge | overlay
+    # `host:port` under which every swarm node reaches grokemu's registry: images pushed there (`grok publish` with
+    # --registry) run as `<swarm_registry>/<repository>@<digest>`, so any node can pull them. Empty: the image the
+    # manager's daemon holds (one node)
+    swarm_registry: str = ""
 
     # -- who may drive grokemu (web/guard.py) ---------------------------------------------------------------------
     session_ttl: float = 12 * 3600.0  # seconds a session token (dev-key login, dashboard cookie) stays valid
@@ -148,4 +167,11 @@ def load_settings(
             values[name] = env_value
 
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return Settings(**{name: _coerce(name, value) for name, value in values.items()})
+    settings = Settings(**{name: _coerce(name, value) for name, value in values.items()})
+    for name, allowed in CHOICES.items():
+        if getattr(settings, name) not in allowed:
+            raise ConfigError(f"setting {name!r}: {getattr(settings, name)!r} is not one of {', '.join(allowed)}")
+    return settings
+
+
+CHOICES = {"orchestrator": ("docker", "swarm"), "swarm_network_driver": ("bridge", "overlay")}

@@ -1,27 +1,40 @@
-"""pytest plugin (entry point `pytest11: grokemu`): a real `grokemu up` subprocess for end-to-end tests.
+"""pytest plugin (entry point `pytest11: grokemu`): the test kit for plugin authors, and a `grokemu up` subprocess.
 
-    def test_my_plugin(grokemu_server):
-        requests.get(grokemu_server.api + "/info/server")
+    def test_square(grokemu):
+        grokemu.publish("path/to/my-package")            # upload as `grok publish` does, wait until images are ready
+        squares = grokemu.container("squares")            # by container name, its docker folder or friendly name
+        squares.start()
+        assert squares.fetch("/square?number=4").json() == 16   # through fetchProxy, as the JS client calls it
+        with squares.websocket("/ws") as ws:                # through webSocketProxy (after its CONNECTED frame)
+            ws.send("hi"); assert ws.recv() == "hi"
+        print(squares.logs()); squares.stop()
 
-The server gets a free port, a temporary data directory and its own instance label, so its containers and
-images are told apart from anything else on the daemon; teardown resets it (removing what it created in Docker)
-and stops it with SIGTERM.
+`grokemu` is session-scoped. It uses a running grokemu when given one (`--grokemu-url URL` or `GROKEMU_URL`, e.g. the
+compose stand at http://localhost:8080; `--grokemu-key` / `GROKEMU_KEY` for the dev key, default admin), otherwise
+it starts `grokemu up` on a free port with a temporary data directory and its own instance label. Teardown removes
+what the session published (its images and containers, and their Docker images); a server it started is reset and
+stopped. `grokemu_server` (function-scoped) is the bare subprocess for tests of grokemu itself.
+
+The kit needs only the standard library; `.websocket()` needs `websocket-client`.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
-
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+
+from grokemu.client import Client, GrokemuError, PublishFailed
 
 
 class GrokemuProcess:
@@ -97,13 +110,206 @@ class GrokemuProcess:
             self.proc.kill()
             return self.proc.wait()
 
-    def close(self) -> None:
+    def close(self, key: str = "admin") -> None:
         """Remove what this server created in Docker (a reset), then stop it."""
         try:
-            self.reset()
+            self.reset(key)
         except OSError:
             pass  # already gone
         self.stop()
+
+
+class Response:
+    """A proxied answer: `status_code`, `headers`, `content`, `text`, `json()` (the shape of `requests`')."""
+
+    def __init__(self, status: int, headers: dict, content: bytes):
+        self.status_code = status
+        self.headers = headers
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status_code} {self.content[:80]!r}>"
+
+
+class ContainerHandle:
+    """One plugin container of a published package, reached through grokemu as Datagrok's clients reach it."""
+
+    def __init__(self, kit: "Grokemu", entity: dict):
+        self._kit = kit
+        self.entity = entity
+
+    @property
+    def id(self) -> str:
+        return self.entity["id"]
+
+    @property
+    def name(self) -> str:
+        return self.entity["name"]
+
+    @property
+    def status(self) -> str:
+        self.entity = self._kit.client.container(self.id)
+        return self.entity["status"]
+
+    def start(self) -> "ContainerHandle":
+        """Run it and wait until it is `started` (AssertionError with its logs when it ends in `error`)."""
+        self.entity = self._kit.client.run(self.id, await_start=True)
+        if self.entity["status"] != "started":
+            raise AssertionError(f"container {self.name} is {self.entity['status']}, not started: "
+                                 f"{self.entity.get('errorMessage') or ''}\n{self.logs()}")
+        return self
+
+    def stop(self) -> "ContainerHandle":
+        self.entity = self._kit.client.stop(self.id, await_stop=True)
+        return self
+
+    def logs(self) -> str:
+        return self._kit.client.logs(self.id)
+
+    def url(self, path: str = "/") -> str:
+        """fetchProxy's URL for `path` (an on_demand container starts on the first request to it)."""
+        return f"{self._kit.api}/docker/containers/proxy/{self.id}/{path.lstrip('/')}"
+
+    def fetch(self, path: str = "/", method: str = "GET", *, json=None, data: bytes | str | None = None,
+              headers: dict | None = None, timeout: float = 300) -> Response:
+        """One request through fetchProxy, signed in as the kit's user; the container's answer as it came."""
+        body, all_headers = None, dict(headers or {})
+        if json is not None:
+            import json as _json
+
+            body = _json.dumps(json).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        elif data is not None:
+            body = data.encode() if isinstance(data, str) else data
+        status, got, content = self._kit.client.request(method, self.url(path).removeprefix(self._kit.client.url),
+                                                        body=body, headers=all_headers, timeout=timeout)
+        return Response(status, got, content)
+
+    def websocket(self, path: str = "/", timeout: float = 60):
+        """A WebSocket through webSocketProxy (websocket-client's WebSocket, a context manager), once grokemu has
+        linked it to the container and sent its `CONNECTED` frame."""
+        import websocket  # websocket-client
+
+        url = self._kit.api.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        ws = websocket.create_connection(f"{url}/docker/containers/proxy-ws/{self.id}/{path.lstrip('/')}",
+                                         header=[f"Authorization: {self._kit.client.token}"], timeout=timeout)
+        first = ws.recv()
+        if first != "CONNECTED":
+            ws.close()
+            raise AssertionError(f"webSocketProxy sent {first!r} before CONNECTED")
+        return _ClosingWebSocket(ws)
+
+
+class _ClosingWebSocket:
+    """websocket-client's WebSocket (send, recv, close, ...) usable in a `with` block."""
+
+    def __init__(self, ws):
+        self._ws = ws
+
+    def __getattr__(self, name):
+        return getattr(self._ws, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._ws.close()
+
+
+class Grokemu:
+    """The kit's view of one grokemu: `publish`, `container`, and `client` for anything else."""
+
+    def __init__(self, url: str, key: str = "admin", process: "GrokemuProcess | None" = None):
+        self.client = Client(url, key)
+        self.process = process
+        self.published: list[tuple[str, list[dict]]] = []
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    @property
+    def api(self) -> str:
+        return self.client.api
+
+    @property
+    def token(self) -> str:
+        return self.client.token
+
+    def publish(self, path: str | os.PathLike, release: bool = False, timeout: float = 600) -> list[dict]:
+        """Upload the package folder at `path` as `grok publish` does and wait until its images are `ready`; fails
+        with the build log when one ends in `error`. Returns the images; teardown removes them again."""
+        try:
+            package, images = self.client.publish(path, release=release, timeout=timeout)
+        except PublishFailed as e:
+            pytest.fail(f"publishing {path} failed: {e}\n{e.logs}", pytrace=False)
+        self.published.append((package, images))
+        return images
+
+    def containers(self) -> list[dict]:
+        packages = {p for p, _ in self.published}
+        return [c for c in self.client.containers() if (c.get("package") or {}).get("name") in packages]
+
+    def container(self, name: str) -> ContainerHandle:
+        """A published container by its name (`squares-squares`), its docker folder (`squares`) or friendly name;
+        the most recently published package wins."""
+        found = self.containers()
+        for c in found:
+            if name in (c["id"], c["name"], c.get("friendlyName")):
+                return ContainerHandle(self, c)
+        for c in found:
+            if c["name"].endswith(f"-{name}"):
+                return ContainerHandle(self, c)
+        raise LookupError(f"no container {name!r} among {[c['name'] for c in found]}")
+
+    def cleanup(self) -> None:
+        """Remove what this session published: containers (stopped, removed from Docker), images, Docker images."""
+        docker = shutil.which("docker")
+        for package, images in reversed(self.published):
+            try:
+                current = self.client.images(package) or images
+                self.client.delete_package(package)
+            except GrokemuError:
+                current = images
+            for image in current if docker else ():
+                ref = image.get("dockerFullName")
+                if ref and not image.get("imageRef"):
+                    subprocess.run([docker, "image", "rm", "-f", ref], capture_output=True)
+        self.published.clear()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("grokemu")
+    group.addoption("--grokemu-url", default=None,
+                    help="use the grokemu running at this URL (default $GROKEMU_URL; else start one)")
+    group.addoption("--grokemu-key", default=None, help="dev key for it (default $GROKEMU_KEY or admin)")
+
+
+@pytest.fixture(scope="session")
+def grokemu(request, tmp_path_factory):
+    """The test kit: a running grokemu (`--grokemu-url` / `GROKEMU_URL`) or one started for the session."""
+    url = request.config.getoption("--grokemu-url") or os.environ.get("GROKEMU_URL")
+    key = request.config.getoption("--grokemu-key") or os.environ.get("GROKEMU_KEY") or "admin"
+    process = None
+    if not url:
+        process = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--dev-key", key).start()
+        url = process.url
+    kit = Grokemu(url, key, process)
+    if not kit.client.healthy():
+        pytest.fail(f"no grokemu answers at {url}", pytrace=False)
+    yield kit
+    try:
+        kit.cleanup()
+    finally:
+        if process is not None:
+            process.close(key)
 
 
 @pytest.fixture
@@ -114,5 +320,5 @@ def grokemu_server(tmp_path_factory):
     server.close()
 
 
-__all__ = ["GrokemuProcess", "grokemu_server"]
+__all__ = ["ContainerHandle", "Grokemu", "GrokemuProcess", "Response", "grokemu", "grokemu_server"]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real clients the tests drive: the grok CLI (datagrok-tools 6.7.5), datagrok-api 1.27.9,
-# ws and playwright-core (no browser download) into ${GROKEMU_TOOLS:-<repo>/.tools}; Debian's
+# ws, playwright-core (no browser download) and axe-core (dashboard accessibility checks) into ${GROKEMU_TOOLS:-<repo>/.tools}; Debian's
 # chromium, skopeo, docker-registry, docker-compose, debootstrap; and the `oras` Python package.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,7 +14,8 @@ PACKAGE_JSON='{
     "datagrok-tools": "'$GROK_VERSION'",
     "datagrok-api": "'$API_VERSION'",
     "ws": "^8",
-    "playwright-core": "1.65.1"
+    "playwright-core": "1.65.1",
+    "axe-core": "4.10.3"
   },
   "overrides": { "datagrok-api": "'$API_VERSION'" }
 }'
@@ -24,7 +25,7 @@ npm_ready() {
   [[ "$(cat "$TOOLS/package.json" 2>/dev/null)" == "$PACKAGE_JSON" ]] || return 1
   [[ "$("$TOOLS/node_modules/.bin/grok" --version 2>/dev/null | tail -n 1)" == *"$GROK_VERSION"* ]] || return 1
   local m
-  for m in datagrok-api ws playwright-core; do [[ -f "$TOOLS/node_modules/$m/package.json" ]] || return 1; done
+  for m in datagrok-api ws playwright-core axe-core; do [[ -f "$TOOLS/node_modules/$m/package.json" ]] || return 1; done
   [[ "$(node -p "require('$TOOLS/node_modules/datagrok-api/package.json').version")" == "$API_VERSION" ]]
 }
 if npm_ready; then

@@ -45,3 +45,6 @@ def token(client):
     resp = client.post("/api/users/login/dev", headers={"Authorization": "Dev admin"})
     assert resp.status_code == 200
     return resp.get_json()["token"]
+
+
+from tests.helpers import swarm  # noqa: E402,F401  (a session fixture: a single-node swarm, docs/swarm.md)

@@ -116,3 +116,56 @@ def publish_ready(api: str, token: str, name: str, files: dict, *, debug: bool =
     assert image["status"] == "ready", image.get("logs")
     [container] = entities(api, token, "containers", short)
     return container
+
+
+def swarm_state() -> str:
+    out = subprocess.run(["docker", "info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def swarm():
+    """A single-node swarm on loopback: initialised when the daemon is in none, and left afterwards only then."""
+    require(docker_available(), "a Docker daemon")
+    created = False
+    state = swarm_state()
+    if state.startswith("inactive"):
+        init = subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], capture_output=True,
+                              text=True, timeout=60)
+        require(init.returncode == 0, f"a swarm manager (docker swarm init failed: {init.stderr.strip()})")
+        created = True
+    else:
+        require(state == "active true", f"a swarm manager (this daemon is {state!r})")
+    yield
+    if created:
+        subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=60)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for a server whose address must be known before it starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str, timeout: float = 2) -> bool:
+    """Does the grokemu at `url` answer its public health check?"""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/_grokemu/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def package_folder(files: dict, folder: Path) -> Path:
+    """Write a package's files as the grok CLI expects a package folder (with the `.npmignore` it insists on)."""
+    for path, data in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data if isinstance(data, bytes) else data.encode())
+    (folder / ".npmignore").write_text("")
+    return folder

@@ -1,7 +1,9 @@
 """The Orchestrator port on the host Docker daemon, through the docker SDK. The only module that imports `docker`.
 
 Containers publish their one port on 127.0.0.1 with an ephemeral host port (docs/design.md decision 4) and carry
-grokemu's labels so a restart can re-adopt them and nothing is orphaned.
+grokemu's labels so a restart can re-adopt them and nothing is orphaned. With a `network` (the `docker_network`
+setting: grokemu in the compose stand, where 127.0.0.1 is grokemu's own container) they publish nothing: they run on
+that Docker network and grokemu reaches them at their address on it (`RunningContainer.endpoint`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,37 @@ from grokemu.domain.ports import BuildResult, ImageInfo, RunningContainer, RunSp
 
 log = logging.getLogger(__name__)
 
+NETWORK_LABEL = "grokemu.network"  # the docker_network a container was run on (its address there is the app's)
+APP_PORT_LABEL = "grokemu.app_port"  # the port the app listens on inside, when nothing is published
+
+
+def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool | None:
+    """True when a TCP connection to host:port is accepted, False when it is refused, None when the address cannot
+    be reached at all (no route to a container network, as on Docker Desktop)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except ConnectionRefusedError:
+        return False
+    except OSError:
+        return None
+
+
+def backend_accepts(host: str, port: int, timeout: float = 0.3) -> bool:
+    """Through the published port when the container's own address is unreachable. Docker's userland proxy accepts
+    at once, then closes the connection when the app inside refuses it; when the app accepted, the connection stays
+    open. So: bytes or silence within `timeout` = the app accepted (a database or an HTTP server waiting for a
+    request); an immediate close = nothing listens. Without a userland proxy, a refusal is a refusal."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            try:
+                return bool(sock.recv(1))
+            except socket.timeout:
+                return True
+    except OSError:
+        return False
+
 
 def http_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     """True when something on host:port answers an HTTP request with any status.
@@ -35,7 +68,10 @@ def http_answers(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 class DockerOrchestrator:
-    def __init__(self, base_url: str | None = None, timeout: float = 120):
+    keeps_stopped = False  # a stopped container is removed; the next start runs a new one
+
+    def __init__(self, base_url: str | None = None, timeout: float = 120, network: str | None = None):
+        self.network = network or None  # run containers on this network, publishing nothing (docker_network)
         self._base_url = base_url
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
@@ -75,6 +111,53 @@ class DockerOrchestrator:
                 # Engines that leave Gateway out use the subnet's first address (docker0 is 172.17.0.1/16).
                 return str(next(ipaddress.ip_network(entry["Subnet"], strict=False).hosts()))
         return None
+
+    # the shared network (docker_network) --------------------------------------------------------------------------
+    def ensure_network(self, labels: dict[str, str]) -> dict:
+        """Create `self.network` (a bridge network carrying `labels`) unless it exists; its attributes."""
+        try:
+            return self.client.networks.get(self.network).attrs
+        except NotFound:
+            pass
+        try:
+            return self.client.networks.create(self.network, driver="bridge", labels=labels,
+                                               check_duplicate=True).attrs
+        except APIError as e:
+            if e.status_code == 409:  # created meanwhile (another grokemu, compose)
+                return self.client.networks.get(self.network).attrs
+            raise
+
+    @staticmethod
+    def network_gateway(attrs: dict) -> str | None:
+        for entry in (attrs.get("IPAM") or {}).get("Config") or []:
+            if entry.get("Gateway"):
+                return entry["Gateway"].split("/")[0]
+            if entry.get("Subnet") and ":" not in entry["Subnet"]:
+                return str(next(ipaddress.ip_network(entry["Subnet"], strict=False).hosts()))
+        return None
+
+    def own_container(self):
+        """grokemu's own container when it runs in one on this daemon (the compose stand), else None."""
+        import os
+
+        if not os.path.exists("/.dockerenv"):
+            return None
+        try:
+            return self.client.containers.get(socket.gethostname())
+        except (DockerException, DockerUnavailable):
+            return None
+
+    def join_network(self, container) -> tuple[str | None, list[str]]:
+        """Connect grokemu's own container to `self.network` (unless it is on it already). Its address there, and
+        the gateways of every network it is on (the host's side: where the published port's traffic comes from)."""
+        container.reload()
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        if self.network not in networks:
+            self.client.networks.get(self.network).connect(container)
+            container.reload()
+            networks = container.attrs["NetworkSettings"]["Networks"]
+        gateways = [n.get("Gateway") for n in networks.values() if n.get("Gateway")]
+        return (networks.get(self.network) or {}).get("IPAddress") or None, gateways
 
     # images ---------------------------------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> ImageInfo | None:
@@ -138,10 +221,14 @@ class DockerOrchestrator:
     def run(self, spec: RunSpec) -> RunningContainer:
         kwargs = dict(
             name=spec.name, labels=spec.labels, environment=spec.env, detach=True,
-            ports={f"{spec.container_port}/tcp": ("127.0.0.1", None)},  # loopback only, ephemeral host port
+            ports=None if self.network else {f"{spec.container_port}/tcp": ("127.0.0.1", None)},  # loopback only
             nano_cpus=spec.nano_cpus, mem_limit=spec.mem_bytes, shm_size=spec.shm_bytes,
             extra_hosts=spec.extra_hosts or None,
         )
+        if self.network:
+            # nothing published: the app's address on the network and its port (labels: read back by inspect)
+            kwargs.update(network=self.network, labels={**spec.labels, NETWORK_LABEL: self.network,
+                                                        APP_PORT_LABEL: str(spec.container_port)})
         warnings: list[str] = []
         if spec.gpus:
             kwargs["device_requests"] = [DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])]
@@ -205,7 +292,8 @@ class DockerOrchestrator:
         return RunningContainer(id=attrs["Id"], name=attrs.get("Name", "").lstrip("/"),
                                 labels=(attrs.get("Config") or {}).get("Labels") or {},
                                 state=state.get("Status", "unknown"), host_port=host_port, health=health,
-                                exit_code=state.get("ExitCode"))
+                                exit_code=state.get("ExitCode"), app_ip=_container_ip(attrs),
+                                app_port=_container_port(attrs))
 
     def stop(self, container_id: str, timeout: float = 10) -> None:
         try:
@@ -230,13 +318,22 @@ class DockerOrchestrator:
         return data.decode("utf-8", "replace")
 
     def app_ready(self, container: RunningContainer) -> bool:
+        """Readiness as Datagrok reports it (docs/real-plugins.md, "Non-HTTP containers"): the HEALTHCHECK verdict
+        when the image has one; otherwise a connection accepted on the app's own address and port. No HTTP answer is
+        needed (PostgreSQL servers answer none). The published port is not asked first: its docker-proxy accepts
+        before the app listens, and an accepted connection on the app's own address means the first proxied request
+        is not refused."""
         if container.state != "running":
             return False
         if container.health is not None:  # the image has a HEALTHCHECK: Docker's verdict decides
             return container.health == "healthy"
+        if container.app_ip and container.app_port:
+            accepted = port_accepts(container.app_ip, container.app_port)
+            if accepted is not None:
+                return accepted
         if not container.host_port:
             return False
-        return http_answers("127.0.0.1", container.host_port)
+        return backend_accepts("127.0.0.1", container.host_port)
 
     def list_labelled(self, labels: dict[str, str]):
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
@@ -244,3 +341,30 @@ class DockerOrchestrator:
             info = self.inspect(attrs["Id"])
             if info:
                 yield info
+
+
+def _container_ip(attrs: dict) -> str | None:
+    settings = attrs.get("NetworkSettings") or {}
+    network = ((attrs.get("Config") or {}).get("Labels") or {}).get(NETWORK_LABEL)
+    if network and ((settings.get("Networks") or {}).get(network) or {}).get("IPAddress"):
+        return settings["Networks"][network]["IPAddress"]  # run on the docker_network: its address there
+    if settings.get("IPAddress"):
+        return settings["IPAddress"]
+    for network in (settings.get("Networks") or {}).values():
+        if (network or {}).get("IPAddress"):
+            return network["IPAddress"]
+    return None
+
+
+def _container_port(attrs: dict) -> int | None:
+    """The one port the container publishes, as seen inside (the `8000/tcp` key of its port map)."""
+    labelled = ((attrs.get("Config") or {}).get("Labels") or {}).get(APP_PORT_LABEL, "")
+    if labelled.isdigit():  # run on the docker_network, publishing nothing
+        return int(labelled)
+    ports = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}) or \
+        ((attrs.get("HostConfig") or {}).get("PortBindings") or {})
+    for key in ports:
+        number, _, proto = key.partition("/")
+        if proto in ("tcp", "") and number.isdigit():
+            return int(number)
+    return None

@@ -33,6 +33,8 @@ class _Container:
 
 
 class MemoryOrchestrator:
+    keeps_stopped = False
+
     def __init__(self, reachable: bool = True):
         self.reachable = reachable
         self.images: dict[str, _Image] = {}
@@ -41,7 +43,10 @@ class MemoryOrchestrator:
         self._ports = itertools.count(40000)
         self._lock = threading.RLock()
         self.fail_next_run: str | None = None  # test control: the next run() raises this message
-        self.apps_ready = True  # test control: False holds every container in `checking`
+        # test control: False = nothing accepts on any container's port, and a HEALTHCHECK stays `starting`. A
+        # container with a HEALTHCHECK is held in `checking`; one without becomes `started` with a warning after
+        # listen_timeout (services/spawner.py `_check`)
+        self.apps_ready = True
         self.fixed_host_port: int | None = None  # test control: publish every container on this port (a test server)
         self.gpu_available = False  # like a laptop's daemon: no GPU runtime
 
@@ -125,7 +130,8 @@ class MemoryOrchestrator:
             if self.fail_next_run:
                 message, self.fail_next_run = self.fail_next_run, None
                 raise RuntimeError(message)
-            if self._find_image(spec.image) is None:
+            image = self._find_image(spec.image)
+            if image is None:
                 raise RuntimeError(f"No such image: {spec.image}")
             if spec.gpus and not self.gpu_available:
                 raise ContainerStartFailed(NO_GPU_MESSAGE)
@@ -134,14 +140,21 @@ class MemoryOrchestrator:
                     del self.containers[c.running.id]
             container_id = uuid.uuid4().hex * 2
             running = RunningContainer(id=container_id, name=spec.name, labels=dict(spec.labels), state="running",
-                                       host_port=self.fixed_host_port or next(self._ports))
+                                       host_port=self.fixed_host_port or next(self._ports),
+                                       health="starting" if image.info.healthcheck else None,
+                                       app_ip="10.0.0.2", app_port=spec.container_port)
             self.containers[container_id] = _Container(running, spec, [f"started {spec.name}\n"])
             return replace(running)
 
     def inspect(self, container_id: str) -> RunningContainer | None:
         with self._lock:
             c = self.containers.get(container_id)
-            return replace(c.running) if c else None
+            if c is None:
+                return None
+            running = replace(c.running)
+            if running.health is not None and running.state == "running":
+                running.health = "healthy" if self.apps_ready else "starting"
+            return running
 
     def stop(self, container_id: str, timeout: float = 10) -> None:
         with self._lock:
@@ -168,7 +181,7 @@ class MemoryOrchestrator:
     def app_ready(self, container: RunningContainer) -> bool:
         with self._lock:
             c = self.containers.get(container.id)
-            return bool(c and c.running.state == "running" and self.apps_ready)
+            return bool(c and c.running.state == "running" and self.apps_ready)  # the HEALTHCHECK agrees
 
     # test controls --------------------------------------------------------------------------------------------
     def crash(self, container_id: str, exit_code: int = 1, log: str = "Traceback: boom\n") -> None:

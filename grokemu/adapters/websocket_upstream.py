@@ -16,7 +16,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 from wsproto.utilities import RemoteProtocolError
 
-from grokemu.adapters.http_upstream import LOOPBACK, forwarded_headers
+from grokemu.adapters.http_upstream import forwarded_headers, upstream_address
 from grokemu.domain.errors import GatewayTimeout
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.upstream import UpstreamFailed, WebSocketFailed
@@ -32,15 +32,16 @@ class WebSocketDialer:
     def __init__(self, timeout: float):
         self._timeout = timeout
 
-    def connect(self, c: DockerContainer, target: str, environ: dict) -> "UpstreamWebSocket":
-        host = f"{LOOPBACK}:{c.port}"
+    def connect(self, c: DockerContainer, target: str, environ: dict, identity: str | None = None
+                ) -> "UpstreamWebSocket":
+        host = f"{upstream_address(c)}:{c.port}"
         try:
-            sock = socket.create_connection((LOOPBACK, int(c.port)), timeout=5.0)
+            sock = socket.create_connection((upstream_address(c), int(c.port)), timeout=5.0)
         except OSError as e:
             raise UpstreamFailed(f"Container {c.name} refused the WebSocket on {host}: {e.strerror or e}") from None
         try:
             # wsproto writes Host, Upgrade, Connection and the Sec-WebSocket-* headers itself
-            headers = [(k, v) for k, v in forwarded_headers(environ, host).items()
+            headers = [(k, v) for k, v in forwarded_headers(environ, host, identity).items()
                        if k.lower() != "host" and not k.lower().startswith("sec-websocket-")]
             handshake = WSConnection(ConnectionType.CLIENT)
             sock.settimeout(self._timeout)

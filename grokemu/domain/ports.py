@@ -98,10 +98,26 @@ class RunningContainer:
     health: str | None = None  # None (no HEALTHCHECK) | starting | healthy | unhealthy
     exit_code: int | None = None
     warnings: list[str] = field(default_factory=list)
+    # the app's own address: the container's IP on its network and the port it listens on inside (not the
+    # published host port, whose docker-proxy accepts before the app listens)
+    app_ip: str | None = None
+    app_port: int | None = None
+
+    def endpoint(self) -> tuple[str | None, int | None]:
+        """Where grokemu sends proxied requests: 127.0.0.1 and the published port, or, on a shared Docker network
+        (the `docker_network` setting: nothing published), the app's own address and port on it."""
+        if self.host_port:
+            return "127.0.0.1", self.host_port
+        return self.app_ip, self.app_port
 
 
 class Orchestrator(Protocol):
-    """Everything grokemu asks of a container engine. Only adapters/docker_orchestrator.py imports the docker SDK."""
+    """Everything grokemu asks of a container engine. Only the adapters (docker_orchestrator.py and
+    swarm_orchestrator.py, which builds on it) import the docker SDK."""
+
+    # True when `stop` leaves the container in place to be started again (Swarm: the service scaled to 0), so the
+    # spawner does not remove it after a stop; False when a stopped container is removed (Docker)
+    keeps_stopped: bool
 
     def ping(self) -> bool: ...
 
@@ -120,8 +136,9 @@ class Orchestrator(Protocol):
     def logs(self, container_id: str, tail: int) -> str: ...
     def list_labelled(self, labels: dict[str, str]) -> Iterable[RunningContainer]: ...
     def app_ready(self, container: RunningContainer) -> bool:
-        """Is the app inside accepting requests? The HEALTHCHECK when the image has one, otherwise an answer on
-        its published port."""
+        """Is the app inside ready? The HEALTHCHECK verdict when the image has one; otherwise whether the app's own
+        address and port accept a connection (no HTTP answer needed: databases and queue workers speak none).
+        The spawner decides what a port that never accepts means (services/spawner.py `_check`)."""
 
 
 # -- registry storage ---------------------------------------------------------------------------------------------------

@@ -25,6 +25,13 @@ class WebSocketFailed(GrokemuError):
     status = 400
 
 
+class NotListening(GrokemuError):
+    """A started container whose port accepts no connection (a queue worker, or an app that never came up): a
+    502-class answer naming the port, not a hang or a bare reset (docs/real-plugins.md)."""
+
+    status = 502
+
+
 class UpstreamRefused(Exception):
     """The container's port refused the connection: nothing of the request was sent, so it may be tried again
     (the service decides whether to)."""
@@ -46,8 +53,9 @@ class Forwarded:
 
 class HttpUpstream(Protocol):
     def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
-             length: int, release: Callable[[], None]) -> Forwarded:
+             length: int, release: Callable[[], None], identity: str | None = None) -> Forwarded:
         """Send one request to the started container `c` and return its answer, headers shaped for the caller, the
+        caller's session token in `x-user-api-key` when `identity` is given (docs/real-plugins.md), the
         body streamed when it is big. `release` is called once the answer no longer needs the container: at once
         for an answer read whole, when the body is closed for a streamed one; never when this raises.
         Raises UpstreamRefused (nothing sent), GatewayTimeout or UpstreamFailed."""
@@ -77,7 +85,8 @@ class WebSocketLink(Protocol):
 
 
 class WebSocketUpstream(Protocol):
-    def connect(self, c: DockerContainer, target: str, environ: dict) -> WebSocketLink:
-        """The WebSocket handshake with the started container `c`. Raises WebSocketFailed (not accepted),
+    def connect(self, c: DockerContainer, target: str, environ: dict, identity: str | None = None) -> WebSocketLink:
+        """The WebSocket handshake with the started container `c` (the caller's token in `x-user-api-key` when
+        `identity` is given). Raises WebSocketFailed (not accepted),
         GatewayTimeout or UpstreamFailed."""
         ...

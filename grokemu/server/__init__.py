@@ -16,6 +16,11 @@ Resource limits (settings in config.py):
   `max_streams` at once together with the streamed uploads; beyond that a proxied request gets 503 at once. The
   shared workers (`threads`) serve the rest of the API and never wait on a container or on a caller that does not
   read.
+- A connection whose first request is a fetchProxy request (nothing else pending on it) leaves waitress at once and
+  is served by a relay loop on its stream thread (relay.py, issue 14): waitress's parser, then web/fast_proxy.py
+  (the same guard call and ProxyService.forward as the Flask route, no Flask) for each proxied request, the whole
+  WSGI app for anything else that arrives on it. Between requests it holds one of `max_streams` parking places
+  instead of a stream slot; idle after `channel_timeout`, it is closed.
 - Every connection taken from waitress has a watchdog (TrackedSocket): a WebSocket that carries nothing either way
   for `websocket_idle_timeout`, an upload or answer that makes no progress for `stream_timeout`, is cut. An answer
   still written through waitress (a chunked one, or one with pipelined requests behind it) is cut the same way.
@@ -24,7 +29,8 @@ Resource limits (settings in config.py):
 - `environ["grokemu.listener"]` says which listening socket the connection came in on: "bridge" for the Docker
   bridge gateway, "main" otherwise.
 
-Modules: takeover.py (ConnectionTakeover: WebSockets, relayed uploads, direct answers), streams.py (stream threads,
+Modules: takeover.py (ConnectionTakeover: WebSockets, relayed uploads, direct answers), relay.py (keep-alive
+fetchProxy connections served off waitress), streams.py (stream threads,
 serving one request on a taken-over socket), watchdog.py (TrackedSocket), channel.py (waitress's channel with the
 preflight, refusals and limits), listener.py (GrokemuServer: timeouts, eviction), serve.py (bind, create_server,
 run_forever).

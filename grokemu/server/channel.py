@@ -23,7 +23,7 @@ Preflight = Callable[[dict], "tuple[str, list[tuple[str, str]], bytes] | None"]
 class GrokemuTask(WSGITask):
     def get_environment(self):
         environ = super().get_environment()
-        environ["grokemu.listener"] = self.channel.server.grokemu_listener
+        environ["grokemu.listener"] = self.channel.server.listener_for(self.channel.addr)
         return environ
 
 
@@ -75,6 +75,12 @@ class PlainHttpChannel(HTTPChannel):
                     self.send_continue()
                 if request.completed:
                     self.sent_continue = False
+                    if (not request.empty and not self.requests and not self.total_outbufs_len
+                            and request.error is None and request.path.startswith(self.server.grokemu_streamed)
+                            and self.server.grokemu_takeover.relay(self, request, bytes(data[n:]))):
+                        # a fetchProxy request with nothing pending: the connection leaves waitress (server/relay.py)
+                        self.request = None
+                        return False
                     if not request.empty:
                         self.requests.append(request)
                         if len(self.requests) == 1:

@@ -26,7 +26,11 @@ class GrokemuServer(TcpWSGIServer):
     _last_eviction_log = 0.0
 
     def __init__(self, application, map, sock, dispatcher, adj, *, takeover: "ConnectionTakeover", listener: str,
-                 preflight: Preflight | None):
+                 preflight: Preflight | None, host_peers: frozenset[str] | None = None):
+        # A socket shared by the host and containers (grokemu inside the compose stand, on the docker_network): a
+        # connection from one of `host_peers` (loopback, the networks' gateways, i.e. the published port) is "main",
+        # any other peer is a container and gets the bridge rules (web/guard.py).
+        self.grokemu_host_peers = host_peers
         self.grokemu_takeover = takeover
         self.grokemu_streamed = takeover.streamed_prefixes  # routes served on stream threads, uploads relayed
         self.grokemu_listener = listener
@@ -35,6 +39,13 @@ class GrokemuServer(TcpWSGIServer):
         self.grokemu_stream_timeout = takeover.settings.stream_timeout
         super().__init__(application, map, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
                          sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
+
+    def listener_for(self, addr) -> str:
+        """"main" or "bridge" for a connection from `addr` (the peer's (ip, port))."""
+        if self.grokemu_host_peers is None:
+            return self.grokemu_listener
+        peer = (addr[0] if isinstance(addr, (tuple, list)) and addr else str(addr or "")).removeprefix("::ffff:")
+        return "main" if peer in self.grokemu_host_peers else "bridge"
 
     def add_task(self, channel):
         request = channel.requests[0]

@@ -69,12 +69,14 @@ def _descriptors_for(settings) -> int:
 
 def create_server(app, sockets: list[socket.socket], settings=None, *, bridge_addresses: Iterable[str] = (),
                   preflight: Preflight | None = None, threads: int | None = None,
-                  max_request_body_size: int | None = None, streamed_prefixes: Iterable[str] = ()):
+                  max_request_body_size: int | None = None, streamed_prefixes: Iterable[str] = (),
+                  host_peers: Iterable[str] | None = None):
     """A waitress server (not yet running) on already-bound sockets. Limits come from `settings` (by default the
     app's); `threads` / `max_request_body_size` override theirs. `preflight` sees each request with a body once its
     head is in; connections on a socket bound to one of `bridge_addresses` are marked `grokemu.listener=bridge`.
     Requests whose path starts with one of `streamed_prefixes` (fetchProxy's) run on stream threads, at most
-    `max_streams` at once, and their big uploads are relayed as they arrive."""
+    `max_streams` at once, and their big uploads are relayed as they arrive. `host_peers` (grokemu in a container on
+    the docker_network): on its main sockets, only connections from these addresses are "main", others "bridge"."""
     from dataclasses import replace
 
     context = app_context(app)
@@ -84,6 +86,10 @@ def create_server(app, sockets: list[socket.socket], settings=None, *, bridge_ad
                            max_request_body_size=max_request_body_size or settings.max_request_body_size)
     logging.getLogger("waitress").addFilter(_HandedOffFilter())
     takeover = ConnectionTakeover(app, settings, tuple(streamed_prefixes))
+    if takeover.streamed_prefixes and getattr(context, "guard", None) is not None:
+        from grokemu.web.fast_proxy import FastProxy
+
+        takeover.fast = FastProxy(context).handle  # fetchProxy on relayed connections, without Flask
     context.takeover = takeover
     adj = Adjustments(
         threads=settings.threads, max_request_body_size=settings.max_request_body_size, ident="grokemu",
@@ -103,8 +109,10 @@ def create_server(app, sockets: list[socket.socket], settings=None, *, bridge_ad
     dispatcher.set_thread_count(adj.threads)
     bridge = {str(a) for a in bridge_addresses if a}
     socket_map: dict = {}
+    peers = None if host_peers is None else frozenset({"127.0.0.1", "::1", *host_peers})
     servers = [GrokemuServer(takeover, socket_map, sock, dispatcher, adj, takeover=takeover, preflight=preflight,
-                             listener="bridge" if sock.getsockname()[0] in bridge else "main")
+                             listener="bridge" if sock.getsockname()[0] in bridge else "main",
+                             host_peers=None if sock.getsockname()[0] in bridge else peers)
                for sock in sockets]
     if len(servers) == 1:
         return servers[0]

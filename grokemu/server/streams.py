@@ -25,6 +25,7 @@ class StreamPool:
         self._idle = 0
         self._queue: deque[Callable[[], None]] = deque()
         self._cv = threading.Condition()
+        self._parked = 0  # relayed connections between requests (try_park)
 
     @property
     def busy(self) -> int:
@@ -40,6 +41,24 @@ class StreamPool:
     def release(self) -> None:
         with self._cv:
             self._busy -= 1
+
+    def acquire_unbounded(self) -> None:
+        """Take a slot back regardless of the limit (a relay ending without one, so the job's release balances)."""
+        with self._cv:
+            self._busy += 1
+
+    def try_park(self) -> bool:
+        """A relayed keep-alive connection waiting for its next request (server/relay.py) holds no stream slot, but
+        one of `limit` parking places; False when they are all taken (the connection is then closed)."""
+        with self._cv:
+            if self._parked >= self.limit:
+                return False
+            self._parked += 1
+            return True
+
+    def unpark(self) -> None:
+        with self._cv:
+            self._parked -= 1
 
     def run(self, job: Callable[[], None]) -> None:
         """Run `job` on a stream thread; the caller holds a slot (try_acquire), released when the job ends."""

@@ -33,6 +33,7 @@ class ConnectionTakeover:
         self.app = app
         self.settings = settings or Settings()
         self.streamed_prefixes = tuple(streamed_prefixes)
+        self.fast = None  # fetchProxy without Flask (web/fast_proxy.py), for relayed connections; set by create_server
         self.streams = StreamPool(self.settings.max_streams)
         self._open = 0
         self._lock = threading.Lock()
@@ -63,6 +64,15 @@ class ConnectionTakeover:
         channel = environ["waitress.client_disconnected"].__self__
         sock = self._detach(channel, self.settings.websocket_idle_timeout,
                             f"WebSocket {environ.get('PATH_INFO')} from {environ.get('REMOTE_ADDR')}")
+        self.start_websocket(environ, sock)
+        # waitress insists on a status; with the channel marked disconnected it is never written.
+        start_response("101 Switching Protocols", [])
+        return []
+
+    def start_websocket(self, environ, sock: TrackedSocket) -> None:
+        """Serve a WebSocket upgrade on a connection taken from waitress (or from a relay), on a thread of its own;
+        over `max_websockets`, accepted and closed with a reason."""
+        sock.watch_timeout = self.settings.websocket_idle_timeout
         ws_environ = dict(environ)
         ws_environ["werkzeug.socket"] = sock
         with self._lock:
@@ -77,9 +87,6 @@ class ConnectionTakeover:
                              daemon=True).start()
         else:  # a flood of refused upgrades: no close reason for these
             _close(sock)
-        # waitress insists on a status; with the channel marked disconnected it is never written.
-        start_response("101 Switching Protocols", [])
-        return []
 
     def _refuse_websocket(self, environ, sock: TrackedSocket) -> None:
         """Over `max_websockets`: accepted, then closed at once with 4503 and a reason (as web/proxy.py rejects), so
@@ -121,6 +128,20 @@ class ConnectionTakeover:
         environ["wsgi.input_terminated"] = True
         environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
         _run_on_socket(app, environ, body, sock)
+
+    def relay(self, channel: HTTPChannel, request, rest: bytes) -> bool:
+        """A complete fetchProxy request on a connection with nothing else pending: the connection leaves waitress
+        and is served by a relay loop on a stream thread (server/relay.py), this request and every later one on it.
+        False when no stream slot is free or there is no fast path (waitress goes on as usual)."""
+        if self.fast is None or not self.streams.try_acquire():
+            return False
+        from grokemu.server.relay import Relay
+
+        sock = self._detach(channel, self.settings.stream_timeout,
+                            f"relayed connection from {channel.addr[0]}")
+        relay = Relay(self, channel, sock, self.fast)
+        self.streams.run(lambda: relay.run(request, rest))
+        return True
 
     def serve_proxied(self, channel: HTTPChannel) -> None:
         """A complete fetchProxy request: served on a stream thread, so waiting for a container or for a caller

@@ -4,15 +4,35 @@ The proxy touches a container on every request and holds it while a WebSocket is
 unfinished; the spawner reads the tracker to write `lastActive` and to decide idle shutdown. Kept apart from the
 spawner's start/stop driving: activity is in memory only, and the spawner flushes it to the store on its tick.
 A held container is never idle, so the idle clock never stops a container mid-use (Sablier #576 is that bug).
+
+It also keeps what the dashboard shows beyond Datagrok's view (issue 10): per-container proxy numbers (requests
+answered, the last one's status and time, the last cold start), and a subscriber list told whenever a container,
+an image or those numbers change (the spawner's `_notify`, the image status writes, the proxy), so the live feed
+(web/dashboard.py) pushes updates instead of polling. Subscribers must be quick and must not raise.
 """
 from __future__ import annotations
 
 import threading
 from collections import Counter
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from grokemu.domain.clock import Clock
+
+
+@dataclass(frozen=True)
+class ProxyStats:
+    """What fetchProxy saw of one container since grokemu started (or the last reset)."""
+
+    requests: int = 0
+    last_status: int | None = None
+    last_at: float | None = None  # clock time the last request was answered
+    last_cold_start_ms: float | None = None  # the last request that had to wait for a start
+
+    def to_wire(self) -> dict:
+        return {"requests": self.requests, "lastStatus": self.last_status, "lastAt": self.last_at,
+                "lastColdStartMs": self.last_cold_start_ms}
 
 
 class ActivityTracker:
@@ -21,6 +41,43 @@ class ActivityTracker:
         self._lock = threading.Lock()
         self._active: Counter[str] = Counter()  # open WebSockets / unfinished streamed responses
         self._touched: dict[str, float] = {}  # last activity, by container id (clock time)
+        self._stats: dict[str, ProxyStats] = {}
+        self._subscribers: list[Callable[[str], None]] = []
+
+    # -- change notification (the dashboard's live feed) ---------------------------------------------------------
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback(kind)` ("container", "image", "stats") on every change; returns the unsubscriber."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+        return unsubscribe
+
+    def changed(self, kind: str) -> None:
+        """A container, an image or the proxy numbers changed: tell the subscribers (never raises)."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(kind)
+            except Exception:  # a subscriber's bug must not break a status write
+                pass
+
+    # -- proxy numbers ---------------------------------------------------------------------------------------------
+    def record_request(self, cid: str, status: int, cold_start_ms: float | None) -> None:
+        """fetchProxy answered a request for the container (services/proxy.py, where the answer is returned)."""
+        with self._lock:
+            old = self._stats.get(cid, ProxyStats())
+            self._stats[cid] = ProxyStats(
+                requests=old.requests + 1, last_status=status, last_at=self._clock.now(),
+                last_cold_start_ms=old.last_cold_start_ms if cold_start_ms is None else round(cold_start_ms, 1))
+        self.changed("stats")
+
+    def stats(self, cid: str) -> ProxyStats:
+        return self._stats.get(cid, ProxyStats())
 
     def touch(self, cid: str) -> None:
         self._touched[cid] = self._clock.now()
@@ -59,10 +116,12 @@ class ActivityTracker:
     def forget(self, cid: str) -> None:
         with self._lock:
             self._active.pop(cid, None)
+            self._stats.pop(cid, None)
         self._touched.pop(cid, None)
 
     def reset(self) -> None:
         """Admin reset: no container is touched or held any more (a hold still open releases harmlessly)."""
         with self._lock:
             self._active.clear()
+            self._stats.clear()
         self._touched.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from grokemu.domain.errors import BadRequest, Forbidden
 from grokemu.domain.model import remove_scope
@@ -49,8 +49,10 @@ def render_value(value: str, own_package: str, find_package: Callable[[str], tup
         entity = next((e for e in entities if _norm(e.get("name", "")) == _norm(entity_ref)
                        or _norm(e.get("#file", "")) == _norm(entity_ref)), None)
         if entity is None:
-            raise EntityNotFound(f"Environment expression {m.group(0)}: no entity {entity_ref} in package "
-                                 f"{package_name}")
+            known = ", ".join(sorted({e.get("name") or e.get("#file", "") for e in entities})) or "none"
+            raise EntityNotFound(f"Environment expression {m.group(0)}: no connection or database named "
+                                 f"{entity_ref} in package {package_name} (looked up its connections/*.json and "
+                                 f"databases/<name>/ folders; it has: {known})")
         rendered = {k: v for k, v in entity.items() if k != "#file"}
         if package_name != own_package and rendered.get("credentials"):
             raise CredentialsRefused(
@@ -86,9 +88,25 @@ def entities_from_files(files: Mapping[str, Any]) -> list[dict]:
     return result
 
 
+def databases_from_paths(paths: Iterable[str], package_name: str) -> list[dict]:
+    """A package's own databases (`databases/<name>/*.sql`): Datagrok creates a connection for each, which
+    `#{x.<name>}` names (NodeJSDemo: `databases/todo/` and `#{x.todo}`; docs/real-plugins.md). grokemu runs no
+    database server, so the connection carries what is known: its name, the package, the database name."""
+    names = sorted({p.split("/")[1] for p in paths if p.startswith("databases/") and p.count("/") >= 2
+                    and p.split("/")[1]})
+    return [{"#type": "DataConnection", "name": name, "friendlyName": name, "dataSource": "Postgres",
+             "namespace": package_name, "parameters": {"db": name}, "#file": name} for name in names]
+
+
 def package_entities(files: PackageFiles, record: Mapping[str, Any] | None) -> list[dict]:
-    """The entities of the package whose database row is `record` (none for no row)."""
-    return entities_from_files(files.connection_files(record)) if record else []
+    """The entities of the package whose database row is `record` (none for no row): its connections, then
+    connections for its own databases whose names no connection takes."""
+    if not record:
+        return []
+    entities = entities_from_files(files.connection_files(record))
+    taken = {_norm(e.get("name", "")) for e in entities} | {_norm(e.get("#file", "")) for e in entities}
+    databases = databases_from_paths(files.current_files(record), str(record.get("name", "")))
+    return entities + [d for d in databases if _norm(d["name"]) not in taken]
 
 
 def find_published_package(store: Store, files: PackageFiles, ref: str) -> tuple[str, list[dict]] | None:

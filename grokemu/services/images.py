@@ -60,6 +60,7 @@ class ImageService:
         if logs is not None:
             image.logs = logs
         self._store.put_image(image)
+        self._spawner.activity.changed("image")  # the dashboard's live feed (services/activity.py)
         return image
 
     # -- the entry points ----------------------------------------------------------------------------------------
@@ -71,6 +72,32 @@ class ImageService:
             self._set_status(image, "revalidate", "")
         self.wake()
         return image
+
+    def save(self, image_id: str, body: dict) -> DockerImage:
+        """`dockerImages.save(image)`: `POST /docker/images/<id>` with the entity (found by running datagrok-api
+        1.27.9, docs/datagrok-api.md §0). Images are created by publishing; a save may change the descriptive
+        fields `friendlyName` and `description`, everything else is the server's."""
+        with self._store.transaction():
+            image = self._store.get_image(image_id)
+            if image is None:
+                raise NotFound(f"Docker image {image_id} not found")
+            for key, attr in (("friendlyName", "friendly_name"), ("description", "description")):
+                if isinstance(body.get(key), str):
+                    setattr(image, attr, body[key][:1024])
+            image.updated_on = self._clock.now()
+            self._store.put_image(image)
+        return image
+
+    def delete(self, image_id: str) -> None:
+        """`dockerImages.delete(image)`: `DELETE /docker/images/<id>`. Its containers go with it (removed from
+        Docker, their tokens revoked); a later publish of the package creates them again."""
+        image = self._store.get_image(image_id)
+        if image is None:
+            raise NotFound(f"Docker image {image_id} not found")
+        for c in self._store.list_containers():
+            if c.image_id == image_id:
+                self._spawner.forget(c)
+        self._store.delete_image(image_id)
 
     def latest_compatible(self, name: str, version: str | None, content_hash: str | None) -> dict | None:
         return latest_compatible(self._store.list_images(), name, version, content_hash)

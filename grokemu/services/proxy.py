@@ -12,7 +12,8 @@ Wire facts (docs/datagrok-api.md §1.2, §1.3):
   resolves on it. A close before `CONNECTED` rejects with `Could not open WebSocket connection: <reason>`, so every
   failure before it is a GrokemuError the web layer turns into a close with a reason.
 
-The container is only ever reached on 127.0.0.1 and the port the spawner published (docs/design.md decision 4).
+The container is only ever reached on 127.0.0.1 and the port the spawner published (docs/design.md decision 4), or,
+with the `docker_network` setting (the compose stand), at its own address on that network (nothing published).
 
 Idle shutdown: every request touches the container; a response still streaming or an open WebSocket holds it
 (`ActivityTracker.hold`, services/activity.py), so the idle clock never stops a container mid-use (Sablier #576 is that bug).
@@ -25,8 +26,8 @@ from functools import partial
 from typing import TYPE_CHECKING, BinaryIO
 
 from grokemu.domain.model import DockerContainer
-from grokemu.domain.upstream import (Forwarded, HttpUpstream, UpstreamFailed, UpstreamRefused, WebSocketFailed,
-                                     WebSocketUpstream)
+from grokemu.domain.upstream import (Forwarded, HttpUpstream, NotListening, UpstreamFailed, UpstreamRefused,
+                                     WebSocketFailed, WebSocketUpstream)
 
 if TYPE_CHECKING:
     from grokemu.config import Settings
@@ -70,43 +71,58 @@ class ProxyService:
         self._started[cid] = (generation, c)
         return c, cold_ms
 
+    def reachable(self, cid: str, login: str) -> tuple[DockerContainer, float | None]:
+        """`ready`, and for a container started although its port never accepted (a worker, a database that never
+        came up: services/spawner.py `_check`), a look whether it listens now; 502 naming the port when not."""
+        c, cold_ms = self.ready(cid, login)
+        if not self._spawner.listening(c):
+            self._started.pop(cid, None)
+            raise NotListening(f"Container {c.name} is started but nothing listens on port "
+                               f"{c.container_port or c.port}: it answers no HTTP (a queue worker or a non-HTTP "
+                               f"server)")
+        return c, cold_ms
+
     # fetchProxy -------------------------------------------------------------------------------------------------
     def forward(self, cid: str, login: str, method: str, target: str, environ: dict,
-                body: BinaryIO | None, length: int) -> Forwarded:
+                body: BinaryIO | None, length: int, token: str | None = None) -> Forwarded:
         """Send one request to the container and return its answer, the body streamed when it is big; the idle
-        hold lasts until the answer's body is closed."""
-        c, cold_ms = self.ready(cid, login)
+        hold lasts until the answer's body is closed. `token` is the caller's session token: the container gets it
+        as the caller's identity (`x-user-api-key`, docs/real-plugins.md); it is revoked with the session."""
+        c, cold_ms = self.reachable(cid, login)
+        send = partial(self._http.send, identity=token)
         release = ExitStack()
         release.enter_context(self._activity.hold(cid))
         try:
             try:
-                answer = self._http.send(c, method, target, environ, body, length, release.close)
+                answer = send(c, method, target, environ, body, length, release.close)
             except UpstreamRefused:
                 # Nothing was sent. The container may have been stopped (idle, by a user) between the status check
                 # and the connect: look again, which starts an on_demand one, and try once more.
                 self._started.pop(cid, None)
-                c, again_ms = self.ready(cid, login)
+                c, again_ms = self.reachable(cid, login)
                 cold_ms = cold_ms if again_ms is None else again_ms
                 try:
-                    answer = self._http.send(c, method, target, environ, body, length, release.close)
+                    answer = send(c, method, target, environ, body, length, release.close)
                 except UpstreamRefused as e:
-                    raise UpstreamFailed(f"Container {c.name} did not answer on {LOOPBACK}:{c.port}: "
+                    raise UpstreamFailed(f"Container {c.name} did not answer on {c.address or LOOPBACK}:{c.port}: "
                                          f"connection refused") from e
             if cold_ms is not None:
                 answer.headers.append((COLD_START_HEADER, str(round(cold_ms))))
+            self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers (issue 10)
             return answer
         except BaseException:
             release.close()
             raise
 
     # webSocketProxy ---------------------------------------------------------------------------------------------
-    def websocket(self, cid: str, login: str, target: str, environ: dict, client: socket.socket) -> None:
+    def websocket(self, cid: str, login: str, target: str, environ: dict, client: socket.socket,
+                  token: str | None = None) -> None:
         """For a caller whose upgrade was accepted (web/websocket.py): make sure the container runs, link it to the
         container's WebSocket, send `CONNECTED`, then relay until either side closes. A GrokemuError means nothing
         was linked (the caller is closed with its reason); OSError, that the caller went away."""
-        c, _ = self.ready(cid, login)
+        c, _ = self.reachable(cid, login)
         with self._activity.hold(cid):
-            link = self._websockets.connect(c, target, environ)
+            link = self._websockets.connect(c, target, environ, identity=token)
             try:
                 client.sendall(WS_CONNECTED + link.early)
                 link.relay(client, partial(self._activity.touch, cid))

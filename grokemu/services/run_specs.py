@@ -37,6 +37,17 @@ class RunSpecs:
         instance = self._settings.instance
         return f"grokemu-{c.name}" if instance == "default" else f"grokemu-{instance}-{c.name}"
 
+    def image_reference(self, image: DockerImage) -> str:
+        """What the orchestrator runs. On a swarm whose nodes reach grokemu's registry (`swarm_registry`), an image
+        that came through that registry is named by digest there, so whichever node gets the task can pull exactly
+        it (docs/swarm.md, "Images on several nodes"); otherwise the image the local daemon holds."""
+        if self._settings.orchestrator == "swarm" and self._settings.swarm_registry and image.digest and \
+                image.image_ref:
+            repository = image.image_ref.rsplit(":", 1)[0] if ":" in image.image_ref.rsplit("/", 1)[-1] \
+                else image.image_ref
+            return f"{self._settings.swarm_registry}/{repository}@{image.digest}"
+        return image.docker_id or image.docker_full_name
+
     def container_api_url(self) -> str:
         return self._settings.container_api_url or f"http://host.docker.internal:{self._settings.port}/api"
 
@@ -76,7 +87,7 @@ class RunSpecs:
             return int(wanted)
 
         spec = RunSpec(
-            name=self.docker_name(c), image=image.docker_id or image.docker_full_name,
+            name=self.docker_name(c), image=self.image_reference(image),
             container_port=int(image.port or cfg.get("port") or 0), labels=self.labels(c), env=env,
             nano_cpus=limit("cpu", 0.25, 1e9, 10_000_000, 1024e9, "CPU"),
             mem_bytes=limit("memory", 512, MB, 6 * MB, float(2**60), "MB"),

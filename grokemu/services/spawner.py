@@ -34,6 +34,7 @@ STOPPED = (S.USER_STOPPED, S.SYSTEM_STOPPED)
 STARTING_UP = (S.PENDING_START, S.STARTING, S.CHECKING)
 STOPPING_DOWN = (S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP, S.STOPPING)
 LOG_LINES_KEPT = 200
+NOT_LISTENING = "nothing listens on port"  # the warning on a started container whose port never accepted
 
 
 class ContainerFailed(GrokemuError):
@@ -72,6 +73,7 @@ class Spawner:
         with self._changed:
             self._generation += 1
             self._changed.notify_all()
+        self._activity.changed("container")  # the dashboard's live feed (services/activity.py)
 
     def get(self, cid: str) -> DockerContainer:
         return self._get(cid)
@@ -248,8 +250,13 @@ class Spawner:
 
     def forget(self, container: DockerContainer) -> None:
         """The package no longer has this container: remove it from Docker and from the store."""
-        if container.docker_id and self._orchestrator is not None and self._orchestrator.ping():
-            self._orchestrator.remove(container.docker_id)
+        orch = self._orchestrator
+        if orch is not None and orch.ping():
+            if container.docker_id:
+                orch.remove(container.docker_id)
+            if orch.keeps_stopped:  # a stopped one is still there (a Swarm service scaled to 0)
+                for kept in orch.list_labelled({**self.labels(), "grokemu.container": container.id}):
+                    orch.remove(kept.id)
         self._store.delete_container(container.id)
         self._auth.revoke_owner(container.id)
         self._activity.forget(container.id)
@@ -312,7 +319,7 @@ class Spawner:
             return False
         moved = self._transition(c.id, "container_running", expect=(S.STARTING,), docker_id=running.id,
                                  service_name=spec.name,
-                                 address="127.0.0.1", port=running.host_port, container_port=spec.container_port,
+                                 address=running.endpoint()[0], port=running.endpoint()[1], container_port=spec.container_port,
                                  docker_image=image.docker_full_name, running_image_id=image.docker_id,
                                  warnings=warnings + running.warnings)
         if moved is None:  # stopped, replaced or timed out while Docker was starting it
@@ -332,8 +339,36 @@ class Spawner:
             return False
         if orch.app_ready(running):
             self._transition(c.id, "app_ready", expect=(S.CHECKING,), last_active=self._clock.now(),
-                             port=running.host_port or c.port)
+                             port=running.host_port or c.port,
+                             warnings=[w for w in c.warnings if not w.startswith(NOT_LISTENING)])
             return False
+        if running.health is None and self._clock.now() - c.status_since >= self._settings.listen_timeout:
+            # Datagrok reports a container started once the orchestrator runs it (docs/real-plugins.md, non-HTTP
+            # containers: queue workers listen on nothing). Say so on the entity; fetchProxy answers 502 for it.
+            warning = f"{NOT_LISTENING} {c.container_port or running.app_port or '?'} after " \
+                      f"{self._settings.listen_timeout:g} s (started anyway: a worker or a non-HTTP app)"
+            log.warning("container %s: %s", c.name, warning)
+            self._transition(c.id, "app_ready", expect=(S.CHECKING,), last_active=self._clock.now(),
+                             port=running.host_port or c.port,
+                             warnings=[w for w in c.warnings if not w.startswith(NOT_LISTENING)] + [warning])
+            return False
+        return True
+
+    def listening(self, c: DockerContainer) -> bool:
+        """For a started container that carries the NOT_LISTENING warning: does its port accept now? When it does,
+        the warning goes (a slow app that came up after listen_timeout)."""
+        if not any(w.startswith(NOT_LISTENING) for w in c.warnings):
+            return True
+        orch = self._orchestrator
+        running = orch.inspect(c.docker_id) if orch is not None and c.docker_id else None
+        if running is None or not orch.app_ready(running):
+            return False
+        with self._store.transaction():
+            fresh = self._store.get_container(c.id)
+            if fresh is not None:
+                fresh.warnings = [w for w in fresh.warnings if not w.startswith(NOT_LISTENING)]
+                self._store.put_container(fresh)
+        self._notify()
         return True
 
     def _stop(self, c: DockerContainer) -> bool:
@@ -349,7 +384,8 @@ class Spawner:
         if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
             logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
             self._orchestrator.stop(c.docker_id)
-            self._orchestrator.remove(c.docker_id)
+            if not self._orchestrator.keeps_stopped:
+                self._orchestrator.remove(c.docker_id)
         c = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None, last_logs=logs,
                              error="")
         if c is not None and c.desired_instances == 1:  # a run request arrived while it was stopping
@@ -439,6 +475,8 @@ class Spawner:
             if running.state in ("exited", "dead"):  # it crashed while grokemu was not watching
                 if c.docker_id == running.id and c.status not in STOPPED and c.status is not S.ERROR:
                     self._fail(cid, f"the container exited by itself (code {running.exit_code})")
+                elif orch.keeps_stopped and c.status in STOPPED:
+                    pass  # a stopped entity's service, scaled to 0: kept for its next start
                 else:
                     orch.remove(running.id)
                     adopted.pop(cid)
@@ -447,7 +485,7 @@ class Spawner:
                                                            S.STARTING):
                 continue  # already tracked: the drivers carry on from its recorded status
             event = "adopt_running" if orch.app_ready(running) else "adopt_checking"
-            self._transition(cid, event, docker_id=running.id, address="127.0.0.1", port=running.host_port,
+            self._transition(cid, event, docker_id=running.id, address=running.endpoint()[0], port=running.endpoint()[1],
                              desired_instances=1, last_active=self._clock.now())
         for cid, c in containers.items():
             if cid not in adopted and c.status not in STOPPED and c.status is not S.ERROR:

@@ -10,6 +10,7 @@ from grokemu import __version__
 from grokemu.domain.container_config import load_json
 from grokemu.domain.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
 from grokemu.domain.query import apply_query, decode_text
+from grokemu.services.service_logs import service_logs
 from grokemu.web.context import ctx
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -123,6 +124,41 @@ def revalidate_image(image_id: str):
     return jsonify(ctx().images.revalidate(image_id).to_wire())
 
 
+@blueprint.get("/docker/images/<image_id>/rebuild")
+def rebuild_image(image_id: str):
+    """Older clients' name for revalidate (`grok_Dapi_DockerImagesDataSource_Rebuild`, docs/datagrok-api.md §0)."""
+    return jsonify(ctx().images.revalidate(image_id).to_wire())
+
+
+def _entity_body(kind: str) -> dict:
+    limit = ctx().settings.max_api_body_bytes
+    raw = request.stream.read(limit + 1)  # the guard checked Content-Length; this bounds any other framing
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"Body is bigger than {limit} bytes (setting max_api_body_bytes)")
+    body = load_json(raw, f"{kind} body") if raw.strip() else None
+    if not isinstance(body, dict):
+        raise BadRequest(f"Expected a {kind} entity as a JSON object")
+    return body
+
+
+@blueprint.post("/docker/images")
+@blueprint.post("/docker/images/<image_id>")
+def save_image(image_id: str | None = None):
+    """`dockerImages.save(image)` posts the entity to `/docker/images/<id>` (datagrok-api 1.27.9, run against
+    grokemu: docs/datagrok-api.md §0); the collection form is taken too."""
+    body = _entity_body("DockerImage")
+    image_id = image_id or body.get("id")
+    if not isinstance(image_id, str) or not image_id:
+        raise BadRequest("Saving a DockerImage needs its 'id' (images are created by publishing)")
+    return jsonify(ctx().images.save(image_id, body).to_wire())
+
+
+@blueprint.delete("/docker/images/<image_id>")
+def delete_image(image_id: str):
+    ctx().images.delete(image_id)
+    return jsonify({"id": image_id, "isDeleted": True})
+
+
 @blueprint.get("/docker/images/<image_name>/latest-compatible")
 def latest_compatible(image_name: str):
     found = ctx().images.latest_compatible(image_name, request.args.get("version"), request.args.get("contentHash"))
@@ -184,17 +220,35 @@ def container_logs(container_id: str):
 
 
 @blueprint.post("/docker/containers")
-def save_container():
-    limit = ctx().settings.max_api_body_bytes
-    raw = request.stream.read(limit + 1)  # the guard checked Content-Length; this bounds any other framing
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"Body is bigger than {limit} bytes (setting max_api_body_bytes)")
-    body = load_json(raw, "DockerContainer body") if raw.strip() else None
-    if not isinstance(body, dict):
-        raise BadRequest("Expected a DockerContainer entity as a JSON object")
+@blueprint.post("/docker/containers/<container_id>")
+def save_container(container_id: str | None = None):
+    """`dockerContainers.save(c)` of an entity with an id posts to `/docker/containers/<id>` (datagrok-api 1.27.9,
+    docs/datagrok-api.md §0)."""
+    body = _entity_body("DockerContainer")
+    if container_id is not None:
+        if body.get("id") not in (None, container_id):
+            raise BadRequest(f"The body's id {body.get('id')!r} is not the path's {container_id}")
+        body["id"] = container_id
     return jsonify(ctx().spawner.save(body, g.login).to_wire())
+
+
+# `docker.getAvailableServices()` / `docker.getServiceLogs(name, limit)` (docs/datagrok-api.md §0): grokemu's own
+# parts as Datagrok's services, with their recent log records (services/service_logs.py).
+_service_logs = service_logs()  # attached now, so records from startup on are kept
 
 
 @blueprint.get("/docker/services")
 def docker_services():
-    return jsonify([])
+    return jsonify(service_logs().services())
+
+
+@blueprint.get("/docker/services/<service>/logs")
+def docker_service_logs(service: str):
+    try:
+        limit = int(request.args.get("limit") or 10000)
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    if not 0 <= limit <= MAX_LOG_LINES:
+        raise BadRequest(f"limit must be between 0 and {MAX_LOG_LINES}")
+    # the Dart client json-decodes this answer: a JSON string of the log text
+    return jsonify(service_logs().logs(service, limit))

@@ -96,7 +96,8 @@ def fetch_proxy(rest: str):
     cid, target = split_target(environ, HTTP_PREFIX)
     length = request.content_length or 0
     body = request.stream if length > 0 else None  # waitress spooled a big body to a file: read in blocks
-    return ProxiedResponse.of(_proxy().forward(cid, g.login, request.method, target, environ, body, length))
+    return ProxiedResponse.of(_proxy().forward(cid, g.login, request.method, target, environ, body, length,
+                                               token=g.token))
 
 
 @ws_blueprint.route("/proxy-ws/<path:rest>", websocket=True)
@@ -110,7 +111,7 @@ def websocket_proxy(rest: str):
     ws = accept_websocket(environ, client)
     if ws is not None:
         try:
-            _proxy().websocket(cid, g.login, target, environ, client)
+            _proxy().websocket(cid, g.login, target, environ, client, token=g.token)
         except GrokemuError as e:
             close_websocket(ws, client, ws_close_code(e.status), e.message)
         except OSError:

@@ -12,8 +12,6 @@ uploads it) into one grokemu shared by the module. For the idle tests the copy's
 """
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import threading
 import time
@@ -24,13 +22,13 @@ import requests
 import websocket
 
 from grokemu.testing import GrokemuProcess
-from tests.helpers import publish_ready, require, sample_copy, wait_until
+from tests.e2e.conftest import js_runner
+from tests.helpers import publish_ready, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
-CLIENT = Path(__file__).resolve().parent / "js" / "proxy-client.mjs"
 TOOLS = ROOT / ".tools"
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
 IDLE_MINUTES = 0.05  # 3 s
@@ -51,17 +49,7 @@ def token(server):
 
 @pytest.fixture(scope="module")
 def js(server, token):
-    require(shutil.which("node") is not None and (TOOLS / "node_modules" / "datagrok-api").exists()
-            and (TOOLS / "node_modules" / "ws").exists(),
-            "node with datagrok-api 1.27.9 and ws in .tools (run scripts/ensure-clients.sh)")
-
-    def run(body: str, timeout: float = 180):
-        done = subprocess.run(["node", str(CLIENT), server.api, token, body], capture_output=True, text=True,
-                              timeout=timeout)
-        assert done.returncode == 0, f"node failed:\n{done.stderr}\n{done.stdout}"
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    return run
+    return js_runner(server.api, token)
 
 
 def api(server, token, path, **kw):
@@ -268,3 +256,52 @@ def test_python_websocket_client_with_header_token(publish, server, token):
         assert ws.recv() == b"\x00\xff" * 10
     finally:
         ws.close()
+
+
+# -- issue 13: every docker method of the client ----------------------------------------------------------------------
+def test_every_docker_method_of_the_js_client(js, publish, server, token):
+    """Each method of grok.dapi.docker, dockerImages and dockerContainers in datagrok-api 1.27.9 (found by reading
+    src/dapi.js and running them: docs/datagrok-api.md §0), against grokemu with Datagrok's wire shapes."""
+    cid, name = publish("ws-echo")
+    result = js(f"""
+        // a data source keeps the `id` of a find() for its next calls (the Dart client's where): a fresh one per call
+        const d = grok.dapi.docker, out = {{}};
+        const I = () => grok.dapi.docker.dockerImages, C = () => grok.dapi.docker.dockerContainers;
+        out.services = await d.getAvailableServices();
+        out.serviceLogs = typeof await d.getServiceLogs('grok_spawner', 100);
+        const c = await C().filter('{name}').first();
+        out.cFound = (await C().find(c.id))?.id === c.id;
+        out.cList = (await C().include('dockerfile,package').filter('{name}').list()).length;
+        out.cPage = (await C().by(1).page(1).order('name', true).list()).length;
+        out.cCount = await C().filter('{name}').count();
+        await C().run(c.id, true);
+        out.runStatus = (await C().find(c.id)).status;
+        out.logs = typeof await C().getContainerLogs(c.id, 10);
+        const ws = await C().webSocketProxy(c.id, '/ws');
+        ws.send('one'); out.ws = await nextMessage(ws); ws.close();
+        const sync = C().webSocketProxySync(c.id, 'ws');
+        out.sync = await nextMessage(sync); sync.close();
+        out.fetch = (await C().fetchProxy(c.id, '/health', {{headers: {{Authorization: token}}}})).status;
+        await C().stop(c.id, true);
+        out.stopStatus = (await C().find(c.id)).status;
+        const again = await C().find(c.id);
+        again.dart && (await C().save(again));
+        out.saved = (await C().find(c.id)).status;
+        const image = await I().filter('{name}').first();
+        out.iFound = (await I().find(image.id))?.id === image.id;
+        out.iList = (await I().include('package').order('name').by(5).page(1).list()).length > 0;
+        out.iCount = await I().filter('{name}').count();
+        out.iSaved = (await I().save(image))?.id === image.id;
+        await I().revalidate(image.id);
+        await I().delete(image);
+        out.iGone = (await I().find(image.id)) ?? null;
+        out.cGone = (await C().find(c.id)) ?? null;
+        return out;""")
+    assert result["services"] == ["grok_spawner", "grok_registry_proxy", "datlas"]
+    assert result["serviceLogs"] == "string"
+    assert result["cFound"] and result["cList"] == 1 and result["cPage"] == 1 and result["cCount"] == 1
+    assert result["runStatus"] == "started" and result["logs"] == "string"
+    assert "one" in result["ws"] and result["sync"] == "CONNECTED" and result["fetch"] == 200
+    assert result["stopStatus"] == "stopped by user" and result["saved"] == "stopped by user"
+    assert result["iFound"] and result["iList"] and result["iCount"] == 1 and result["iSaved"]
+    assert result["iGone"] is None and result["cGone"] is None

@@ -45,7 +45,18 @@ def test_other_package_credentials_are_refused_naming_the_entity():
 
 
 def test_unknown_entity_or_package():
-    with pytest.raises(EntityNotFound, match="no entity nothing"):
+    with pytest.raises(EntityNotFound, match=r"no connection or database named nothing in package "
+                                             r"@datagrok/moltrack .*it has: Moltrack"):
         env({"db": "#{x.nothing}"})
     with pytest.raises(EntityNotFound, match="not published"):
         env({"db": "#{x.Ghost:thing}"})
+
+
+def test_short_form_names_the_packages_own_database():
+    from grokemu.services.environment import databases_from_paths, render_value
+
+    dbs = databases_from_paths(["databases/todo/000_init.sql", "databases/readme.md", "package.json"], "@x/demo")
+    assert [d["name"] for d in dbs] == ["todo"]
+    rendered = json.loads(render_value("#{x.todo}", "@x/demo", lambda ref: None, dbs))
+    assert rendered == {"#type": "DataConnection", "name": "todo", "friendlyName": "todo", "dataSource": "Postgres",
+                        "namespace": "@x/demo", "parameters": {"db": "todo"}}

@@ -37,10 +37,10 @@ class World:
         return Spawner(self.store, self.orch, self.clock, self.settings, self.auth, ActivityTracker(self.clock),
                        run_specs, background=background)
 
-    def add(self, config=None, port=8000, name="squares-squares", package="@grokemu/squares"):
+    def add(self, config=None, port=8000, name="squares-squares", package="@grokemu/squares", healthcheck=False):
         image = DockerImage(name=name, package=package, docker_dir="squares", version="1.0.0",
                             status=ImageStatus.READY, port=port, image_ref=f"datagrok/{name}:1.0.0")
-        image.docker_id = self.orch.add_image(image.image_ref, [port])
+        image.docker_id = self.orch.add_image(image.image_ref, [port], healthcheck=healthcheck)
         self.store.put_image(image)
         c = DockerContainer(name=name, package=package, image_id=image.id,
                             config=parse_container_json(json.dumps(config or {})))
@@ -83,7 +83,7 @@ def test_defaults_when_container_json_is_silent(w):
 
 def test_stuck_start_times_out_by_the_clock(w):
     w.orch.apps_ready = False
-    cid = w.add()
+    cid = w.add(healthcheck=True)  # a HEALTHCHECK that never passes holds `checking` until the status timeout
     c = w.spawner.run(cid, "admin")
     assert w.get(cid).status is S.CHECKING
     docker_id = w.get(cid).docker_id
@@ -230,3 +230,30 @@ def test_single_flight_cold_start_with_threads(tmp_path):
         t.join(20)
     assert errors == [] and results == [S.STARTED] * 50
     assert w.orch.run_calls == 1
+
+
+# -- issue 13: readiness of containers that do not speak HTTP ----------------------------------------------------------
+def test_a_port_that_never_accepts_is_started_with_a_warning_after_listen_timeout(w):
+    w.orch.apps_ready = False  # a queue worker: nothing listens, no HEALTHCHECK
+    cid = w.add()
+    w.spawner.run(cid, "admin")
+    assert w.get(cid).status is S.CHECKING
+    w.clock.advance(w.settings.listen_timeout - 1)
+    w.spawner.tick()
+    assert w.get(cid).status is S.CHECKING
+    w.clock.advance(2)
+    w.spawner.tick()
+    c = w.get(cid)
+    assert c.status is S.STARTED and any(x.startswith("nothing listens on port 8000") for x in c.warnings)
+    assert not w.spawner.listening(c)
+    w.orch.apps_ready = True  # it came up late: the warning goes
+    assert w.spawner.listening(c)
+    assert not any(x.startswith("nothing listens") for x in w.get(cid).warnings)
+
+
+def test_a_healthcheck_decides_and_an_accepting_port_starts_at_once(w):
+    cid = w.add(healthcheck=True)
+    assert w.spawner.run(cid, "admin", await_start=True).status is S.STARTED
+    other = w.add(name="db-db")
+    c = w.spawner.run(other, "admin", await_start=True)
+    assert c.status is S.STARTED and c.warnings == []

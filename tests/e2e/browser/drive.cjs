@@ -22,8 +22,9 @@ const { chromium } = require(path.join(tools, 'node_modules', 'playwright-core')
     const response = await page.goto(base + '/');
     result.status = response.status();
     result.title = await page.title();
-    result.containers = await page.locator('#containers tr').allInnerTexts();
-    result.images = await page.locator('#images tr').allInnerTexts();
+    // the dashboard's cards (web/templates/dashboard.html): on the page once it has loaded
+    result.containers = await page.locator('#containers .card').allInnerTexts();
+    result.images = await page.locator('#images .card').allInnerTexts();
     await page.screenshot({ path: shot, fullPage: true });
     if (containerId) {
       // fetchProxy as the JS API does it: credentials 'include', the cookie authenticates.

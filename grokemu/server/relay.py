@@ -1,0 +1,357 @@
+"""The relay loop (issue 14): a keep-alive connection whose first complete request is a fetchProxy request leaves
+waitress at once and is served on a stream thread of its own, request after request, without waitress's event loop,
+worker hand-offs and output buffers, and without Flask for the proxied requests.
+
+- Request heads are parsed by waitress's own parser (HTTPRequestParser: the same limits, the same environ as every
+  other request, built by GrokemuTask), pipelined requests included.
+- A fetchProxy request goes to web/fast_proxy.py (the same guard call and ProxyService.forward as the Flask route);
+  anything else (the dashboard, the API, a WebSocket upgrade) runs through the server's whole WSGI chain on this
+  thread, so a browser that mixes requests on one connection keeps working.
+- A request head with a body passes `preflight` (web/guard.py) before any of the body is read, as in waitress; a big
+  fixed-length body is read from the socket as the container takes it.
+- Bounds: while it serves a fetchProxy request the connection holds one of the `max_streams` stream slots (none
+  free: 503 at once and the connection closes, as ConnectionTakeover.serve_proxied answers); between requests, and
+  while it serves other requests, one of `max_streams` parking places instead (none free: the idle connection is
+  closed), so idle keep-alive connections never keep a proxied request out. Idle, it is closed after
+  `channel_timeout`; a head not complete `header_timeout` seconds after its first byte is cut; a body or an answer
+  that makes no progress for `stream_timeout` is cut (TrackedSocket's watchdog).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import select
+import socket
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from waitress.parser import HTTPRequestParser
+
+from grokemu.server.channel import STREAM_BODIES_FROM, GrokemuTask
+from grokemu.server.streams import STREAM_BLOCK, _close, _SocketBody
+
+if TYPE_CHECKING:
+    from grokemu.server.watchdog import TrackedSocket
+
+log = logging.getLogger("grokemu.server")
+
+RECV = 256 * 1024
+IDLE_SLICE = 1.0  # seconds between looks at the stream pool while a connection waits for its next request
+_NO_BODY_STATUS = (b"1", b"204", b"304")
+
+
+class _Date:
+    """The Date header, formatted once a second."""
+
+    def __init__(self):
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True)
+        return self._value
+
+
+_date = _Date()
+
+
+class Relay:
+    """One connection taken from waitress, served until it closes. `takeover` is the ConnectionTakeover (its
+    stream pool, settings, WebSocket start); `fast(environ)` answers fetchProxy requests (None: not one, run the WSGI
+    app)."""
+
+    def __init__(self, takeover, channel, sock: "TrackedSocket",
+                 fast: Callable[[dict], "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None"]):
+        self.takeover = takeover
+        self.channel = channel  # detached: only its server, address and adjustments are used (GrokemuTask)
+        self.server = channel.server
+        self.adj = channel.adj
+        self.sock = sock
+        self.fast = fast
+        self.app = self.server.application  # the server's whole WSGI chain
+        self.ident = self.adj.ident
+        self.settings = takeover.settings
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+        self._handed_off = False  # a WebSocket took the socket: not closed here
+        self.streams = takeover.streams
+        self._slot = True  # a stream slot while a proxied request is served (the first one came with one)
+        self._parked = False  # else a parking place (StreamPool.try_park)
+        self.fast_prefix = self.server.grokemu_streamed
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def run(self, request, rest: bytes) -> None:
+        try:
+            while request is not None:
+                if not self._serve(request):
+                    break
+                # between requests the connection holds a parking place, not a stream slot
+                if self._slot:
+                    self.streams.release()
+                    self._slot = False
+                if not self._parked:
+                    if not self.streams.try_park():
+                        break  # too many relayed connections waiting: this one closes (it is idle)
+                    self._parked = True
+                request, rest = self._next_request(rest)
+                if request is not None and self.fast_prefix and request.path.startswith(self.fast_prefix):
+                    if not self.streams.try_acquire():
+                        self._refuse_busy(request)
+                        break
+                    self._slot = True
+                    self.streams.unpark()
+                    self._parked = False
+        except OSError:
+            pass  # the caller went away, or the watchdog cut it
+        except Exception:
+            log.exception("relayed connection from %s failed", self.channel.addr[0])
+        finally:
+            if self._parked:
+                self.streams.unpark()
+            if not self._slot:
+                self.streams.acquire_unbounded()  # the stream job's end releases one
+            if not self._handed_off:
+                _close(self.sock)
+
+    def _next_request(self, buf: bytes):
+        """The next complete request (its body buffered, or left on the socket when big) and the bytes after it;
+        (None, b"") when the connection is to close."""
+        request = HTTPRequestParser(self.adj)
+        started = None
+        while True:
+            if buf:
+                if started is None:
+                    started = time.monotonic()
+                in_head = not request.headers_finished
+                n = request.received(buf)
+                buf = buf[n:]
+                if request.error is not None:
+                    self._write_error(request)
+                    return None, b""
+                if in_head and request.headers_finished and not request.completed:
+                    # the head is in and a body follows, none of it parsed yet: the same checks as waitress's channel
+                    refusal = self._preflight(request)
+                    if refusal is not None:
+                        self._refuse(refusal)
+                        return None, b""
+                    if not request.chunked and request.content_length >= STREAM_BODIES_FROM:
+                        request.grokemu_body = (buf[:request.content_length], request.expect_continue)
+                        return request, b""  # read from the socket as the container takes it; nothing after it
+                    if request.expect_continue:
+                        self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                if request.completed:
+                    if request.empty:
+                        request, started = HTTPRequestParser(self.adj), None
+                        continue
+                    return request, buf
+                if buf:
+                    continue
+            data = self._recv(started)
+            if not data:
+                return None, b""
+            buf = data
+
+    def _recv(self, started: float | None) -> bytes:
+        """Wait for bytes: idle (no head started) up to channel_timeout, closing early under pressure for slots;
+        a head in progress up to header_timeout since its first byte."""
+        idle_since = time.monotonic()
+        while True:
+            if self._poll.poll(IDLE_SLICE * 1000):
+                return self.sock.recv(RECV)
+            now = time.monotonic()
+            if started is not None:
+                if now - started > self.settings.header_timeout:
+                    log.info("closing the connection from %s: no complete request head within %g s",
+                             self.channel.addr[0], self.settings.header_timeout)
+                    return b""
+            elif now - idle_since > self.settings.channel_timeout:
+                return b""
+
+    # -- one request ----------------------------------------------------------------------------------------------
+    def _environ(self, request) -> dict:
+        task = GrokemuTask(self.channel, request)
+        environ = task.get_environment()
+        environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
+        return environ, task.version
+
+    def _serve(self, request) -> bool:
+        """Answer one request; True when the connection stays open for the next."""
+        environ, version = self._environ(request)
+        try:
+            streamed = getattr(request, "grokemu_body", None)
+            if streamed is not None:
+                already, send_continue = streamed
+                length = request.content_length
+                body = io.BufferedReader(_SocketBody(already, self.sock, length - len(already), send_continue),
+                                         STREAM_BLOCK)
+                environ["wsgi.input"] = body
+            if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+                self._handed_off = True
+                self.takeover.start_websocket(environ, self.sock)
+                return False
+            keep = version == "1.1" and "close" not in environ.get("HTTP_CONNECTION", "").lower()
+            answer = self.fast(environ)
+            if answer is None:
+                return self._serve_app(environ, version, keep) and streamed is None
+            status, headers, body = answer
+            return self._write(environ, version, keep, status, headers, body) and streamed is None
+        finally:
+            request.close()
+
+    def _serve_app(self, environ: dict, version: str, keep: bool) -> bool:
+        started: list = []
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info and started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = [status, headers]
+            return _no_write
+
+        result = self.app(environ, start_response)
+        if not started:  # a lazy app: the status comes with the first chunk
+            chunks = iter(result)
+            first = next(chunks, b"")
+            body = _Prepended(first, chunks, result)
+        else:
+            body = result
+        return self._write(environ, version, keep, started[0], started[1], body)
+
+    def _write(self, environ: dict, version: str, keep: bool, status: str, headers: list[tuple[str, str]],
+               body: Iterable[bytes]) -> bool:
+        """Write one answer as waitress would frame it (Content-Length kept, chunked when unsized on HTTP/1.1,
+        Connection: close otherwise); True when the connection stays open."""
+        try:
+            length = None
+            has_date = has_server = False
+            for name, value in headers:
+                lower = name.lower()
+                if lower == "content-length":
+                    length = int(value)
+                elif lower == "date":
+                    has_date = True
+                elif lower == "server":
+                    has_server = True
+                elif lower == "connection" and value.lower() == "close":
+                    keep = False
+            status_b = status.encode("latin-1")
+            no_body = environ["REQUEST_METHOD"] == "HEAD" or status_b.startswith(_NO_BODY_STATUS)
+            if length is None and not no_body and isinstance(body, (list, tuple)):
+                length = sum(len(b) for b in body)
+                headers = headers + [("Content-Length", str(length))]
+            chunked = length is None and not no_body and keep
+            lines = [f"HTTP/{version} {status}"]
+            lines += [f"{k}: {v}" for k, v in headers]
+            if not has_server:
+                lines.append(f"Server: {self.ident}")
+            if not has_date:
+                lines.append(f"Date: {_date()}")
+            if length is None and not no_body and not keep:
+                pass  # the end of the body is the end of the connection
+            if chunked:
+                lines.append("Transfer-Encoding: chunked")
+            if not keep:
+                lines.append("Connection: close")
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            sock = self.sock
+            if no_body:
+                sock.sendall(head)
+                return keep
+            if isinstance(body, list) and len(body) == 1 and length == len(body[0]):
+                sock.sendall(head + body[0])  # the common small answer: one write
+                return keep
+            sock.sendall(head)
+            sent = 0
+            for data in body:
+                if not data:
+                    continue
+                if chunked:
+                    sock.sendall(b"%x\r\n" % len(data) + data + b"\r\n" if len(data) < 65536 else
+                                 b"%x\r\n" % len(data))
+                    if len(data) >= 65536:
+                        sock.sendall(data)
+                        sock.sendall(b"\r\n")
+                else:
+                    if length is not None and sent + len(data) > length:
+                        data = data[:length - sent]
+                    sock.sendall(data)
+                    sent += len(data)
+                    if length is not None and sent >= length:
+                        break
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+            elif length is not None and sent < length:
+                return False  # the body broke off: only closing tells the caller
+            return keep
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    # -- refusals -------------------------------------------------------------------------------------------------
+    def _preflight(self, request):
+        preflight = self.server.grokemu_preflight
+        if preflight is None:
+            return None
+        try:
+            return preflight(self._environ(request)[0])
+        except Exception:
+            log.exception("preflight failed for %s %s", request.command, request.path)
+            return ("500 Internal Server Error", [("Content-Type", "application/json")],
+                    b'{"#type":"ApiError","message":"grokemu could not check this request"}')
+
+    def _refuse(self, refusal) -> None:
+        from grokemu.server.channel import REFUSAL_DRAIN, REFUSAL_LINGER, _raw_answer
+
+        self.sock.sendall(_raw_answer(*refusal))
+        try:  # a lingering close, as the channel's: the answer is not destroyed by a reset
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline, drained = time.monotonic() + REFUSAL_LINGER, 0
+            while drained < REFUSAL_DRAIN and time.monotonic() < deadline:
+                if not self._poll.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                    break
+                data = self.sock.recv(RECV)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
+
+    def _refuse_busy(self, request) -> None:
+        """Over `max_streams`: 503 at once and close, as ConnectionTakeover.serve_proxied answers."""
+        from grokemu.domain.errors import Busy
+        from grokemu.server.channel import _raw_answer
+        from grokemu.web.errors import raw_error
+
+        log.warning("refusing %s %s: %d streams open (max_streams)", request.command, request.path,
+                    self.streams.limit)
+        request.close()
+        self.sock.sendall(_raw_answer(*raw_error(Busy(
+            f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
+            f"try again later"), request.path)))
+
+    def _write_error(self, request) -> None:
+        status, headers, body = request.error.to_response(self.ident)
+        from grokemu.server.channel import _raw_answer
+
+        self.sock.sendall(_raw_answer(status, headers, body))
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("the write() callable of start_response is not supported on a relayed connection")
+
+
+class _Prepended:
+    def __init__(self, first: bytes, rest, result):
+        self._first, self._rest, self._result = first, rest, result
+
+    def __iter__(self):
+        yield self._first
+        yield from self._rest
+
+    def close(self):
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()

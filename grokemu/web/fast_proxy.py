@@ -1,0 +1,54 @@
+"""fetchProxy without Flask (issue 14): the server's relay loop (server/relay.py) calls `FastProxy.handle` for each
+request on a connection it took from waitress. The rules are the ones the Flask route runs: the same guard call
+(`Guard.check`, with the endpoint the URL map would find), the same ProxyService.forward, the same error answers
+(web/errors.py raw_error). A request this module does not recognise as a plain fetchProxy request (another path,
+an unusual method, an Upgrade, a path Flask would redirect) returns None and goes through the WSGI app instead.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import logging
+
+from grokemu.domain.errors import GrokemuError
+from grokemu.web.errors import api_error_response, domain_error_response
+from grokemu.web.proxy import HTTP_PREFIX, METHODS, split_target
+
+log = logging.getLogger("grokemu.web.errors")
+
+ENDPOINT = "proxy.fetch_proxy"
+_METHODS = frozenset(METHODS)
+_PREFIX_LENGTH = len(HTTP_PREFIX)
+
+
+class FastProxy:
+    def __init__(self, context):
+        self._guard = context.guard
+        self._context = context
+
+    @staticmethod
+    def recognises(environ: dict) -> bool:
+        path = environ.get("PATH_INFO") or ""
+        return (path.startswith(HTTP_PREFIX) and len(path) > _PREFIX_LENGTH and path[_PREFIX_LENGTH] != "/"
+                and environ.get("REQUEST_METHOD") in _METHODS and "HTTP_UPGRADE" not in environ)
+
+    def handle(self, environ: dict) -> "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None":
+        """The answer (status line, headers, body whose close() releases the container) or None: not a fetchProxy
+        request this path serves; the caller runs the WSGI app."""
+        if not self.recognises(environ):
+            return None
+        path = environ["PATH_INFO"]
+        try:
+            caller = self._guard.check(environ, matched=(ENDPOINT, {"rest": path[_PREFIX_LENGTH:]}))
+            cid, target = split_target(environ, HTTP_PREFIX)
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"] if length > 0 else None
+            answer = self._context.proxy.forward(cid, caller.login, environ["REQUEST_METHOD"], target, environ,
+                                                 body, length, token=caller.token)
+            return answer.status_line, answer.headers, answer.body
+        except GrokemuError as e:
+            resp = domain_error_response(e, path)
+        except Exception as e:  # as web/errors.py's handler for the Flask route
+            log.exception("unhandled error on %s %s", environ.get("REQUEST_METHOD"), path)
+            resp = api_error_response(500, f"Internal error: {e}", type(e).__name__)
+        return resp.status, resp.headers.to_wsgi_list(), [resp.get_data()]
