@@ -208,14 +208,20 @@ def stop_container(container_id: str):
     return jsonify(ctx().spawner.stop(container_id, await_stop=_bool_arg("awaitStop")).to_wire())
 
 
-@blueprint.get("/docker/containers/<container_id>/logs")
-def container_logs(container_id: str):
+def _log_limit() -> int:
+    """`limit` of a logs request: how many last lines, 10000 when not given."""
     try:
         limit = int(request.args.get("limit") or 10000)
     except ValueError:
         raise BadRequest("limit must be an integer") from None
     if not 0 <= limit <= MAX_LOG_LINES:
         raise BadRequest(f"limit must be between 0 and {MAX_LOG_LINES}")
+    return limit
+
+
+@blueprint.get("/docker/containers/<container_id>/logs")
+def container_logs(container_id: str):
+    limit = _log_limit()
     return Response(ctx().spawner.logs(container_id, limit), mimetype="text/plain")
 
 
@@ -244,11 +250,6 @@ def docker_services():
 
 @blueprint.get("/docker/services/<service>/logs")
 def docker_service_logs(service: str):
-    try:
-        limit = int(request.args.get("limit") or 10000)
-    except ValueError:
-        raise BadRequest("limit must be an integer") from None
-    if not 0 <= limit <= MAX_LOG_LINES:
-        raise BadRequest(f"limit must be between 0 and {MAX_LOG_LINES}")
+    limit = _log_limit()
     # the Dart client json-decodes this answer: a JSON string of the log text
     return jsonify(service_logs().logs(service, limit))

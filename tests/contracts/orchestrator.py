@@ -86,3 +86,29 @@ class OrchestratorContract:
         assert result.ok
         assert orch.remove_images(labels) >= 1
         assert orch.inspect_image(tag) is None
+
+
+class DaemonContract(OrchestratorContract):
+    """The contract against a real Docker daemon (the Docker and Swarm adapters): unique labels whose containers and
+    images are removed afterwards, and a base image built from python:3.12-slim."""
+
+    @pytest.fixture
+    def labels(self, orch):
+        labels = {"grokemu.test": uuid.uuid4().hex}
+        yield labels
+        for c in orch.list_labelled(labels):
+            orch.remove(c.id)
+        orch.remove_images(labels)
+
+    @pytest.fixture
+    def base_image(self, orch, tmp_path, labels):
+        import subprocess
+
+        from tests.helpers import require
+
+        found = subprocess.run(["docker", "image", "inspect", "python:3.12-slim"], capture_output=True)
+        require(found.returncode == 0, "the python:3.12-slim image (scripts/ensure-base-image.sh)")
+        tag, result = self.build(orch, tmp_path, 'FROM python:3.12-slim\nEXPOSE 8000\n'
+                                 'CMD ["python3", "-m", "http.server", "8000"]\n', labels)
+        assert result.ok, result.logs
+        return tag

@@ -10,7 +10,7 @@ import pytest
 
 from grokemu.adapters.swarm_orchestrator import NOT_A_MANAGER, SwarmOrchestrator
 from grokemu.domain.errors import GrokemuError
-from tests.contracts.orchestrator import OrchestratorContract
+from tests.contracts.orchestrator import DaemonContract
 
 pytestmark = pytest.mark.docker
 
@@ -21,26 +21,15 @@ def service_inspect(service_id: str) -> dict:
     return json.loads(out.stdout)[0]
 
 
-class TestSwarmOrchestrator(OrchestratorContract):
+class TestSwarmOrchestrator(DaemonContract):
     @pytest.fixture
     def orch(self, swarm):
         return SwarmOrchestrator(network=f"grokemu-test-{uuid.uuid4().hex[:6]}")
 
-    @pytest.fixture
-    def labels(self, orch):
-        labels = {"grokemu.test": uuid.uuid4().hex}
-        yield labels
-        for c in orch.list_labelled(labels):
-            orch.remove(c.id)
-        orch.remove_images(labels)
+    @pytest.fixture(autouse=True)
+    def network_removed(self, orch):
+        yield
         subprocess.run(["docker", "network", "rm", orch.network_name], capture_output=True)
-
-    @pytest.fixture
-    def base_image(self, orch, tmp_path, labels):
-        tag, result = self.build(orch, tmp_path, 'FROM python:3.12-slim\nEXPOSE 8000\n'
-                                 'CMD ["python3", "-m", "http.server", "8000"]\n', labels)
-        assert result.ok, result.logs
-        return tag
 
     def test_service_carries_the_mapping(self, orch, base_image, labels):
         """One service per container: grokemu's labels, cpu/memory limits, /dev/shm tmpfs, restart none, replicas
