@@ -25,6 +25,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -453,7 +454,47 @@ def wrk(url: str, headers: dict, connections: int, seconds: float) -> dict:
     return {"rps": rps, "p50_ms": p50}
 
 
-def bench_side_by_side(args, apps, gport, auth) -> None:
+class CpuMeter:
+    """CPU seconds (user + system) spent by each party of a proxied request while one wrk run lasts: grokemu, the
+    app's container, Docker's port forwarder (docker-proxy, on both the direct and the proxied path), nginx, and
+    wrk itself. Divided by the requests served, it says where the two cores went."""
+
+    def __init__(self, grokemu_pid: int, nginx_pid: int | None, app_ports: dict[str, int]):
+        self.parties = {"grokemu": [grokemu_pid], "nginx": [nginx_pid] if nginx_pid else []}
+        for app, port in app_ports.items():
+            ids = subprocess.run(["docker", "ps", "-q", "--filter", f"publish={port}"], capture_output=True,
+                                 text=True).stdout.split()
+            pids = [int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", i], capture_output=True,
+                                       text=True).stdout.strip() or 0) for i in ids]
+            self.parties[f"{app} app"] = [p for p in pids if p]
+
+    @staticmethod
+    def _tree_seconds(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                for p in [proc, *proc.children(recursive=True)]:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def snapshot(self) -> dict[str, float]:
+        shot = {name: self._tree_seconds(pids) for name, pids in self.parties.items()}
+        shot["docker-proxy"] = self._tree_seconds([p.pid for p in psutil.process_iter(["name"])
+                                                   if p.info["name"] == "docker-proxy"])
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been waited for
+        shot["wrk"] = children.ru_utime + children.ru_stime
+        return shot
+
+    @staticmethod
+    def per_request(before: dict[str, float], after: dict[str, float], requests: float) -> dict[str, float]:
+        return {k: (after[k] - before[k]) / requests * 1e6 for k in after if after[k] - before[k] > 0.001}
+
+
+def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None) -> None:
     """Small GETs: direct, nginx in front, grokemu in front, for both apps, in `--rounds` alternating rounds (the
     order rotates each round); medians. One wrk thread with `--threads` connections, then one connection for p50."""
     if not (shutil.which("wrk") and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())):
@@ -461,6 +502,7 @@ def bench_side_by_side(args, apps, gport, auth) -> None:
         return
     ports = {app: c["port"] for app, (c, _) in apps.items()}
     nginx = Nginx(ports)
+    meter = CpuMeter(grokemu_pid, nginx.proc.pid, ports) if grokemu_pid else None
     try:
         paths = {app: {"direct": (f"http://127.0.0.1:{ports[app]}/small", {}),
                        "nginx": (f"http://127.0.0.1:{nginx.port}/{app}/small", {}),
@@ -476,10 +518,14 @@ def bench_side_by_side(args, apps, gport, auth) -> None:
         for app in apps:
             rps = {k: [] for k in kinds}
             p50 = {k: [] for k in kinds}
+            cpu = {k: [] for k in kinds}
             for r in range(args.rounds):
                 for kind in kinds[r % 3:] + kinds[:r % 3]:
                     url, headers = paths[app][kind]
+                    before = meter.snapshot() if meter else None
                     rps[kind].append(wrk(url, headers, args.threads, args.seconds)["rps"])
+                    if meter:
+                        cpu[kind].append(meter.per_request(before, meter.snapshot(), rps[kind][-1] * args.seconds))
                     p50[kind].append(wrk(url, headers, 1, min(args.seconds, 2))["p50_ms"])
             m = {k: statistics.median(v) for k, v in rps.items()}
             lat = {k: statistics.median(v) for k, v in p50.items()}
@@ -493,6 +539,12 @@ def bench_side_by_side(args, apps, gport, auth) -> None:
                   f"(+{lat['nginx'] - lat['direct']:.2f})  grokemu {lat['grokemu']:.2f} "
                   f"(+{lat['grokemu'] - lat['direct']:.2f}{', target <= 1 ms' if app == 'plain' else ''})",
                   flush=True)
+            for kind in kinds if meter else ():
+                parties = sorted({k for shot in cpu[kind] for k in shot})
+                median = {k: statistics.median(shot.get(k, 0.0) for shot in cpu[kind]) for k in parties}
+                busy = sum(median.values()) * m[kind] / 1e6
+                print(f"  {'':<12} CPU us/request, {kind:<7}: " + "  ".join(f"{k} {v:.0f}" for k, v in median.items())
+                      + f"  = {sum(median.values()):.0f} us ({busy:.2f} of {os.cpu_count()} cores busy)", flush=True)
     finally:
         nginx.close()
 
@@ -616,7 +668,7 @@ def main() -> int:
         if "small" in only:
             bench_small(args, direct_port, gport, proxy_path, auth, record)
         if "nginx" in only:
-            bench_side_by_side(args, apps, gport, auth)
+            bench_side_by_side(args, apps, gport, auth, server.proc.pid)
         for kind in ("upload", "download"):
             if kind in only:
                 bench_body(kind, args, server.proc.pid, direct_port, gport, proxy_path, auth, record)

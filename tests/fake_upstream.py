@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,6 +15,11 @@ import pytest
 from grokemu.domain.container_config import parse_container_json
 from grokemu.domain.lifecycle import ImageStatus
 from grokemu.domain.model import DockerContainer, DockerImage
+
+# what `/chunked` writes after its head, piece by piece: three chunks and a trailer
+CHUNKED_PIECES = (b"5\r\nhello\r\n", b"1\r\n \r\n", b"5\r\nworld\r\n", b"0\r\nX-Trailer: t\r\n\r\n")
+# what `/until-close` writes after its head (no Content-Length, no chunks: the body ends with the connection)
+UNTIL_CLOSE_PIECES = (b"first|", b"second|", b"z" * 100_000, b"|last")
 
 
 class Upstream:
@@ -80,6 +87,55 @@ class Upstream:
                     self.wfile.write(b"5\r\nfirst\r\n")
                     upstream.gate.wait(10)
                     self.wfile.write(b"6\r\nsecond\r\n0\r\n\r\n")
+                    return None
+                if path == "/chunked":  # chunked, written piece by piece, with a trailer
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for piece in CHUNKED_PIECES:
+                        self.wfile.write(piece)
+                        time.sleep(0.01)
+                    return None
+                if path == "/until-close":  # HTTP/1.1 without a length: the body ends when the container closes
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for piece in UNTIL_CLOSE_PIECES:
+                        self.wfile.write(piece)
+                        time.sleep(0.01)
+                    self.close_connection = True
+                    return None
+                if path == "/close-after":  # a whole answer, announced as the connection's last
+                    return self._answer(200, json.dumps({"path": self.path}).encode(),
+                                        [("Content-Type", "application/json"), ("Connection", "close")])
+                if path == "/drop-after":  # a whole answer, then the connection closed unannounced (an idle timeout)
+                    self._answer(200, json.dumps({"path": self.path}).encode(), [("Content-Type", "application/json")])
+                    self.close_connection = True
+                    return None
+                if parts[0] == "sleep":  # answers only after that many seconds, if the caller still waits
+                    time.sleep(float(parts[1]))
+                    try:
+                        return self._answer(200, json.dumps({"path": self.path}).encode(),
+                                            [("Content-Type", "application/json")])
+                    except OSError:
+                        self.close_connection = True
+                        return None
+                if path == "/stall":  # the head and a first chunk, then nothing until the gate opens
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"5\r\nfirst\r\n")
+                    upstream.gate.wait(10)
+                    try:
+                        self.wfile.write(b"0\r\n\r\n")
+                    except OSError:
+                        self.close_connection = True
+                    return None
+                if path == "/hangup":  # closes the connection without a byte of answer
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
                     return None
                 return self._answer(200, json.dumps({"path": self.path}).encode(),
                                     [("Content-Type", "application/json")])

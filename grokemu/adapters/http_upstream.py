@@ -197,6 +197,11 @@ class HttpUpstreamPools:
                     old.close()
         return entry
 
+    def request_head(self, c: DockerContainer, method: str, target: str, environ: dict,
+                     identity: str | None = None) -> tuple[tuple[str, int], bytes]:
+        address = (upstream_address(c), int(c.port))
+        return address, bodyless_request_head(address, method, target, environ, identity)
+
     def forget(self, cid: str) -> None:
         with self._pools_lock:
             entry = self._pools.pop(cid, None)
@@ -318,11 +323,7 @@ class _LeanPool:
 
     def send(self, c: DockerContainer, method: str, target: str, environ: dict, release: Callable[[], None],
              identity: str | None) -> Forwarded:
-        headers = forwarded_headers(environ, f"{self.key[0]}:{self.key[1]}", identity)
-        if method in _EXPECT_BODY:
-            headers["Content-Length"] = "0"  # as http.client sends an empty POST / PUT / PATCH
-        head = (f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                + "\r\n").encode("latin-1")
+        head = bodyless_request_head(self.key, method, target, environ, identity)
         for attempt in (0, 1):
             try:
                 sock, reused = self._get()
@@ -430,6 +431,23 @@ def _parse_head(head: bytes) -> tuple[int, str, str, list[tuple[str, str]]]:
         if sep:
             raw.append((name.strip(), value.strip()))
     return int(code), reason, version, raw
+
+
+def bodyless_request_head(address: tuple[str, int], method: str, target: str, environ: dict,
+                          identity: str | None) -> bytes:
+    """The head of a body-less request to the container at `address`, built once: the caller's headers shaped by
+    forwarded_headers, and Content-Length: 0 where http.client would send it (an empty POST / PUT / PATCH)."""
+    headers = forwarded_headers(environ, f"{address[0]}:{address[1]}", identity)
+    if method in _EXPECT_BODY:
+        headers["Content-Length"] = "0"
+    return (f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            + "\r\n").encode("latin-1")
+
+
+def parse_response_head(head: bytes) -> tuple[int, str, str, list[tuple[str, str]]]:
+    """(status, reason, version, headers) of a container's answer head (without its blank line); ConnectionError
+    when it is not HTTP."""
+    return _parse_head(head)
 
 
 class _LeanBody:

@@ -51,6 +51,29 @@ class Forwarded:
         return f"{self.status} {self.reason}".rstrip()
 
 
+class FastForward:
+    """A body-less fetchProxy request the server's relay loop sends itself (server/relay_loop.py): where to, the
+    request head for the container, built once, and what to call when it is over. Only for a container known to be
+    started and listening; everything else takes ProxyService.forward.
+
+    `done(status)` is called exactly once: with the container's status when its answer went out, with None when the
+    exchange broke off; it records the request and ends the idle hold. `refused()`: the container's port refused the
+    connection before anything was sent; the request then goes the full way (a status check, a restart of an
+    on_demand container)."""
+
+    __slots__ = ("cid", "name", "address", "head", "method", "done", "refused")
+
+    def __init__(self, cid: str, name: str, address: tuple[str, int], head: bytes, method: str,
+                 done: Callable[[int | None], None], refused: Callable[[], None]):
+        self.cid = cid
+        self.name = name
+        self.address = address
+        self.head = head
+        self.method = method
+        self.done = done
+        self.refused = refused
+
+
 class HttpUpstream(Protocol):
     def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
              length: int, release: Callable[[], None], identity: str | None = None) -> Forwarded:
@@ -59,6 +82,11 @@ class HttpUpstream(Protocol):
         body streamed when it is big. `release` is called once the answer no longer needs the container: at once
         for an answer read whole, when the body is closed for a streamed one; never when this raises.
         Raises UpstreamRefused (nothing sent), GatewayTimeout or UpstreamFailed."""
+        ...
+
+    def request_head(self, c: DockerContainer, method: str, target: str, environ: dict,
+                     identity: str | None = None) -> tuple[tuple[str, int], bytes]:
+        """The container's address and the head of a body-less request to it, as `send` would write it."""
         ...
 
     def forget(self, cid: str) -> None:

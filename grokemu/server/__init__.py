@@ -16,11 +16,14 @@ Resource limits (settings in config.py):
   `max_streams` at once together with the streamed uploads; beyond that a proxied request gets 503 at once. The
   shared workers (`threads`) serve the rest of the API and never wait on a container or on a caller that does not
   read.
-- A connection whose first request is a fetchProxy request (nothing else pending on it) leaves waitress at once and
-  is served by a relay loop on its stream thread (relay.py, issue 14): waitress's parser, then web/fast_proxy.py
-  (the same guard call and ProxyService.forward as the Flask route, no Flask) for each proxied request, the whole
-  WSGI app for anything else that arrives on it. Between requests it holds one of `max_streams` parking places
-  instead of a stream slot; idle after `channel_timeout`, it is closed.
+- A connection whose first request is a fetchProxy request (nothing else pending on it) leaves waitress at once; that
+  request is served on a stream thread (relay.py), then the connection lives in the relay loop (relay_loop.py, issue
+  14): one selector thread for every such connection, httptools for the request heads, the guard and
+  ProxyService.fast_forward (web/fast_proxy.py) for each body-less request to a started container, which the loop
+  sends over kept-alive upstream sockets and answers as the container's bytes arrive. Anything else on such a
+  connection is handed to a stream thread for that one request (relay.py: waitress's parser, the whole WSGI app) and
+  the connection comes back. In the loop it holds one of `max_streams` parking places; idle after
+  `channel_timeout`, it is closed.
 - Every connection taken from waitress has a watchdog (TrackedSocket): a WebSocket that carries nothing either way
   for `websocket_idle_timeout`, an upload or answer that makes no progress for `stream_timeout`, is cut. An answer
   still written through waitress (a chunked one, or one with pipelined requests behind it) is cut the same way.
@@ -29,11 +32,11 @@ Resource limits (settings in config.py):
 - `environ["grokemu.listener"]` says which listening socket the connection came in on: "bridge" for the Docker
   bridge gateway, "main" otherwise.
 
-Modules: takeover.py (ConnectionTakeover: WebSockets, relayed uploads, direct answers), relay.py (keep-alive
-fetchProxy connections served off waitress), streams.py (stream threads,
-serving one request on a taken-over socket), watchdog.py (TrackedSocket), channel.py (waitress's channel with the
-preflight, refusals and limits), listener.py (GrokemuServer: timeouts, eviction), serve.py (bind, create_server,
-run_forever).
+Modules: takeover.py (ConnectionTakeover: WebSockets, relayed uploads, direct answers), relay_loop.py (keep-alive
+fetchProxy connections served off waitress, one thread), relay.py (one request handed off by the loop), streams.py
+(stream threads, serving one request on a taken-over socket), watchdog.py (TrackedSocket), channel.py (waitress's
+channel with the preflight, refusals and limits), listener.py (GrokemuServer: timeouts, eviction), serve.py (bind,
+create_server, run_forever).
 """
 from __future__ import annotations
 

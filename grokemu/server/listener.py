@@ -47,6 +47,11 @@ class GrokemuServer(TcpWSGIServer):
         peer = (addr[0] if isinstance(addr, (tuple, list)) and addr else str(addr or "")).removeprefix("::ffff:")
         return "main" if peer in self.grokemu_host_peers else "bridge"
 
+    def close(self):
+        super().close()
+        if self.grokemu_takeover.loop is not None:  # its connections close with the server
+            self.grokemu_takeover.loop.close()
+
     def add_task(self, channel):
         request = channel.requests[0]
         if request.error is None and request.path.startswith(self.grokemu_streamed):

@@ -1,20 +1,20 @@
-"""The relay loop (issue 14): a keep-alive connection whose first complete request is a fetchProxy request leaves
-waitress at once and is served on a stream thread of its own, request after request, without waitress's event loop,
-worker hand-offs and output buffers, and without Flask for the proxied requests.
+"""The blocking relay (issue 14): one request on a keep-alive connection that left waitress after a fetchProxy
+request, served on a stream thread of its own; the connection then goes (back) to the relay loop
+(server/relay_loop.py), which serves the body-less fetchProxy requests to started containers itself and hands every
+other request here.
 
 - Request heads are parsed by waitress's own parser (HTTPRequestParser: the same limits, the same environ as every
   other request, built by GrokemuTask), pipelined requests included.
-- A fetchProxy request goes to web/fast_proxy.py (the same guard call and ProxyService.forward as the Flask route);
-  anything else (the dashboard, the API, a WebSocket upgrade) runs through the server's whole WSGI chain on this
-  thread, so a browser that mixes requests on one connection keeps working.
+- A fetchProxy request goes to web/fast_proxy.py `FastProxy.handle` (the same guard call and ProxyService.forward as
+  the Flask route: cold starts, bodies, every refusal); anything else (the dashboard, the API, a WebSocket upgrade)
+  runs through the server's whole WSGI chain on this thread, so a browser that mixes requests on one connection
+  keeps working.
 - A request head with a body passes `preflight` (web/guard.py) before any of the body is read, as in waitress; a big
-  fixed-length body is read from the socket as the container takes it.
-- Bounds: while it serves a fetchProxy request the connection holds one of the `max_streams` stream slots (none
-  free: 503 at once and the connection closes, as ConnectionTakeover.serve_proxied answers); between requests, and
-  while it serves other requests, one of `max_streams` parking places instead (none free: the idle connection is
-  closed), so idle keep-alive connections never keep a proxied request out. Idle, it is closed after
-  `channel_timeout`; a head not complete `header_timeout` seconds after its first byte is cut; a body or an answer
-  that makes no progress for `stream_timeout` is cut (TrackedSocket's watchdog).
+  fixed-length body is read from the socket as the container takes it, and the connection closes after it.
+- Bounds: the thread holds a stream slot (the loop took it, or the takeover for the first request); the connection
+  keeps its parking place (StreamPool.try_park) from the loop. A head not complete `header_timeout` seconds after
+  its first byte is cut; a body or an answer that makes no progress for `stream_timeout` is cut (TrackedSocket's
+  watchdog).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("grokemu.server")
 
 RECV = 256 * 1024
-IDLE_SLICE = 1.0  # seconds between looks at the stream pool while a connection waits for its next request
+IDLE_SLICE = 1.0  # seconds between looks at the clock while a connection waits for the rest of a request
 _NO_BODY_STATUS = (b"1", b"204", b"304")
 
 
@@ -55,66 +55,63 @@ class _Date:
         return self._value
 
 
-_date = _Date()
+http_date = _Date()
 
 
 class Relay:
-    """One connection taken from waitress, served until it closes. `takeover` is the ConnectionTakeover (its
-    stream pool, settings, WebSocket start); `fast(environ)` answers fetchProxy requests (None: not one, run the WSGI
-    app)."""
+    """Requests on a connection taken from waitress, served with blocking I/O on the calling (stream) thread.
+    `takeover` is the ConnectionTakeover (its settings, WebSocket start); `fast(environ)` answers fetchProxy
+    requests (None: not one, run the WSGI app); `loop` is the relay loop the connection goes to afterwards."""
 
     def __init__(self, takeover, channel, sock: "TrackedSocket",
-                 fast: Callable[[dict], "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None"]):
+                 fast: Callable[[dict], "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None"], loop):
         self.takeover = takeover
         self.channel = channel  # detached: only its server, address and adjustments are used (GrokemuTask)
         self.server = channel.server
         self.adj = channel.adj
         self.sock = sock
         self.fast = fast
+        self.loop = loop
         self.app = self.server.application  # the server's whole WSGI chain
         self.ident = self.adj.ident
         self.settings = takeover.settings
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         self._handed_off = False  # a WebSocket took the socket: not closed here
-        self.streams = takeover.streams
-        self._slot = True  # a stream slot while a proxied request is served (the first one came with one)
-        self._parked = False  # else a parking place (StreamPool.try_park)
-        self.fast_prefix = self.server.grokemu_streamed
 
-    # -- the loop -------------------------------------------------------------------------------------------------
     def run(self, request, rest: bytes) -> None:
+        """The connection's first fetchProxy request, parsed by waitress; then the connection goes to the loop,
+        which takes a parking place for it."""
+        if self._serve_safely(request):
+            self.loop.adopt(self.channel, self.sock, rest, parked=False)
+        elif not self._handed_off:
+            _close(self.sock)
+
+    def serve_next(self, buf: bytes) -> None:
+        """One request from the loop (its bytes start `buf`, the rest may still be on the socket); the connection
+        holds a parking place, kept when it goes back to the loop and given up when it closes here."""
+        back = False
         try:
-            while request is not None:
-                if not self._serve(request):
-                    break
-                # between requests the connection holds a parking place, not a stream slot
-                if self._slot:
-                    self.streams.release()
-                    self._slot = False
-                if not self._parked:
-                    if not self.streams.try_park():
-                        break  # too many relayed connections waiting: this one closes (it is idle)
-                    self._parked = True
-                request, rest = self._next_request(rest)
-                if request is not None and self.fast_prefix and request.path.startswith(self.fast_prefix):
-                    if not self.streams.try_acquire():
-                        self._refuse_busy(request)
-                        break
-                    self._slot = True
-                    self.streams.unpark()
-                    self._parked = False
+            request, rest = self._next_request(buf)
+            if request is not None and self._serve_safely(request):
+                self.loop.adopt(self.channel, self.sock, rest, parked=True)
+                back = True
         except OSError:
-            pass  # the caller went away, or the watchdog cut it
+            pass
+        finally:
+            if not back:
+                if not self._handed_off:
+                    _close(self.sock)
+                self.takeover.streams.unpark()
+
+    def _serve_safely(self, request) -> bool:
+        try:
+            return self._serve(request)
+        except OSError:
+            return False  # the caller went away, or the watchdog cut it
         except Exception:
             log.exception("relayed connection from %s failed", self.channel.addr[0])
-        finally:
-            if self._parked:
-                self.streams.unpark()
-            if not self._slot:
-                self.streams.acquire_unbounded()  # the stream job's end releases one
-            if not self._handed_off:
-                _close(self.sock)
+            return False
 
     def _next_request(self, buf: bytes):
         """The next complete request (its body buffered, or left on the socket when big) and the bytes after it;
@@ -247,7 +244,7 @@ class Relay:
             if not has_server:
                 lines.append(f"Server: {self.ident}")
             if not has_date:
-                lines.append(f"Date: {_date()}")
+                lines.append(f"Date: {http_date()}")
             if length is None and not no_body and not keep:
                 pass  # the end of the body is the end of the connection
             if chunked:
@@ -318,19 +315,6 @@ class Relay:
                 drained += len(data)
         except OSError:
             pass
-
-    def _refuse_busy(self, request) -> None:
-        """Over `max_streams`: 503 at once and close, as ConnectionTakeover.serve_proxied answers."""
-        from grokemu.domain.errors import Busy
-        from grokemu.server.channel import _raw_answer
-        from grokemu.web.errors import raw_error
-
-        log.warning("refusing %s %s: %d streams open (max_streams)", request.command, request.path,
-                    self.streams.limit)
-        request.close()
-        self.sock.sendall(_raw_answer(*raw_error(Busy(
-            f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
-            f"try again later"), request.path)))
 
     def _write_error(self, request) -> None:
         status, headers, body = request.error.to_response(self.ident)

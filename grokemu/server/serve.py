@@ -87,9 +87,11 @@ def create_server(app, sockets: list[socket.socket], settings=None, *, bridge_ad
     logging.getLogger("waitress").addFilter(_HandedOffFilter())
     takeover = ConnectionTakeover(app, settings, tuple(streamed_prefixes))
     if takeover.streamed_prefixes and getattr(context, "guard", None) is not None:
+        from grokemu.server.relay_loop import RelayLoop
         from grokemu.web.fast_proxy import FastProxy
 
-        takeover.fast = FastProxy(context).handle  # fetchProxy on relayed connections, without Flask
+        fast = FastProxy(context)  # fetchProxy on relayed connections, without Flask
+        takeover.loop = RelayLoop(takeover, fast.plan, fast.failure, fast.handle, fast.PREFIX)
     context.takeover = takeover
     adj = Adjustments(
         threads=settings.threads, max_request_body_size=settings.max_request_body_size, ident="grokemu",

@@ -33,7 +33,7 @@ class ConnectionTakeover:
         self.app = app
         self.settings = settings or Settings()
         self.streamed_prefixes = tuple(streamed_prefixes)
-        self.fast = None  # fetchProxy without Flask (web/fast_proxy.py), for relayed connections; set by create_server
+        self.loop = None  # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py); create_server
         self.streams = StreamPool(self.settings.max_streams)
         self._open = 0
         self._lock = threading.Lock()
@@ -130,16 +130,17 @@ class ConnectionTakeover:
         _run_on_socket(app, environ, body, sock)
 
     def relay(self, channel: HTTPChannel, request, rest: bytes) -> bool:
-        """A complete fetchProxy request on a connection with nothing else pending: the connection leaves waitress
-        and is served by a relay loop on a stream thread (server/relay.py), this request and every later one on it.
-        False when no stream slot is free or there is no fast path (waitress goes on as usual)."""
-        if self.fast is None or not self.streams.try_acquire():
+        """A complete fetchProxy request on a connection with nothing else pending: the connection leaves waitress,
+        this request is served on a stream thread (server/relay.py), and the connection then lives in the relay
+        loop (server/relay_loop.py). False when no stream slot is free or there is no loop (waitress goes on as
+        usual)."""
+        if self.loop is None or not self.streams.try_acquire():
             return False
         from grokemu.server.relay import Relay
 
         sock = self._detach(channel, self.settings.stream_timeout,
                             f"relayed connection from {channel.addr[0]}")
-        relay = Relay(self, channel, sock, self.fast)
+        relay = Relay(self, channel, sock, self.loop.fast, self.loop)
         self.streams.run(lambda: relay.run(request, rest))
         return True
 

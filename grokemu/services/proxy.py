@@ -26,8 +26,8 @@ from functools import partial
 from typing import TYPE_CHECKING, BinaryIO
 
 from grokemu.domain.model import DockerContainer
-from grokemu.domain.upstream import (Forwarded, HttpUpstream, NotListening, UpstreamFailed, UpstreamRefused,
-                                     WebSocketFailed, WebSocketUpstream)
+from grokemu.domain.upstream import (FastForward, Forwarded, HttpUpstream, NotListening, UpstreamFailed,
+                                     UpstreamRefused, WebSocketFailed, WebSocketUpstream)
 
 if TYPE_CHECKING:
     from grokemu.config import Settings
@@ -113,6 +113,32 @@ class ProxyService:
         except BaseException:
             release.close()
             raise
+
+    def fast_forward(self, cid: str, method: str, target: str, environ: dict,
+                     token: str | None = None) -> FastForward | None:
+        """A body-less request for the relay loop to send itself (server/relay_loop.py), or None when the container
+        is not known started and listening (the first request, a cold start, a container with warnings): then
+        `forward` serves it. The same rules as `forward`: the idle hold from now until `done`, the request counted
+        with the container's status, the caller's token as its identity."""
+        seen = self._started.get(cid)
+        if seen is None or seen[0] != self._spawner.generation or self._spawner.may_not_listen(seen[1]):
+            return None
+        c = seen[1]
+        address, head = self._http.request_head(c, method, target, environ, identity=token)
+        release = ExitStack()
+        release.enter_context(self._activity.hold(cid))
+        record = self._activity.record_request
+
+        def done(status: int | None) -> None:
+            if status is not None:
+                record(cid, status, None)
+            release.close()
+
+        def refused() -> None:
+            # the container was stopped between two requests: the next look goes to the spawner
+            self._started.pop(cid, None)
+
+        return FastForward(cid, c.name, address, head, method, done, refused)
 
     # webSocketProxy ---------------------------------------------------------------------------------------------
     def websocket(self, cid: str, login: str, target: str, environ: dict, client: socket.socket,

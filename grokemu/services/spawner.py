@@ -354,10 +354,15 @@ class Spawner:
             return False
         return True
 
+    @staticmethod
+    def may_not_listen(c: DockerContainer) -> bool:
+        """The started container carries the NOT_LISTENING warning (its port never accepted)."""
+        return any(w.startswith(NOT_LISTENING) for w in c.warnings)
+
     def listening(self, c: DockerContainer) -> bool:
         """For a started container that carries the NOT_LISTENING warning: does its port accept now? When it does,
         the warning goes (a slow app that came up after listen_timeout)."""
-        if not any(w.startswith(NOT_LISTENING) for w in c.warnings):
+        if not self.may_not_listen(c):
             return True
         orch = self._orchestrator
         running = orch.inspect(c.docker_id) if orch is not None and c.docker_id else None

@@ -1,6 +1,9 @@
-"""fetchProxy without Flask (issue 14): the server's relay loop (server/relay.py) calls `FastProxy.handle` for each
-request on a connection it took from waitress. The rules are the ones the Flask route runs: the same guard call
-(`Guard.check`, with the endpoint the URL map would find), the same ProxyService.forward, the same error answers
+"""fetchProxy without Flask (issue 14). The server's relay loop (server/relay_loop.py) asks `FastProxy.plan` for each
+request head on a connection it took from waitress: a FastForward it sends to the container itself, or None, and
+the request goes to the blocking relay (server/relay.py), which calls `FastProxy.handle`.
+
+The rules are the ones the Flask route runs: the same guard call (`Guard.check`, with the endpoint the URL map would
+find), the same ProxyService (fast_forward for a started container, forward otherwise), the same error answers
 (web/errors.py raw_error). A request this module does not recognise as a plain fetchProxy request (another path,
 an unusual method, an Upgrade, a path Flask would redirect) returns None and goes through the WSGI app instead.
 """
@@ -11,7 +14,8 @@ from typing import Iterable
 import logging
 
 from grokemu.domain.errors import GrokemuError
-from grokemu.web.errors import api_error_response, domain_error_response
+from grokemu.domain.upstream import FastForward
+from grokemu.web.errors import api_error_response, domain_error_response, raw_error
 from grokemu.web.proxy import HTTP_PREFIX, METHODS, split_target
 
 log = logging.getLogger("grokemu.web.errors")
@@ -22,6 +26,7 @@ _PREFIX_LENGTH = len(HTTP_PREFIX)
 
 
 class FastProxy:
+    PREFIX = HTTP_PREFIX
     def __init__(self, context):
         self._guard = context.guard
         self._context = context
@@ -31,6 +36,26 @@ class FastProxy:
         path = environ.get("PATH_INFO") or ""
         return (path.startswith(HTTP_PREFIX) and len(path) > _PREFIX_LENGTH and path[_PREFIX_LENGTH] != "/"
                 and environ.get("REQUEST_METHOD") in _METHODS and "HTTP_UPGRADE" not in environ)
+
+    def plan(self, environ: dict) -> FastForward | None:
+        """The container and request head for a body-less fetchProxy request from a caller the guard lets through
+        to a container known started; None for anything else (a refusal, a cold start, an error), which the blocking
+        relay then serves and answers in full. The guard runs here as on every other way in."""
+        if not self.recognises(environ):
+            return None
+        path = environ["PATH_INFO"]
+        try:
+            caller = self._guard.check(environ, matched=(ENDPOINT, {"rest": path[_PREFIX_LENGTH:]}))
+            cid, target = split_target(environ, HTTP_PREFIX)
+            return self._context.proxy.fast_forward(cid, environ["REQUEST_METHOD"], target, environ,
+                                                    token=caller.token)
+        except GrokemuError:
+            return None  # the blocking relay runs the same checks and writes the refusal
+
+    @staticmethod
+    def failure(error: GrokemuError, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
+        """grokemu's own answer for a failed exchange (502/504 ApiError JSON, as the Flask route's)."""
+        return raw_error(error, path)
 
     def handle(self, environ: dict) -> "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None":
         """The answer (status line, headers, body whose close() releases the container) or None: not a fetchProxy

@@ -1,0 +1,551 @@
+"""The relay loop (server/relay_loop.py, issue 14) on the real server: what a caller sees on one keep-alive
+connection once the connection lives in the loop and the loop forwards its requests itself. Covered: answer framings
+(chunked with a trailer, ended by the container's close, HEAD / 204 / 304, streamed as it comes), headers both ways,
+kept-alive upstream sockets and a container closing them, a container that is slow, hangs up or is gone, the loop's
+timeouts (partial head, idle connection, stalled answer), pipelining with and without hand-offs, a malformed head
+handed to waitress's parser, a slow reader of a big answer; a head over waitress's header limit (431) and a caller
+that half-closes after its request (answered), as waitress does.
+
+Every test first sends two proxied requests on its connection (`_relayed`: the cold start and one more, both served
+by the blocking relay); `_loop_served` records the requests the loop then forwarded itself."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from waitress.adjustments import Adjustments
+
+from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
+from grokemu.app import create_app
+from grokemu.server import bind, create_server
+from grokemu.web import proxy
+from tests.fake_upstream import CHUNKED_PIECES, UNTIL_CLOSE_PIECES, proxy_url
+from tests.integration.test_fast_path import _connect, _containers, _Reader, _request
+from tests.integration.test_proxy import Live, live  # noqa: F401  (the fixture: the real server on a free port)
+
+WARM_UP = ["/first", "/warm"]
+SHORT = {"header_timeout": 1.0, "channel_timeout": 2.0, "proxy_request_timeout": 1.5, "stream_timeout": 2.0}
+
+
+@pytest.fixture
+def quick(tmp_path, settings, clock):
+    """The real server as `live`, with short timeouts (SHORT)."""
+    app = create_app(dataclasses.replace(settings, threads=2, **SHORT), orchestrator=MemoryOrchestrator(),
+                     clock=clock, background=True)
+    sockets = bind("127.0.0.1", 0, [])
+    server = create_server(app, sockets, threads=2, max_request_body_size=2**31,
+                           streamed_prefixes=(proxy.HTTP_PREFIX,))
+    threading.Thread(target=server.run, daemon=True).start()
+    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", 0)
+    server.close()
+
+
+class _Answers(_Reader):
+    """_Reader, plus every header line in order, body-less answers (HEAD) and a chunked body's bytes as sent."""
+
+    def read(self, body: bool = True) -> SimpleNamespace:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        pairs = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+        headers = dict(pairs)
+        data = raw = b""
+        if not body:
+            pass
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            while len(self.buf) < length:
+                self._fill()
+            data, self.buf = self.buf[:length], self.buf[length:]
+        elif headers.get("transfer-encoding") == "chunked":
+            while True:
+                line = self._line()
+                raw += line + b"\r\n"
+                size = int(line.split(b";", 1)[0], 16)
+                if size == 0:
+                    break
+                while len(self.buf) < size + 2:
+                    self._fill()
+                data += self.buf[:size]
+                raw, self.buf = raw + self.buf[:size + 2], self.buf[size + 2:]
+            while line := self._line():  # the trailers, up to the empty line
+                raw += line + b"\r\n"
+            raw += b"\r\n"
+        return SimpleNamespace(status=int(lines[0].split()[1]), line=lines[0], pairs=pairs, headers=headers,
+                               body=data, raw=raw)
+
+
+def _loop_served(server) -> list[str]:
+    """The paths (PATH_INFO) of the requests the relay loop forwards itself from now on: those FastProxy.plan gave a
+    plan for. The others are handed to the blocking relay."""
+    loop = server.ctx.takeover.loop
+    served, plan = [], loop._plan
+
+    def recording(environ):
+        planned = plan(environ)
+        if planned is not None:
+            served.append(environ["PATH_INFO"])
+        return planned
+
+    loop._plan = recording
+    return served
+
+
+def _relayed(server, cid: str) -> tuple[socket.socket, _Answers]:
+    """A connection in the relay loop, its container known started: `/first` (the cold start, which takes the
+    connection from waitress) and `/warm` (the container's status changed during the cold start, so ProxyService
+    looks it up once more) answered by the blocking relay; the loop forwards the requests after them itself."""
+    sock = _connect(server)
+    answers = _Answers(sock)
+    for path in WARM_UP:
+        sock.sendall(_request(server, proxy_url(cid, path), server.token))
+        got = answers.read()
+        assert got.status == 200 and json.loads(got.body) == {"path": path}
+    return sock, answers
+
+
+def _get(server, cid: str, path: str, method: str = "GET", extra: str = "") -> bytes:
+    return _request(server, proxy_url(cid, path), server.token, method=method, extra=extra)
+
+
+def _closed_after(sock: socket.socket, since: float, limit: float) -> float:
+    """Seconds from `since` until the server closed `sock` (recv returned b""), which must happen within `limit`
+    seconds, with no byte before it."""
+    sock.settimeout(max(0.1, since + limit - time.monotonic()))
+    assert sock.recv(65536) == b""
+    return time.monotonic() - since
+
+
+def _api_error(answer) -> dict:
+    body = json.loads(answer.body)
+    assert body["#type"] == "ApiError", body
+    return body
+
+
+def _eventually(check, within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+# -- answer framings -------------------------------------------------------------------------------------------------
+def test_chunked_answer_passes_through_with_its_trailer(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/chunked"))
+        got = answers.read()
+        assert got.status == 200 and got.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in got.headers and "connection" not in got.headers
+        assert got.body == b"hello world" and got.raw == b"".join(CHUNKED_PIECES)  # byte for byte, trailer included
+        sock.sendall(_get(live, a, "/next"))
+        after = answers.read()
+        assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
+        assert served == [proxy_url(a, "/chunked"), proxy_url(a, "/next")]
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_answer_ended_by_the_containers_close_is_rechunked_and_the_connection_kept(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/until-close"))
+        got = answers.read()
+        assert got.status == 200 and got.headers["transfer-encoding"] == "chunked"
+        assert "connection" not in got.headers  # the container's close is not the caller's
+        assert got.body == b"".join(UNTIL_CLOSE_PIECES)
+        sock.sendall(_get(live, a, "/next"))
+        after = answers.read()
+        assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
+        assert served == [proxy_url(a, "/until-close"), proxy_url(a, "/next")]
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_head_204_and_304_carry_no_body_and_repeated_set_cookies_arrive(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/bytes/1234", method="HEAD"))
+        head = answers.read(body=False)
+        assert head.status == 200 and head.headers["content-length"] == "1234"
+        for code in (204, 304):
+            sock.sendall(_get(live, a, f"/status/{code}"))
+            got = answers.read(body=False)
+            assert got.status == code and got.headers["x-custom"] == "yes"
+            assert [v for k, v in got.pairs if k == "set-cookie"] == ["a=1; Path=/", "b=2; Path=/"]
+            assert "transfer-encoding" not in got.headers and "content-length" not in got.headers
+        # a body byte after any of them would break this answer's status line
+        sock.sendall(_get(live, a, "/next"))
+        after = answers.read()
+        assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
+        assert answers.buf == b""
+        assert served == [proxy_url(a, p) for p in ("/bytes/1234", "/status/204", "/status/304", "/next")]
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_answer_bytes_are_passed_on_as_the_container_sends_them(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.settimeout(3)
+        sock.sendall(_get(live, a, "/stream"))  # "first", then "second" once the gate opens
+        while b"5\r\nfirst\r\n" not in answers.buf:
+            answers._fill()  # arrives while the container still holds the rest back
+        assert answers.buf.startswith(b"HTTP/1.1 200 ")
+        up.gate.set()
+        got = answers.read()
+        assert got.status == 200 and got.body == b"firstsecond"
+        sock.sendall(_get(live, a, "/next"))
+        assert json.loads(answers.read().body) == {"path": "/next"}
+        assert served == [proxy_url(a, "/stream"), proxy_url(a, "/next")]
+        sock.close()
+    finally:
+        up.close()
+
+
+# -- headers both ways -----------------------------------------------------------------------------------------------
+def test_hop_by_hop_headers_dropped_and_credentials_replaced_by_the_callers_identity(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/hop", extra=f"Cookie: auth={live.token}; theme=dark\r\n"
+                                                 "Connection: keep-alive, X-Private\r\nX-Private: secret\r\n"
+                                                 "X-Forwarded-For: 10.1.2.3\r\n"))
+        got = answers.read()
+        assert got.status == 200 and got.body == b"ok" and got.headers["x-kept"] == "1"
+        assert {"connection", "x-secret", "keep-alive"}.isdisjoint(got.headers)
+        assert served == [proxy_url(a, "/hop")]
+        seen = up.last()
+        assert seen["path"] == "/hop"
+        sent = {k.lower(): v for k, v in seen["headers"]}
+        assert "authorization" not in sent and "x-private" not in sent
+        assert sent["cookie"] == "theme=dark"  # grokemu's auth cookie removed, the app's own kept
+        assert sent["x-user-api-key"] == live.token
+        assert sent["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
+        assert sent["host"] == f"127.0.0.1:{up.port}"
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_path_and_query_reach_the_container_as_encoded(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        target = "/a%2Fb/c%20d?x=1&y=%2B&z"
+        sock.sendall(_get(live, a, target))
+        got = answers.read()
+        assert got.status == 200 and json.loads(got.body) == {"path": target}
+        assert up.last()["path"] == target
+        assert served == [proxy_url(a, "/a/b/c d")]  # PATH_INFO decoded, as waitress decodes it
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_bodyless_post_and_delete_are_forwarded_with_their_methods(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/echo", method="POST", extra="Content-Length: 0\r\n")
+                     + _get(live, a, "/echo", method="DELETE"))
+        post, delete = answers.read(), answers.read()
+        assert (post.status, post.headers["x-method"], post.body) == (200, "POST", b"")
+        assert (delete.status, delete.headers["x-method"], delete.body) == (200, "DELETE", b"")
+        assert [(s["method"], s["body"]) for s in up.seen[-2:]] == [("POST", b""), ("DELETE", b"")]
+        assert dict((k.lower(), v) for k, v in up.seen[-2]["headers"])["content-length"] == "0"
+        assert served == [proxy_url(a, "/echo")] * 2
+        sock.close()
+    finally:
+        up.close()
+
+
+# -- kept-alive upstream sockets -------------------------------------------------------------------------------------
+def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+
+        def get(path: str) -> int:
+            sock.sendall(_get(live, a, path))
+            got = answers.read()
+            assert got.status == 200 and json.loads(got.body) == {"path": path}
+            assert up.last()["path"] == path
+            return up.last()["client_port"]
+
+        reused = {get(f"/r{i}") for i in range(4)}
+        assert len(reused) == 1  # one upstream connection for all four
+        assert get("/close-after") in reused  # announced as the last on that connection
+        fresh = get("/after-close")
+        assert fresh not in reused
+        assert get("/drop-after") == fresh  # the container closes it unannounced right after answering
+        replaced = get("/at-once")  # sent before or after the loop noticed: either way a new connection
+        assert replaced != fresh
+        assert get("/drop-after") == replaced
+        time.sleep(0.3)  # the loop notices the close while the socket is idle
+        last = get("/later")
+        assert last != replaced
+        paths = [s["path"] for s in up.seen]
+        assert paths == [*WARM_UP, "/r0", "/r1", "/r2", "/r3", "/close-after", "/after-close", "/drop-after",
+                         "/at-once", "/drop-after", "/later"]  # each exactly once
+        assert served == [proxy_url(a, p) for p in paths[2:]]
+        sock.close()
+    finally:
+        up.close()
+
+
+# -- a container that fails -----------------------------------------------------------------------------------------
+def test_a_container_that_does_not_answer_gets_504_and_the_server_serves_on(quick):
+    up, (a,) = _containers(quick, 1)
+    try:
+        served = _loop_served(quick)
+        sock, answers = _relayed(quick, a)
+        sock.sendall(_get(quick, a, "/sleep/3"))
+        sent = time.monotonic()
+        got = answers.read()
+        waited = time.monotonic() - sent
+        assert got.status == 504 and got.headers["connection"] == "close"
+        assert "did not answer" in _api_error(got)["message"]
+        assert SHORT["proxy_request_timeout"] - 0.1 <= waited < SHORT["proxy_request_timeout"] + 1.5
+        _closed_after(sock, time.monotonic(), 1.0)
+        assert served == [proxy_url(a, "/sleep/3")]
+        _eventually(lambda: quick.ctx.activity.active(a) == 0)
+        assert quick.ctx.activity.active(a) == 0
+        again, _ = _relayed(quick, a)
+        again.close()
+    finally:
+        up.close()
+
+
+def test_a_container_that_hangs_up_without_answering_gets_500(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/hot"))  # the loop's upstream socket, kept alive for the next request
+        assert answers.read().status == 200
+        sock.sendall(_get(live, a, "/hangup"))
+        sent = time.monotonic()
+        got = answers.read()
+        assert time.monotonic() - sent < 2.0
+        assert got.status == 500 and got.headers["connection"] == "close"
+        assert "connection was closed" in _api_error(got)["message"]
+        _closed_after(sock, time.monotonic(), 1.0)
+        # the kept-alive socket may have been closed by the container while idle: a GET is tried once more on a
+        # fresh connection, which hangs up too
+        assert [s["path"] for s in up.seen] == [*WARM_UP, "/hot", "/hangup", "/hangup"]
+        assert served == [proxy_url(a, "/hot"), proxy_url(a, "/hangup")]
+    finally:
+        up.close()
+
+
+def test_a_container_gone_from_its_port_between_requests_gets_an_answer(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock = _connect(live)
+        answers = _Answers(sock)
+        for _ in range(3):  # as _relayed, but no upstream connection stays open (the third through the loop)
+            sock.sendall(_get(live, a, "/close-after"))
+            assert answers.read().status == 200
+        assert served == [proxy_url(a, "/close-after")]
+        up.close()  # the port refuses connections; the container is still recorded as started
+        sock.sendall(_get(live, a, "/next"))
+        sent = time.monotonic()
+        got = answers.read()
+        assert time.monotonic() - sent < 4.0
+        assert got.line.startswith("HTTP/1.1 ")
+        assert 200 <= got.status < 300 or _api_error(got)  # grokemu answers 500 "connection refused" today
+        assert [s["path"] for s in up.seen] == ["/close-after"] * 3
+        sock.close()
+    finally:
+        up.close()
+
+
+# -- the loop's own timeouts -----------------------------------------------------------------------------------------
+def test_a_partial_request_head_is_cut_after_header_timeout(quick):
+    up, (a,) = _containers(quick, 1)
+    try:
+        sock, _ = _relayed(quick, a)
+        sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: {quick.host}\r\n".encode())
+        waited = _closed_after(sock, time.monotonic(), SHORT["header_timeout"] + 2)
+        assert waited >= SHORT["header_timeout"] - 0.1
+        assert [s["path"] for s in up.seen] == WARM_UP
+    finally:
+        up.close()
+
+
+def test_an_idle_relayed_connection_is_closed_after_channel_timeout(quick):
+    up, (a,) = _containers(quick, 1)
+    try:
+        sock, _ = _relayed(quick, a)
+        waited = _closed_after(sock, time.monotonic(), SHORT["channel_timeout"] + 2)
+        assert waited >= SHORT["channel_timeout"] - 0.2
+        _eventually(lambda: quick.ctx.takeover.streams.busy == 0)
+        assert quick.ctx.takeover.streams.busy == 0
+    finally:
+        up.close()
+
+
+def test_an_answer_that_stalls_midway_is_cut_after_stream_timeout(quick):
+    up, (a,) = _containers(quick, 1)
+    try:
+        served = _loop_served(quick)
+        sock, answers = _relayed(quick, a)
+        sock.sendall(_get(quick, a, "/stall"))
+        while b"5\r\nfirst\r\n" not in answers.buf:
+            answers._fill()
+        since = time.monotonic()
+        assert answers.buf.startswith(b"HTTP/1.1 200 ") and answers.buf.endswith(b"5\r\nfirst\r\n")
+        waited = _closed_after(sock, since, SHORT["stream_timeout"] + 1.5)
+        assert waited >= SHORT["stream_timeout"] - 0.1
+        assert served == [proxy_url(a, "/stall")]
+        _eventually(lambda: quick.ctx.activity.active(a) == 0)
+        assert quick.ctx.activity.active(a) == 0
+    finally:
+        up.close()
+
+
+# -- pipelining and malformed requests -------------------------------------------------------------------------------
+def test_fifty_pipelined_requests_are_answered_in_order_then_closed(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        paths = [f"/n/{i}" for i in range(50)]
+        sock.sendall(b"".join(_get(live, a, p, extra="Connection: close\r\n" if i == 49 else "")
+                              for i, p in enumerate(paths)))
+        got = [answers.read() for _ in paths]
+        assert [g.status for g in got] == [200] * 50
+        assert [json.loads(g.body)["path"] for g in got] == paths
+        assert [g.headers.get("connection") for g in got] == [None] * 49 + ["close"]
+        _closed_after(sock, time.monotonic(), 2.0)
+        assert answers.buf == b""
+        assert served == [proxy_url(a, p) for p in paths]
+        assert [s["path"] for s in up.seen] == WARM_UP + paths
+    finally:
+        up.close()
+
+
+def test_pipelined_hand_offs_between_loop_requests_keep_the_order(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/p1") + _request(live, "/api/users/current", live.token)
+                     + _get(live, a, "/echo", method="POST", extra="Content-Type: text/plain\r\nContent-Length: 5\r\n")
+                     + b"hello" + _get(live, a, "/p2") + _get(live, a, "/bytes/7", method="HEAD")
+                     + _get(live, a, "/p3"))
+        p1, user, echo, p2 = [answers.read() for _ in range(4)]
+        head, p3 = answers.read(body=False), answers.read()
+        assert json.loads(p1.body) == {"path": "/p1"} and json.loads(user.body)["login"] == "admin"
+        assert echo.body == b"hello" and json.loads(p2.body) == {"path": "/p2"}
+        assert head.status == 200 and head.headers["content-length"] == "7" and head.body == b""
+        assert json.loads(p3.body) == {"path": "/p3"}
+        assert served == [proxy_url(a, p) for p in ("/p1", "/p2", "/bytes/7", "/p3")]  # the POST was handed off
+        assert [s["path"] for s in up.seen] == [*WARM_UP, "/p1", "/echo", "/p2", "/bytes/7", "/p3"]
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_a_malformed_request_head_gets_400_from_waitress(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: {live.host}\r\nBad Header\r\n\r\n".encode())
+        got = answers.read()
+        assert got.status == 400 and got.line == "HTTP/1.1 400 Bad Request"
+        _closed_after(sock, time.monotonic(), 2.0)
+        assert served == [] and [s["path"] for s in up.seen] == WARM_UP
+    finally:
+        up.close()
+
+
+# -- a slow reader ---------------------------------------------------------------------------------------------------
+def test_a_slow_reader_gets_a_big_answer_whole_and_everything_is_released(live):
+    up, (a,) = _containers(live, 1)
+    size, per_step, step = 16 * 2**20, 2**20, 0.08  # one MiB every 80 ms: about 1.3 s
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, f"/bytes/{size}"))
+        got = answers.read(body=False)
+        assert got.status == 200 and got.headers["content-length"] == str(size)
+        body, answers.buf = bytearray(answers.buf), b""
+        started = time.monotonic()
+        while len(body) < size:
+            target = min(size, len(body) + per_step)
+            while len(body) < target:
+                data = sock.recv(min(256 * 1024, size - len(body)))
+                assert data, f"closed after {len(body)} bytes"
+                body += data
+            time.sleep(step)
+        assert time.monotonic() - started >= 1.0
+        assert len(body) == size and body.count(b"x") == size
+        sock.sendall(_get(live, a, "/next"))
+        after = answers.read()
+        assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
+        assert served == [proxy_url(a, f"/bytes/{size}"), proxy_url(a, "/next")]
+        activity, streams = live.ctx.activity, live.ctx.takeover.streams
+        _eventually(lambda: activity.active(a) == 0 and streams.busy == 0)
+        assert activity.active(a) == 0 and streams.busy == 0
+        sock.close()
+    finally:
+        up.close()
+
+
+# -- as waitress does ------------------------------------------------------------------------------------------------
+def test_a_request_head_over_the_header_limit_gets_431(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        limit = Adjustments.max_request_header_size  # create_server keeps waitress's default
+        start = _get(live, a, "/big").removesuffix(b"\r\n")
+        lines = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 60000) for i in range(4))
+        head = start + lines + b"X-Last: " + b"q" * (limit - len(start) - len(lines) - len(b"X-Last: "))
+        assert len(head) == limit  # all of it read, no blank line yet: the loop waits for the rest
+        sock.sendall(head)
+        time.sleep(0.3)
+        sock.sendall(b"q\r\n\r\n")  # the head complete now, over the limit
+        got = answers.read()
+        assert [s["path"] for s in up.seen] == WARM_UP and served == []
+        assert got.status == 431
+    finally:
+        up.close()
+
+
+def test_a_caller_that_half_closes_after_its_request_still_gets_the_answer(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/sleep/0.2", extra="Connection: close\r\n"))
+        sock.shutdown(socket.SHUT_WR)  # nothing more to send; still reading
+        got = answers.read()
+        assert got.status == 200 and json.loads(got.body) == {"path": "/sleep/0.2"}
+        assert served == [proxy_url(a, "/sleep/0.2")]
+    finally:
+        up.close()
