@@ -55,6 +55,9 @@ STREAM_CHUNK = 1024 * 1024
 UPLOAD_BLOCK = 1024 * 1024  # http.client's default 16 KiB blocks cost ~25% on a 1 GiB upload
 
 
+_HEADER_NAMES: dict[str, str] = {}  # environ key -> header name, as forwarded_headers spells it
+
+
 # -- request / response shapes -------------------------------------------------------------------------------------
 def forwarded_headers(environ: dict, upstream_host: str, identity: str | None = None) -> dict[str, str]:
     """The caller's headers for the container, from the WSGI environ: hop-by-hop headers, Authorization and
@@ -64,7 +67,11 @@ def forwarded_headers(environ: dict, upstream_host: str, identity: str | None = 
     connection_named = {t.strip().lower() for t in environ.get("HTTP_CONNECTION", "").split(",") if t.strip()}
     for key, value in environ.items():
         if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").title()
+            name = _HEADER_NAMES.get(key)
+            if name is None:
+                name = key[5:].replace("_", "-").title()
+                if len(_HEADER_NAMES) < 4096:  # the names seen, bounded against callers that invent names
+                    _HEADER_NAMES[key] = name
         elif key == "CONTENT_TYPE" and value:
             name = "Content-Type"
         else:

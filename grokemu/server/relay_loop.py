@@ -351,8 +351,9 @@ class RelayLoop:
                 data = c.sock.recv(RECV)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                data = b""
+            except OSError:  # a reset: the caller is gone, whatever was in flight
+                self._close_client(c)
+                return
             if not data:
                 if c.exchange is None and not c.buf:  # the caller went away between requests
                     self._close_client(c)

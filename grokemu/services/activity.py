@@ -85,17 +85,24 @@ class ActivityTracker:
     @contextmanager
     def hold(self, cid: str) -> Iterator[None]:
         """An open WebSocket or an unfinished streamed response: activity for as long as it lasts."""
-        with self._lock:
-            self._active[cid] += 1
-        self.touch(cid)
+        self.begin_hold(cid)
         try:
             yield
         finally:
-            with self._lock:
-                self._active[cid] -= 1
-                if self._active[cid] <= 0:
-                    del self._active[cid]
-            self.touch(cid)
+            self.end_hold(cid)
+
+    def begin_hold(self, cid: str) -> None:
+        """`hold` without a with-block (the relay loop's requests end in a callback); end_hold ends it."""
+        with self._lock:
+            self._active[cid] += 1
+        self.touch(cid)
+
+    def end_hold(self, cid: str) -> None:
+        with self._lock:
+            self._active[cid] -= 1
+            if self._active[cid] <= 0:
+                del self._active[cid]
+        self.touch(cid)
 
     def last_active(self, cid: str) -> float | None:
         """When the container was last touched, or None when never (since the start or the last reset)."""

@@ -125,14 +125,15 @@ class ProxyService:
             return None
         c = seen[1]
         address, head = self._http.request_head(c, method, target, environ, identity=token)
-        release = ExitStack()
-        release.enter_context(self._activity.hold(cid))
-        record = self._activity.record_request
+        activity = self._activity
+        activity.begin_hold(cid)
 
         def done(status: int | None) -> None:
-            if status is not None:
-                record(cid, status, None)
-            release.close()
+            try:
+                if status is not None:
+                    activity.record_request(cid, status, None)
+            finally:
+                activity.end_hold(cid)
 
         def refused() -> None:
             # the container was stopped between two requests: the next look goes to the spawner

@@ -516,6 +516,77 @@ def test_a_slow_reader_gets_a_big_answer_whole_and_everything_is_released(live):
         up.close()
 
 
+# -- the scenarios of issue 14, each through the loop ---------------------------------------------------------------
+def test_mixed_loop_dashboard_and_api_requests_on_one_connection(live):
+    """A proxied request the loop serves, the dashboard page and an API call (handed to the WSGI app), then another
+    container's proxied request: all answered in order on one keep-alive connection."""
+    up, (a, b) = _containers(live, 2)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        # b started and looked up once more, on this connection; b's start changed a status, so a is looked up once
+        # more too (ProxyService keeps started containers until any status changes)
+        for cid, path in [(b, "/first"), (b, "/warm"), (a, "/again")]:
+            sock.sendall(_get(live, cid, path))
+            assert answers.read().status == 200
+        served.clear()
+        sock.sendall(_get(live, a, "/one"))
+        assert json.loads(answers.read().body) == {"path": "/one"}
+        sock.sendall(_request(live, "/", None))
+        page = answers.read()
+        assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+        sock.sendall(_request(live, "/api/users/current", live.token))
+        me = answers.read()
+        assert me.status == 200 and json.loads(me.body)["login"] == "admin"
+        sock.sendall(_get(live, b, "/two"))
+        assert json.loads(answers.read().body) == {"path": "/two"}
+        assert served == [proxy_url(a, "/one"), proxy_url(b, "/two")]
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_a_caller_reset_mid_answer_releases_the_container_and_the_loop_serves_on(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, f"/bytes/{64 * 2**20}"))
+        assert answers.read(body=False).status == 200
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # a reset with most of the answer still to come
+        activity, streams = live.ctx.activity, live.ctx.takeover.streams
+        _eventually(lambda: activity.active(a) == 0 and streams.busy == 0)
+        assert activity.active(a) == 0 and streams.busy == 0
+        assert served == [proxy_url(a, f"/bytes/{64 * 2**20}")]
+        sock, answers = _relayed(live, a)  # a new connection, into the loop again
+        sock.sendall(_get(live, a, "/after"))
+        assert json.loads(answers.read().body) == {"path": "/after"}
+        assert served[-1] == proxy_url(a, "/after")
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_a_session_revoked_between_two_loop_requests_refuses_the_second(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        token = live.ctx.auth.token_for("admin")
+        sock, answers = _relayed(live, a)
+        sock.sendall(_request(live, proxy_url(a, "/one"), token))
+        assert answers.read().status == 200
+        live.ctx.auth.revoke(token)
+        sock.sendall(_request(live, proxy_url(a, "/two"), token))
+        refused = answers.read()
+        assert refused.status == 401 and _api_error(refused)
+        assert served == [proxy_url(a, "/one")]
+        assert [s["path"] for s in up.seen] == WARM_UP + ["/one"]
+        sock.close()
+    finally:
+        up.close()
+
+
 # -- as waitress does ------------------------------------------------------------------------------------------------
 def test_a_request_head_over_the_header_limit_gets_431(live):
     up, (a,) = _containers(live, 1)
