@@ -280,6 +280,7 @@ class HttpUpstreamPools:
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 _EXPECT_BODY = frozenset({"POST", "PUT", "PATCH"})
 _MAX_HEAD = 256 * 1024
+_MAX_CHUNK_LINE = 4096
 
 
 class _StaleSocket(Exception):
@@ -443,12 +444,27 @@ def _parse_head(head: bytes) -> tuple[int, str, str, list[tuple[str, str]]]:
 def bodyless_request_head(address: tuple[str, int], method: str, target: str, environ: dict,
                           identity: str | None) -> bytes:
     """The head of a body-less request to the container at `address`, built once: the caller's headers shaped by
-    forwarded_headers, and Content-Length: 0 where http.client would send it (an empty POST / PUT / PATCH)."""
-    headers = forwarded_headers(environ, f"{address[0]}:{address[1]}", identity)
-    if method in _EXPECT_BODY:
-        headers["Content-Length"] = "0"
-    return (f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            + "\r\n").encode("latin-1")
+    forwarded_headers, and Content-Length: 0 where http.client would send it (an empty POST / PUT / PATCH).
+
+    On a relayed connection the environ carries the caller's header lines as they came (`grokemu.raw_headers`,
+    server/relay_loop.py); the shaped header lines depend on nothing else but the container's address, the
+    identity and the caller's address, so they are kept and reused for the next request with the same lines."""
+    raw = environ.get("grokemu.raw_headers")
+    key = None if raw is None else (raw, address, identity, environ.get("REMOTE_ADDR"), method in _EXPECT_BODY)
+    block = _HEAD_BLOCKS.get(key) if key is not None else None
+    if block is None:
+        headers = forwarded_headers(environ, f"{address[0]}:{address[1]}", identity)
+        if method in _EXPECT_BODY:
+            headers["Content-Length"] = "0"
+        block = ("".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+        if key is not None:
+            if len(_HEAD_BLOCKS) >= 1024:  # bounded: callers and containers come and go
+                _HEAD_BLOCKS.clear()
+            _HEAD_BLOCKS[key] = block
+    return f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + block
+
+
+_HEAD_BLOCKS: dict[tuple, bytes] = {}
 
 
 def parse_response_head(head: bytes) -> tuple[int, str, str, list[tuple[str, str]]]:
@@ -515,19 +531,23 @@ class _LeanBody:
             raise ConnectionError("the container closed the connection mid-chunk")
         self._buf += data
 
+    def _line(self) -> bytes:
+        while b"\r\n" not in self._buf:
+            if len(self._buf) > _MAX_CHUNK_LINE:
+                raise ConnectionError("the container's chunked answer has a line too long")
+            self._more()
+        line, self._buf = self._buf.split(b"\r\n", 1)
+        return line
+
     def _dechunk(self) -> Iterator[bytes]:
         while True:
-            while b"\r\n" not in self._buf:
-                self._more()
-            line, self._buf = self._buf.split(b"\r\n", 1)
-            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            digits = self._line().split(b";", 1)[0].strip(b" \t")
+            if not digits or digits.strip(b"0123456789abcdefABCDEF"):  # int() would take "-5", "0x5", "1_0"
+                raise ConnectionError(f"the container's chunked answer has an invalid chunk size {digits[:20]!r}")
+            size = int(digits, 16)
             if size == 0:
-                while True:  # trailers, up to the empty line
-                    while b"\r\n" not in self._buf:
-                        self._more()
-                    line, self._buf = self._buf.split(b"\r\n", 1)
-                    if not line:
-                        break
+                while self._line():  # trailers, up to the empty line
+                    pass
                 self._done = True
                 return
             while len(self._buf) < size + 2:

@@ -49,9 +49,11 @@ RECV = 256 * 1024
 MAX_PENDING = 256 * 1024  # bytes read ahead of the request in flight (pipelining) before the caller is not read
 HIGH_WATER = 1024 * 1024  # answer bytes waiting for a slow caller before the container is not read
 MAX_RESPONSE_HEAD = 256 * 1024
+HOLD_HEAD_FOR = 64 * 1024  # an answer head is held back until its body when the body is at most this big
 MAX_IDLE_UPSTREAM = 32  # kept-alive sockets per container address
 SWEEP = 0.5  # seconds between timeout checks
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+_HEX = b"0123456789abcdefABCDEF"
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 _HEADER_KEYS: dict[bytes, str | None] = {}  # header name -> environ key (None: dropped, as waitress drops `_`)
@@ -103,7 +105,8 @@ class _Head:
 
 class _Client:
     __slots__ = ("sock", "channel", "remote", "listener", "buf", "head_since", "idle_since", "exchange", "out",
-                 "out_since", "reading", "ended", "closing", "closed", "events")
+                 "out_since", "reading", "ended", "closing", "closed", "events", "last_block", "last_base",
+                 "last_keep")
 
     def __init__(self, sock: socket.socket, channel, buf: bytes, listener: str):
         self.sock = sock
@@ -121,6 +124,9 @@ class _Client:
         self.closing = False  # close once `out` is written
         self.closed = False
         self.events = 0
+        self.last_block = None  # the header lines of the last head the loop served, their environ part, keep-alive
+        self.last_base: dict = {}
+        self.last_keep = True
 
 
 class _Exchange:
@@ -164,6 +170,78 @@ class _Upstream:
         self.events = 0
 
 
+class _Shape:
+    """An answer head shaped for the caller (see _shape_answer)."""
+
+    __slots__ = ("status", "informational", "framing", "length", "keep_up", "head")
+
+    def __init__(self, status: int, informational: bool, framing: str, length: int, keep_up: bool, head: bytes):
+        self.status = status
+        self.informational = informational
+        self.framing = framing  # "length", "chunked" (passed through), "close" (re-chunked) or "none"
+        self.length = length
+        self.keep_up = keep_up  # the container's connection can be reused after this answer
+        self.head = head
+
+
+def _shape_answer(raw_head: bytes, head_method: bool, keep: bool, date: str) -> _Shape:
+    """The caller's head for a container's answer head (status line and headers, no blank line): hop-by-hop headers
+    and those named in Connection dropped, Server and Date added when missing, the framing the loop passes the body
+    on with, and Connection: close when the caller does not keep the connection. ValueError: not HTTP, or an
+    invalid Content-Length."""
+    status, reason, version, raw = parse_response_head(raw_head)
+    if 100 <= status < 200:
+        return _Shape(status, True, "none", 0, False, b"")
+    keep_up = version == "HTTP/1.1"
+    length = None
+    chunked = False
+    for name, value in raw:
+        lower = name.lower()
+        if lower == "content-length":
+            if not value.isdigit():
+                raise ValueError(f"invalid Content-Length {value[:40]!r}")
+            length = int(value)
+        elif lower == "transfer-encoding":
+            chunked = "chunked" in value.lower()
+        elif lower == "connection":
+            tokens = value.lower()
+            if "close" in tokens:
+                keep_up = False
+            elif "keep-alive" in tokens and version == "HTTP/1.0":
+                keep_up = True
+    named = {t.strip().lower() for k, v in raw if k.lower() == "connection" for t in v.split(",")}
+    lines = [f"HTTP/1.1 {status} {reason}".rstrip()]
+    has_server = has_date = False
+    for name, value in raw:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in named or (chunked and lower == "content-length"):
+            continue
+        if lower == "server":
+            has_server = True
+        elif lower == "date":
+            has_date = True
+        lines.append(f"{name}: {value}")
+    if not has_server:
+        lines.append("Server: grokemu")
+    if not has_date:
+        lines.append(f"Date: {date}")
+    if head_method or status in (204, 304):
+        framing = "none"
+    elif chunked:
+        framing = "chunked"
+        lines.append("Transfer-Encoding: chunked")
+    elif length is not None:
+        framing = "length"
+    else:  # the body ends when the container closes: re-framed as chunked, the caller's connection kept
+        framing = "close"
+        keep_up = False
+        lines.append("Transfer-Encoding: chunked")
+    if not keep:
+        lines.append("Connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return _Shape(status, False, framing, length or 0, keep_up, head)
+
+
 class _ChunkScanner:
     """Finds where a chunked body ends, so it can be passed through byte for byte (trailers included)."""
 
@@ -195,7 +273,10 @@ class _ChunkScanner:
             line, self.line = (self.line + data[i:end]).rstrip(b"\r"), b""
             i = end + 1
             if self.state == "size":
-                size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+                digits = line.split(b";", 1)[0].strip(b" \t")
+                if not digits or digits.strip(_HEX):  # int() would also take "-5", "0x5" and "1_0"
+                    raise ValueError(f"invalid chunk size {digits[:20]!r}")
+                size = int(digits, 16)
                 if size == 0:
                     self.state = "trailer"
                 else:
@@ -230,6 +311,7 @@ class RelayLoop:
         self._thread: threading.Thread | None = None
         self._prefix = prefix.encode("latin-1")  # fetchProxy's path prefix: other request lines are handed off
         self._closing = False
+        self._shapes: dict[tuple, _Shape] = {}  # answer heads shaped for the caller (_shape)
 
     # -- connections arriving --------------------------------------------------------------------------------------
     def adopt(self, channel, sock, rest: bytes, *, parked: bool) -> None:
@@ -405,12 +487,19 @@ class RelayLoop:
 
     def _plan_for(self, c: _Client, head: bytes) -> "tuple[FastForward, bool] | None":
         """Parse one request head; for a request the loop serves, its plan and whether the caller keeps the
-        connection open; None: the blocking relay serves it."""
-        if self._prefix not in head[:head.find(b"\r\n")]:
+        connection open; None: the blocking relay serves it.
+
+        A caller mostly repeats its headers byte for byte (a page, a test client): when the header lines equal the
+        last ones on this connection, already parsed and found body-less, only the request line is parsed and the
+        environ's header part is reused."""
+        line_end = head.find(b"\r\n")
+        if self._prefix not in head[:line_end]:
             return None  # not a fetchProxy request line: the WSGI app serves it
+        block = head[line_end + 2:]
+        repeated = block == c.last_block
         parsed = _Head()
         try:
-            parsed.parser.feed_data(head)
+            parsed.parser.feed_data(head[:line_end + 2] + b"\r\n" if repeated else head)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return None  # waitress's parser answers it, or the WebSocket path takes it
         finally:
@@ -420,27 +509,35 @@ class RelayLoop:
         url = parsed.url
         if not url.startswith(b"/"):
             return None
+        if repeated:
+            base, keep = c.last_base, c.last_keep
+        else:
+            base, keep = self._header_environ(c, parsed.headers, block), parsed.keep
+            c.last_block, c.last_base, c.last_keep = block, base, keep
         method = parsed.method.decode("latin-1")
-        environ = self._environ(c, method, url, parsed.headers)
+        path, _, query = url.partition(b"?")
+        raw = url.decode("latin-1")
+        environ = dict(base)
+        environ.update(REQUEST_METHOD=method, PATH_INFO=unquote_to_bytes(path).decode("latin-1"),
+                       QUERY_STRING=query.decode("latin-1"), REQUEST_URI=raw, RAW_URI=raw)
         try:
             plan = self._plan(environ)
         except Exception:
             log.exception("planning %s %s failed", method, environ["PATH_INFO"])
             return None
-        return None if plan is None else (plan, parsed.keep)
+        return None if plan is None else (plan, keep)
 
-    def _environ(self, c: _Client, method: str, url: bytes, headers: list[tuple[bytes, bytes]]) -> dict:
-        """What the guard and the proxy read, keyed as waitress keys it (duplicate headers joined with ', ', names
-        with '_' dropped)."""
-        path, _, query = url.partition(b"?")
-        raw = url.decode("latin-1")
+    @staticmethod
+    def _header_environ(c: _Client, headers: list[tuple[bytes, bytes]], block: bytes) -> dict:
+        """The environ's part that does not depend on the request line: the connection's and the headers', keyed as
+        waitress keys them (duplicate headers joined with ', ', names with '_' dropped). `grokemu.raw_headers`
+        carries the header lines, so adapters/http_upstream.py can reuse the container's header block too."""
         server = c.channel.server
         environ = {
-            "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
-            "QUERY_STRING": query.decode("latin-1"), "REQUEST_URI": raw, "RAW_URI": raw,
-            "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": server.server_name, "SERVER_PORT": str(server.effective_port),
-            "REMOTE_ADDR": c.remote, "REMOTE_HOST": c.remote, "REMOTE_PORT": str(c.channel.addr[1]),
-            "wsgi.url_scheme": "http", "grokemu.listener": c.listener,
+            "SCRIPT_NAME": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": server.server_name,
+            "SERVER_PORT": str(server.effective_port), "REMOTE_ADDR": c.remote, "REMOTE_HOST": c.remote,
+            "REMOTE_PORT": str(c.channel.addr[1]), "wsgi.url_scheme": "http", "grokemu.listener": c.listener,
+            "grokemu.raw_headers": block,
         }
         for name, value in headers:
             key = _environ_key(name)
@@ -691,91 +788,52 @@ class RelayLoop:
                                                       f"{MAX_RESPONSE_HEAD} bytes"))
                     return
                 try:
-                    status, reason, version, raw = parse_response_head(ex.rbuf[:end])
+                    shape = self._shape(ex.rbuf[:end], ex.plan.method == "HEAD", ex.keep)
                 except (ConnectionError, ValueError) as e:
                     self._fail(ex, UpstreamFailed(f"Container {ex.plan.name} answered with no HTTP: {e}"))
                     return
                 rest = ex.rbuf[end + 4:]
-                if 100 <= status < 200:  # 1xx informational answers (103 Early Hints) are skipped
-                    if status == 101:
+                if shape.informational:  # 1xx informational answers (103 Early Hints) are skipped
+                    if shape.status == 101:
                         self._fail(ex, UpstreamFailed(f"Container {ex.plan.name} switched protocols unasked"))
                         return
                     ex.rbuf = rest
                     continue
                 break
             ex.rbuf = b""
-            self._answer_head(ex, status, reason, version, raw, extra=bool(rest))
-            data = rest
-            if ex.finished:
+            ex.status, ex.framing, ex.remaining, ex.up_keep = shape.status, shape.framing, shape.length, shape.keep_up
+            ex.answered = True
+            ex.head_out = shape.head  # sent with the first body bytes
+            if shape.framing == "chunked":
+                ex.chunks = _ChunkScanner()
+            elif shape.framing == "none":
+                self._emit(ex, b"")
+                self._complete(ex, reusable=shape.keep_up and not rest)
                 return
+            data = rest
             if not data:
                 if ex.framing == "length" and ex.remaining == 0:
                     self._emit(ex, b"")
                     self._complete(ex, reusable=ex.up_keep)
-                else:  # the head now; the body as it comes
-                    self._emit(ex, b"")
+                elif not (ex.framing == "length" and ex.remaining <= HOLD_HEAD_FOR):
+                    self._emit(ex, b"")  # the head now, the body as it comes
+                # else a small body follows at once (an app that writes head and body apart): one write for both
                 return
         self._answer_body(ex, data)
 
-    def _answer_head(self, ex: _Exchange, status: int, reason: str, version: str,
-                     raw: list[tuple[str, str]], extra: bool) -> None:
-        keep_up = version == "HTTP/1.1"
-        length = None
-        chunked = False
-        for name, value in raw:
-            lower = name.lower()
-            if lower == "content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = -1
-            elif lower == "transfer-encoding":
-                chunked = "chunked" in value.lower()
-            elif lower == "connection":
-                tokens = value.lower()
-                if "close" in tokens:
-                    keep_up = False
-                elif "keep-alive" in tokens and version == "HTTP/1.0":
-                    keep_up = True
-        if length is not None and length < 0 and not chunked:
-            self._fail(ex, UpstreamFailed(f"Container {ex.plan.name} sent an invalid Content-Length"))
-            return
-        named = {t.strip().lower() for k, v in raw if k.lower() == "connection" for t in v.split(",")}
-        lines = [f"HTTP/1.1 {status} {reason}".rstrip()]
-        has_server = has_date = False
-        for name, value in raw:
-            lower = name.lower()
-            if lower in HOP_BY_HOP or lower in named or (chunked and lower == "content-length"):
-                continue
-            if lower == "server":
-                has_server = True
-            elif lower == "date":
-                has_date = True
-            lines.append(f"{name}: {value}")
-        if not has_server:
-            lines.append("Server: grokemu")
-        if not has_date:
-            lines.append(f"Date: {http_date()}")
-        if ex.plan.method == "HEAD" or status in (204, 304):
-            ex.framing = "none"
-        elif chunked:
-            ex.framing, ex.chunks = "chunked", _ChunkScanner()
-            lines.append("Transfer-Encoding: chunked")
-        elif length is not None:
-            ex.framing, ex.remaining = "length", length
-        else:  # the body ends when the container closes: re-framed as chunked, the caller's connection kept
-            ex.framing = "close"
-            keep_up = False
-            lines.append("Transfer-Encoding: chunked")
-        if not ex.keep:
-            lines.append("Connection: close")
-        ex.status = status
-        ex.up_keep = keep_up
-        ex.answered = True
-        ex.head_out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")  # sent with the first body bytes
-        if ex.framing == "none":
-            self._emit(ex, b"")
-            self._complete(ex, reusable=keep_up and not extra)
+    def _shape(self, raw_head: bytes, head_method: bool, keep: bool) -> "_Shape":
+        """The container's answer head as the caller gets it, and its framing. A container repeats its heads byte
+        for byte (but for Date and sizes), so the result is kept for the same head, method, keep-alive and second
+        (the Date grokemu adds when the container sends none)."""
+        date = http_date()
+        key = (raw_head, head_method, keep, date)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = _shape_answer(raw_head, head_method, keep, date)
+            if len(self._shapes) >= 256:  # bounded: sizes and dates change
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
 
     def _answer_body(self, ex: _Exchange, data: bytes) -> None:
         framing = ex.framing

@@ -1,0 +1,111 @@
+"""The relay loop's pure parts (server/relay_loop.py, adapters/http_upstream.py): where a chunked body ends however
+its bytes are split, how a container's answer head is shaped for the caller, and the reused request header block
+of a body-less request, which must equal the one built from scratch."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from grokemu.adapters.http_upstream import bodyless_request_head
+from grokemu.server.relay_loop import _ChunkScanner, _shape_answer
+
+DATE = "Sun, 29 Nov 2026 18:00:00 GMT"
+
+
+def _chunked(pieces: list[bytes], trailers: list[bytes]) -> bytes:
+    body = b"".join(b"%x;ext=1\r\n" % len(p) + p + b"\r\n" for p in pieces if p)
+    return body + b"0\r\n" + b"".join(t + b"\r\n" for t in trailers) + b"\r\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.binary(min_size=1, max_size=300), max_size=6),
+       trailers=st.lists(st.sampled_from([b"X-Sum: 1", b"X-Other: two"]), max_size=2),
+       cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6), after=st.binary(max_size=20))
+def test_chunk_scanner_finds_the_end_however_the_bytes_are_split(pieces, trailers, cuts, after):
+    body = _chunked(pieces, trailers)
+    stream = body + after
+    scanner, offset, end = _ChunkScanner(), 0, -1
+    for cut in sorted({min(c, len(stream)) for c in cuts} | {len(stream)}):
+        part = stream[offset:cut]
+        if not part:
+            continue
+        found = scanner.feed(part)
+        if found >= 0:
+            end = offset + found
+            break
+        offset = cut
+    assert end == len(body)
+
+
+@pytest.mark.parametrize("size", [b"zz", b"-5", b"0x5", b"1_0", b"+5", b""])
+def test_chunk_scanner_refuses_a_malformed_size(size):
+    with pytest.raises(ValueError):
+        _ChunkScanner().feed(size + b"\r\nhello\r\n")
+
+
+def test_chunk_scanner_refuses_an_endless_size_line():
+    with pytest.raises(ValueError):
+        _ChunkScanner().feed(b"1" * 5000)
+
+
+def test_shape_drops_hop_by_hop_and_connection_named_headers_and_adds_server_and_date():
+    shape = _shape_answer(b"HTTP/1.1 201 Created\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+                          b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 3", False, True, DATE)
+    assert (shape.status, shape.framing, shape.length, shape.keep_up) == (201, "length", 3, True)
+    assert shape.head == (b"HTTP/1.1 201 Created\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 3\r\n"
+                          b"Server: grokemu\r\nDate: " + DATE.encode() + b"\r\n\r\n")
+
+
+def test_shape_keeps_the_containers_server_and_date_and_says_close_when_the_caller_does():
+    shape = _shape_answer(b"HTTP/1.1 200 OK\r\nServer: app\r\nDate: then\r\nContent-Length: 0", False, False, DATE)
+    assert shape.head == b"HTTP/1.1 200 OK\r\nServer: app\r\nDate: then\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("head, method_head, framing, keep_up", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9", False, "chunked", True),
+    (b"HTTP/1.0 200 OK", False, "close", False),  # till the container closes: re-chunked for the caller
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2", False, "length", False),
+    (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2", False, "length", True),
+    (b"HTTP/1.1 204 No Content", False, "none", True),
+    (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10", False, "none", True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10", True, "none", True),
+])
+def test_shape_framing(head, method_head, framing, keep_up):
+    shape = _shape_answer(head, method_head, True, DATE)
+    assert (shape.framing, shape.keep_up) == (framing, keep_up)
+    if framing in ("chunked", "close"):
+        assert shape.head.count(b"Transfer-Encoding: chunked") == 1 and b"Content-Length" not in shape.head
+
+
+def test_shape_marks_informational_answers_and_refuses_what_is_not_http():
+    assert _shape_answer(b"HTTP/1.1 103 Early Hints\r\nLink: </a>", False, True, DATE).informational
+    for bad in (b"SSH-2.0-OpenSSH", b"HTTP/1.1 200 OK\r\nContent-Length: -1", b"HTTP/1.1 200 OK\r\nContent-Length: x"):
+        with pytest.raises((ValueError, ConnectionError)):
+            _shape_answer(bad, False, True, DATE)
+
+
+def _environ(raw: bytes | None, **headers) -> dict:
+    environ = {"REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", **headers}
+    if raw is not None:
+        environ["grokemu.raw_headers"] = raw
+    return environ
+
+
+def test_a_reused_request_header_block_equals_the_one_built_from_scratch():
+    headers = {"HTTP_HOST": "localhost:8080", "HTTP_COOKIE": "auth=secret; theme=dark", "HTTP_AUTHORIZATION": "tok",
+               "HTTP_ACCEPT": "*/*"}
+    raw = b"Host: localhost:8080\r\nCookie: auth=secret; theme=dark\r\nAuthorization: tok\r\nAccept: */*\r\n\r\n"
+    address = ("127.0.0.1", 32768)
+    fresh = bodyless_request_head(address, "GET", "/a?x=1", _environ(None, **headers), "tok")
+    first = bodyless_request_head(address, "GET", "/a?x=1", _environ(raw, **headers), "tok")
+    again = bodyless_request_head(address, "DELETE", "/b", _environ(raw, **headers), "tok")
+    assert first == fresh
+    assert again == fresh.replace(b"GET /a?x=1 ", b"DELETE /b ")
+    assert b"auth=secret" not in fresh and b"Authorization" not in fresh and b"X-User-Api-Key: tok" in fresh
+    # what the block depends on besides the header lines: another identity, container, caller or an empty POST
+    assert b"X-User-Api-Key: other" in bodyless_request_head(address, "GET", "/a", _environ(raw, **headers), "other")
+    assert b"Host: 127.0.0.1:1\r\n" in bodyless_request_head(("127.0.0.1", 1), "GET", "/a", _environ(raw, **headers),
+                                                            "tok")
+    assert b"X-Forwarded-For: 10.0.0.9" in bodyless_request_head(
+        address, "GET", "/a", {**_environ(raw, **headers), "REMOTE_ADDR": "10.0.0.9"}, "tok")
+    assert b"Content-Length: 0" in bodyless_request_head(address, "POST", "/a", _environ(raw, **headers), "tok")
