@@ -11,6 +11,10 @@ Per request head (found by its blank line, parsed by httptools, the C parser of 
   ProxyService.fast_forward) accepts is sent to the container on a kept-alive upstream socket, and the answer
   passed back as it arrives: status, headers (hop-by-hop ones dropped, as everywhere) and body bytes unchanged, a
   chunked body passed through chunk for chunk, a body that ends with the container's close re-framed as chunked;
+- what repeats is worked out once: header lines equal to the last ones on the connection are not parsed again
+  (`_plan_for`), the container's header block for them is reused (http_upstream.bodyless_request_head), and an
+  answer head the container repeats is shaped once per second (`_shape`); the guard and the container lookup run
+  for every request;
 - anything else leaves the loop for one request: the connection's bytes go to a stream thread running the blocking
   relay (server/relay.py: waitress's parser, the preflight, the whole WSGI app, WebSocket upgrades, cold starts,
   bodies, every refusal), which gives the connection back here afterwards when it stays open.
