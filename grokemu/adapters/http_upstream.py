@@ -384,21 +384,7 @@ class _LeanPool:
             if 100 <= status < 200 and status != 101:
                 continue
             break
-        keep = version == "HTTP/1.1"
-        length = None
-        chunked = False
-        for name, value in raw:
-            lower = name.lower()
-            if lower == "content-length":
-                length = int(value)
-            elif lower == "transfer-encoding":
-                chunked = "chunked" in value.lower()
-            elif lower == "connection":
-                tokens = value.lower()
-                if "close" in tokens:
-                    keep = False
-                elif "keep-alive" in tokens and version == "HTTP/1.0":
-                    keep = True
+        length, chunked, keep = response_framing(version, raw)
         headers = response_headers(raw)
         if method == "HEAD" or status in (204, 304):
             self._done(sock, keep and not buf)
@@ -428,7 +414,7 @@ def _parse_head(head: bytes) -> tuple[int, str, str, list[tuple[str, str]]]:
     lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
+    if not version.startswith("HTTP/") or len(code) != 3 or not (code.isascii() and code.isdigit()):
         raise ConnectionError(f"the container's answer is not HTTP: {lines[0][:80]!r}")
     raw: list[tuple[str, str]] = []
     for line in lines[1:]:
@@ -465,6 +451,29 @@ def bodyless_request_head(address: tuple[str, int], method: str, target: str, en
 
 
 _HEAD_BLOCKS: dict[tuple, bytes] = {}
+
+
+def response_framing(version: str, raw: list[tuple[str, str]]) -> tuple[int | None, bool, bool]:
+    """(Content-Length or None, chunked, whether the connection can be reused) of a container's answer head.
+    ConnectionError (a broken answer) on a Content-Length that is not a number."""
+    keep = version == "HTTP/1.1"
+    length = None
+    chunked = False
+    for name, value in raw:
+        lower = name.lower()
+        if lower == "content-length":
+            if not (value.isascii() and value.isdigit()):
+                raise ConnectionError(f"the container's answer has an invalid Content-Length {value[:40]!r}")
+            length = int(value)
+        elif lower == "transfer-encoding":
+            chunked = "chunked" in value.lower()
+        elif lower == "connection":
+            tokens = value.lower()
+            if "close" in tokens:
+                keep = False
+            elif "keep-alive" in tokens and version == "HTTP/1.0":
+                keep = True
+    return length, chunked, keep
 
 
 def parse_response_head(head: bytes) -> tuple[int, str, str, list[tuple[str, str]]]:

@@ -40,7 +40,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from grokemu.adapters.http_upstream import HOP_BY_HOP, parse_response_head
+from grokemu.adapters.http_upstream import HOP_BY_HOP, parse_response_head, response_framing
 from grokemu.domain.errors import Busy, GatewayTimeout
 from grokemu.domain.upstream import FastForward, UpstreamFailed
 from grokemu.server.channel import _raw_answer
@@ -191,28 +191,12 @@ class _Shape:
 def _shape_answer(raw_head: bytes, head_method: bool, keep: bool, date: str) -> _Shape:
     """The caller's head for a container's answer head (status line and headers, no blank line): hop-by-hop headers
     and those named in Connection dropped, Server and Date added when missing, the framing the loop passes the body
-    on with, and Connection: close when the caller does not keep the connection. ValueError: not HTTP, or an
+    on with, and Connection: close when the caller does not keep the connection. ConnectionError: not HTTP, or an
     invalid Content-Length."""
     status, reason, version, raw = parse_response_head(raw_head)
     if 100 <= status < 200:
         return _Shape(status, True, "none", 0, False, b"")
-    keep_up = version == "HTTP/1.1"
-    length = None
-    chunked = False
-    for name, value in raw:
-        lower = name.lower()
-        if lower == "content-length":
-            if not value.isdigit():
-                raise ValueError(f"invalid Content-Length {value[:40]!r}")
-            length = int(value)
-        elif lower == "transfer-encoding":
-            chunked = "chunked" in value.lower()
-        elif lower == "connection":
-            tokens = value.lower()
-            if "close" in tokens:
-                keep_up = False
-            elif "keep-alive" in tokens and version == "HTTP/1.0":
-                keep_up = True
+    length, chunked, keep_up = response_framing(version, raw)
     named = {t.strip().lower() for k, v in raw if k.lower() == "connection" for t in v.split(",")}
     lines = [f"HTTP/1.1 {status} {reason}".rstrip()]
     has_server = has_date = False

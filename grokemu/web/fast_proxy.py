@@ -43,14 +43,18 @@ class FastProxy:
         relay then serves and answers in full. The guard runs here as on every other way in."""
         if not self.recognises(environ):
             return None
-        path = environ["PATH_INFO"]
         try:
-            caller = self._guard.check(environ, matched=(ENDPOINT, {"rest": path[_PREFIX_LENGTH:]}))
-            cid, target = split_target(environ, HTTP_PREFIX)
+            caller, cid, target = self._checked(environ)
             return self._context.proxy.fast_forward(cid, environ["REQUEST_METHOD"], target, environ,
                                                     token=caller.token)
         except GrokemuError:
             return None  # the blocking relay runs the same checks and writes the refusal
+
+    def _checked(self, environ: dict):
+        """The guard's call for the fetchProxy route (the caller), then the container id and its request target."""
+        caller = self._guard.check(environ, matched=(ENDPOINT, {"rest": environ["PATH_INFO"][_PREFIX_LENGTH:]}))
+        cid, target = split_target(environ, HTTP_PREFIX)
+        return caller, cid, target
 
     @staticmethod
     def failure(error: GrokemuError, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -64,8 +68,7 @@ class FastProxy:
             return None
         path = environ["PATH_INFO"]
         try:
-            caller = self._guard.check(environ, matched=(ENDPOINT, {"rest": path[_PREFIX_LENGTH:]}))
-            cid, target = split_target(environ, HTTP_PREFIX)
+            caller, cid, target = self._checked(environ)
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"] if length > 0 else None
             answer = self._context.proxy.forward(cid, caller.login, environ["REQUEST_METHOD"], target, environ,

@@ -79,7 +79,8 @@ def test_shape_framing(head, method_head, framing, keep_up):
 
 def test_shape_marks_informational_answers_and_refuses_what_is_not_http():
     assert _shape_answer(b"HTTP/1.1 103 Early Hints\r\nLink: </a>", False, True, DATE).informational
-    for bad in (b"SSH-2.0-OpenSSH", b"HTTP/1.1 200 OK\r\nContent-Length: -1", b"HTTP/1.1 200 OK\r\nContent-Length: x"):
+    for bad in (b"SSH-2.0-OpenSSH", b"HTTP/1.1 \xb2\xb2\xb2 OK", b"HTTP/1.1 200 OK\r\nContent-Length: -1",
+                b"HTTP/1.1 200 OK\r\nContent-Length: x", b"HTTP/1.1 200 OK\r\nContent-Length: \xb2"):
         with pytest.raises((ValueError, ConnectionError)):
             _shape_answer(bad, False, True, DATE)
 
@@ -109,3 +110,17 @@ def test_a_reused_request_header_block_equals_the_one_built_from_scratch():
     assert b"X-Forwarded-For: 10.0.0.9" in bodyless_request_head(
         address, "GET", "/a", {**_environ(raw, **headers), "REMOTE_ADDR": "10.0.0.9"}, "tok")
     assert b"Content-Length: 0" in bodyless_request_head(address, "POST", "/a", _environ(raw, **headers), "tok")
+
+
+@settings(max_examples=300, deadline=None)
+@given(head=st.one_of(st.binary(max_size=200),
+                      st.builds(lambda status, lines: b"HTTP/1.1 " + status + b" X\r\n" + b"\r\n".join(lines),
+                                st.binary(min_size=3, max_size=3),
+                                st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r\n", b"")), max_size=5))),
+       method_head=st.booleans(), keep=st.booleans())
+def test_shape_of_any_answer_head_is_a_head_or_a_broken_answer(head, method_head, keep):
+    try:
+        shape = _shape_answer(head, method_head, keep, DATE)
+    except (ConnectionError, ValueError):
+        return
+    assert shape.informational or (shape.head.startswith(b"HTTP/1.1 ") and shape.head.endswith(b"\r\n\r\n"))
