@@ -74,7 +74,9 @@ class Settings:
     stream_timeout: float = 60.0  # seconds without progress before a handed-off upload or answer is cut
     websocket_idle_timeout: float = 3600.0  # seconds a WebSocket may carry nothing in either direction
     max_websockets: int = 256  # open WebSockets at once; more are refused with a clear error
-    max_streams: int = 64  # handed-off uploads and big answers at once; more wait in waitress or get 503
+    # handed-off proxied requests, uploads and big answers at once (more wait in waitress or get 503), and keep-alive
+    # fetchProxy connections in the relay loop (more are closed when idle)
+    max_streams: int = 64
 
     @property
     def api_url(self) -> str:
