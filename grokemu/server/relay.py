@@ -152,8 +152,8 @@ class Relay:
             buf = data
 
     def _recv(self, started: float | None) -> bytes:
-        """Wait for bytes: idle (no head started) up to channel_timeout, closing early under pressure for slots;
-        a head in progress up to header_timeout since its first byte."""
+        """Wait for bytes: idle (no head started) up to channel_timeout; a head in progress, or a body after it, up
+        to header_timeout since its first byte."""
         idle_since = time.monotonic()
         while True:
             if self._poll.poll(IDLE_SLICE * 1000):
