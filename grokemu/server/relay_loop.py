@@ -300,6 +300,12 @@ class RelayLoop:
         self._prefix = prefix.encode("latin-1")  # fetchProxy's path prefix: other request lines are handed off
         self._closing = False
         self._shapes: dict[tuple, _Shape] = {}  # answer heads shaped for the caller (_shape)
+        self.forwarded = 0  # requests the loop sent to a container itself (the signed-in health shows these)
+        self.handed_off = 0  # requests handed to the blocking relay
+
+    @property
+    def connections(self) -> int:
+        return len(self._clients)
 
     # -- connections arriving --------------------------------------------------------------------------------------
     def adopt(self, channel, sock, rest: bytes, *, parked: bool) -> None:
@@ -471,6 +477,7 @@ class RelayLoop:
             c.buf = buf[end + 4:]
             c.head_since = None
             c.exchange = _Exchange(c, plan, head, keep)
+            self.forwarded += 1
             self._connect(c.exchange)
 
     def _plan_for(self, c: _Client, head: bytes) -> "tuple[FastForward, bool] | None":
@@ -613,6 +620,7 @@ class RelayLoop:
         if c.events:
             self._selector.unregister(c.sock)
             c.events = 0
+        self.handed_off += 1
         c.closed = True  # for the loop, until it comes back
         self._clients.discard(c)
         request_line = c.buf.split(b"\n", 1)[0][:8192]

@@ -28,6 +28,9 @@ def health():
         "docker": {"reachable": reachable,
                    "message": "ok" if reachable else "Docker daemon unreachable: containers cannot be built or run"},
         "openWebSockets": takeover.open_websockets if takeover else 0,
+        # keep-alive fetchProxy connections in the relay loop, and the requests it forwarded itself or handed on
+        "relay": {"connections": loop.connections, "forwarded": loop.forwarded, "handedOff": loop.handed_off}
+        if (loop := getattr(takeover, "loop", None)) is not None else None,
     })
 
 

@@ -49,8 +49,23 @@ def test_fetch_proxy_and_websocket_proxy_from_the_browser(grokemu_server, browse
     container = publish_ready(grokemu_server.api, token, *sample_copy("ws-echo"), debug=False)
     assert container["status"] == "stopped by user"
 
+    health = f"{grokemu_server.url}/_grokemu/health"
+    before = requests.get(health, headers={"Authorization": token}, timeout=10).json()["relay"]
     seen = drive(grokemu_server.url, token, str(tmp_path / "page.png"), container["id"], "/health", "/ws")
     assert seen["fetch"]["status"] == 200 and json.loads(seen["fetch"]["body"]) == {"result": "Healthy"}
+    # many fetchProxy calls mixed with API calls on the browser's kept-alive connections: each answered, and the
+    # relay loop (issue 14) forwarded most of them itself
+    healthy = json.dumps({"result": "Healthy"})
+    expected = []
+    for i in range(30):
+        expected.append(healthy)
+        if i % 10 == 9:
+            expected.append("api 200 true")
+    assert [s if s.startswith("api") else json.dumps(json.loads(s)) for s in seen["many"]["sequential"]] == expected
+    assert [json.loads(s) for s in seen["many"]["concurrent"]] == [{"result": "Healthy"}] * 24
+    after = requests.get(health, headers={"Authorization": token}, timeout=10).json()["relay"]
+    assert after["forwarded"] - before["forwarded"] >= 25, (before, after)
+    assert after["handedOff"] - before["handedOff"] >= 3, (before, after)  # the API calls, at least
     assert seen["fetch"]["cold"] is not None and float(seen["fetch"]["cold"]) > 0  # it waited for a cold start
     assert seen["ws"]["frames"] == ["CONNECTED", "hello from the browser"]
     assert seen["ws"]["code"] == 1000

@@ -131,6 +131,40 @@ def test_fetch_proxy_through_the_js_client(js, publish, server, token):
     assert container(server, token, cid)["status"] == "started"
 
 
+def _relay(server, token) -> dict:
+    return requests.get(f"{server.url}/_grokemu/health", headers={"Authorization": token}, timeout=10).json()["relay"]
+
+
+def test_many_js_client_requests_are_served_by_the_relay_loop(js, publish, server, token):
+    """The real JS client in Node keeps its connections alive, as a page does: after the first requests, its
+    fetchProxy calls are forwarded by the relay loop (issue 14), sequential and 40 at once, each with its own
+    answer."""
+    cid, _ = publish("squares")
+    js(f"""
+        await grok.dapi.docker.dockerContainers.fetchProxy('{cid}', '/square?number=1', {{headers: {{Authorization: token}}}});
+        return {{}};""")  # the cold start
+    before = _relay(server, token)
+    out = js(f"""
+        const containers = grok.dapi.docker.dockerContainers;
+        const auth = {{headers: {{Authorization: token}}}};
+        const one = async (i) => {{
+            const r = await containers.fetchProxy('{cid}', `/square?number=${{i}}`, auth);
+            return [r.status, (await r.json()).result];
+        }};
+        const sequential = [];
+        for (let i = 0; i < 60; i++) sequential.push(await one(i));
+        const concurrent = await Promise.all([...Array(40).keys()].map((i) => one(i + 100)));
+        const again = await Promise.all([...Array(40).keys()].map((i) => one(i + 200)));
+        return {{sequential, concurrent, again}};""")
+    assert out["sequential"] == [[200, float(i * i)] for i in range(60)]
+    assert out["concurrent"] == [[200, float((i + 100) ** 2)] for i in range(40)]
+    assert out["again"] == [[200, float((i + 200) ** 2)] for i in range(40)]
+    after = _relay(server, token)
+    # The first request on each new connection goes through waitress (the 40 at once open up to 40 connections);
+    # the later ones on kept-alive connections the loop forwards itself: 59 sequential, most of the second 40.
+    assert after["forwarded"] - before["forwarded"] >= 59 + 30, (before, after)
+
+
 def test_stopped_container_not_on_demand_is_400(js, publish, server, token):
     cid, name = publish("squares", on_demand=False)
     wait_status(server, token, cid, ("started",))  # not on_demand: started once its image is ready

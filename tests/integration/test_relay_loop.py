@@ -587,6 +587,112 @@ def test_a_session_revoked_between_two_loop_requests_refuses_the_second(live):
         up.close()
 
 
+# -- an attacker on a connection in the loop ------------------------------------------------------------------------
+ATTACKS = {
+    "a page on another origin": ("Authorization: {token}\r\nOrigin: http://evil.example\r\n", 403),
+    "a cross-site request with the cookie alone": ("Cookie: auth={token}\r\nSec-Fetch-Site: cross-site\r\n", 403),
+    "no credentials": ("", 401),
+    "a made-up token": ("Authorization: not-a-session\r\n", 401),
+    "the dev key as a token": ("Authorization: Dev admin\r\n", 401),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_an_attack_on_a_loop_connection_is_refused_before_the_container(live, attack):
+    """The same refusals as through Flask, ApiError JSON, with the connection in the loop: nothing is forwarded and
+    the container sees nothing; the caller's next honest request on the connection is served by the loop again."""
+    up, (a,) = _containers(live, 1)
+    extra, status = ATTACKS[attack]
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_request(live, proxy_url(a, "/attack"), None, extra=extra.format(token=live.token)))
+        refused = answers.read()
+        assert refused.status == status and _api_error(refused)
+        sock.sendall(_get(live, a, "/honest"))
+        assert json.loads(answers.read().body) == {"path": "/honest"}
+        assert served == [proxy_url(a, "/honest")]
+        assert [s["path"] for s in up.seen] == WARM_UP + ["/honest"]
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_a_foreign_host_on_a_loop_connection_is_refused(live):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: attacker.example\r\n"
+                     f"Authorization: {live.token}\r\n\r\n".encode())  # DNS rebinding
+        refused = answers.read()
+        assert refused.status == 403 and _api_error(refused)
+        assert served == [] and [s["path"] for s in up.seen] == WARM_UP
+        sock.close()
+    finally:
+        up.close()
+
+
+def test_a_session_expired_between_two_loop_requests_is_refused(live, clock):
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock, answers = _relayed(live, a)
+        sock.sendall(_get(live, a, "/one"))
+        assert answers.read().status == 200
+        clock.advance(live.ctx.settings.session_ttl + 1)
+        sock.sendall(_get(live, a, "/two"))
+        refused = answers.read()
+        assert refused.status == 401 and _api_error(refused)
+        assert served == [proxy_url(a, "/one")] and [s["path"] for s in up.seen] == WARM_UP + ["/one"]
+        sock.close()
+    finally:
+        up.close()
+
+
+@pytest.fixture
+def bridged(tmp_path, settings, clock):
+    """The real server with a second listener on 127.0.0.2 marked as the Docker bridge gateway: (server, bridge
+    port)."""
+    app = create_app(dataclasses.replace(settings, threads=2), orchestrator=MemoryOrchestrator(), clock=clock,
+                     background=True)
+    sockets = bind("127.0.0.1", 0, ["127.0.0.2"])
+    if len(sockets) < 2:
+        pytest.skip("127.0.0.2 cannot be bound here")
+    server = create_server(app, sockets, threads=2, bridge_addresses=["127.0.0.2"],
+                           streamed_prefixes=(proxy.HTTP_PREFIX,))
+    threading.Thread(target=server.run, daemon=True).start()
+    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", 0), sockets[1].getsockname()[1]
+    server.close()
+
+
+def test_a_loop_connection_from_the_bridge_keeps_the_bridge_rules(bridged):
+    """A container calling fetchProxy with its token is served, by the loop too; the dashboard, grokemu's controls
+    and the dev-key login on that same connection are refused, whatever Host it claims."""
+    live, port = bridged
+    up, (a,) = _containers(live, 1)
+    try:
+        served = _loop_served(live)
+        sock = socket.create_connection(("127.0.0.2", port), timeout=10)
+        answers = _Answers(sock)
+
+        def send(path: str, extra: str = "", method: str = "GET"):
+            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: host.docker.internal\r\n{extra}\r\n".encode())
+            return answers.read()
+
+        auth = f"Authorization: {live.token}\r\n"
+        for path in WARM_UP + ["/looped"]:
+            assert json.loads(send(proxy_url(a, path), auth).body) == {"path": path}
+        assert served == [proxy_url(a, "/looped")]
+        assert send("/", auth).status == 403
+        assert send("/_grokemu/health", auth).status == 403
+        login = send("/api/users/login/dev", "Authorization: Dev admin\r\nContent-Length: 0\r\n", method="POST")
+        assert login.status == 403 and "token" not in json.loads(login.body)
+        sock.close()
+    finally:
+        up.close()
+
+
 # -- as waitress does ------------------------------------------------------------------------------------------------
 def test_a_request_head_over_the_header_limit_gets_431(live):
     up, (a,) = _containers(live, 1)

@@ -32,6 +32,24 @@ const { chromium } = require(path.join(tools, 'node_modules', 'playwright-core')
         const r = await fetch(`/api/docker/containers/proxy/${id}${p}`, { credentials: 'include' });
         return { status: r.status, body: await r.text(), cold: r.headers.get('x-grokemu-cold-start-ms') };
       }, [containerId, httpPath]);
+      // many more, as a page that fires fetchProxy calls does, mixed with API calls on the same kept-alive
+      // connections (Chromium keeps six per host): one after another, then 24 at once
+      result.many = await page.evaluate(async ([id, p]) => {
+        const one = async (i) => {
+          const r = await fetch(`/api/docker/containers/proxy/${id}${p}?i=${i}`, { credentials: 'include' });
+          return r.status === 200 ? await r.text() : `status ${r.status}`;
+        };
+        const sequential = [];
+        for (let i = 0; i < 30; i++) {
+          sequential.push(await one(i));
+          if (i % 10 === 9) {
+            const api = await fetch('/api/docker/containers', { credentials: 'include' });
+            sequential.push(`api ${api.status} ${Array.isArray(await api.json())}`);
+          }
+        }
+        const concurrent = await Promise.all([...Array(24).keys()].map(one));
+        return { sequential, concurrent };
+      }, [containerId, httpPath]);
       if (wsPath) {
         // webSocketProxy as the JS API does it: wait for CONNECTED, then the app's frames.
         result.ws = await page.evaluate(async ([id, p]) => new Promise((resolve) => {
