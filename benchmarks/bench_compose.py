@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from grokemu.client import Client  # noqa: E402
+from tests.helpers import remove_images  # noqa: E402
 
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 SAMPLE = ROOT / "samples" / "squares"
@@ -88,14 +89,6 @@ def publish_to_first_200(url: str) -> tuple[float, str]:
         elapsed = time.perf_counter() - started
     assert status == 200, body
     return elapsed, short
-
-
-def remove_images(short: str) -> None:
-    refs = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
-                          text=True).stdout.split()
-    for ref in refs:
-        if short in ref:
-            subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
 
 
 def run_stand(project: str) -> tuple[float, float, float]:

@@ -169,3 +169,12 @@ def package_folder(files: dict, folder: Path) -> Path:
         (folder / path).write_bytes(data if isinstance(data, bytes) else data.encode())
     (folder / ".npmignore").write_text("")
     return folder
+
+
+def remove_images(*shorts: str) -> None:
+    """Remove every local image whose reference contains one of `shorts` (the unique names tests publish under)."""
+    refs = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+                          text=True).stdout.split()
+    for ref in refs:
+        if any(short in ref for short in shorts):
+            subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)

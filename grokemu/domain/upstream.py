@@ -8,6 +8,7 @@ Wire facts behind the errors (docs/datagrok-api.md §1.2, §1.3): a container th
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable, Protocol
 
 from grokemu.domain.errors import GrokemuError
@@ -51,6 +52,7 @@ class Forwarded:
         return f"{self.status} {self.reason}".rstrip()
 
 
+@dataclass(slots=True)
 class FastForward:
     """A body-less fetchProxy request the server's relay loop sends itself (server/relay_loop.py): where to, the
     request head for the container, built once, and what to call when it is over. Only for a container known to be
@@ -61,17 +63,13 @@ class FastForward:
     connection before anything was sent; the request then goes the full way (a status check, a restart of an
     on_demand container)."""
 
-    __slots__ = ("cid", "name", "address", "head", "method", "done", "refused")
-
-    def __init__(self, cid: str, name: str, address: tuple[str, int], head: bytes, method: str,
-                 done: Callable[[int | None], None], refused: Callable[[], None]):
-        self.cid = cid
-        self.name = name
-        self.address = address
-        self.head = head
-        self.method = method
-        self.done = done
-        self.refused = refused
+    cid: str
+    name: str
+    address: tuple[str, int]
+    head: bytes
+    method: str
+    done: Callable[[int | None], None]
+    refused: Callable[[], None]
 
 
 class HttpUpstream(Protocol):

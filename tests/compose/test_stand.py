@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import js_runner
-from tests.helpers import require, wait_until
+from tests.helpers import remove_images, require, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -77,11 +77,7 @@ def package(tmp_path):
         return folder, meta["name"], f"{short}-{sample}"
 
     yield copy
-    listed = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
-                            text=True).stdout.split()
-    for ref in listed:
-        if any(short in ref for short in made):
-            subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+    remove_images(*made)
 
 
 def get(stand, token, path, **kw):

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from grokemu.testing import GrokemuProcess
-from tests.helpers import wait_until
+from tests.helpers import remove_images, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +32,6 @@ def copy_sample(tmp_path: Path, sample: str, dockerfile: str | None = None) -> t
     if dockerfile is not None:
         (folder / "dockerfiles" / sample / "Dockerfile").write_text(dockerfile)
     return folder, short
-
-
-def remove_images(short: str) -> None:
-    refs = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
-                          text=True).stdout.split()
-    for ref in refs:
-        if short in ref:
-            subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
 
 
 @pytest.fixture

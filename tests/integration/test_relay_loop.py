@@ -110,6 +110,29 @@ def _relayed(server, cid: str) -> tuple[socket.socket, _Answers]:
     return sock, answers
 
 
+@pytest.fixture
+def looped(live):
+    """A connection in the loop on `live` (`_relayed`): (upstream, container id, the paths the loop forwarded from
+    now on, socket, answers); closed afterwards."""
+    yield from _looped(live)
+
+
+@pytest.fixture
+def quick_looped(quick):
+    yield from _looped(quick)
+
+
+def _looped(server):
+    up, (cid,) = _containers(server, 1)
+    try:
+        served = _loop_served(server)
+        sock, answers = _relayed(server, cid)
+        yield up, cid, served, sock, answers
+        sock.close()
+    finally:
+        up.close()
+
+
 def _get(server, cid: str, path: str, method: str = "GET", extra: str = "") -> bytes:
     return _request(server, proxy_url(cid, path), server.token, method=method, extra=extra)
 
@@ -135,228 +158,178 @@ def _eventually(check, within: float = 3.0) -> None:
 
 
 # -- answer framings -------------------------------------------------------------------------------------------------
-def test_chunked_answer_passes_through_with_its_trailer(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/chunked"))
-        got = answers.read()
-        assert got.status == 200 and got.headers["transfer-encoding"] == "chunked"
-        assert "content-length" not in got.headers and "connection" not in got.headers
-        assert got.body == b"hello world" and got.raw == b"".join(CHUNKED_PIECES)  # byte for byte, trailer included
-        sock.sendall(_get(live, a, "/next"))
-        after = answers.read()
-        assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
-        assert served == [proxy_url(a, "/chunked"), proxy_url(a, "/next")]
-        sock.close()
-    finally:
-        up.close()
+def test_chunked_answer_passes_through_with_its_trailer(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/chunked"))
+    got = answers.read()
+    assert got.status == 200 and got.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in got.headers and "connection" not in got.headers
+    assert got.body == b"hello world" and got.raw == b"".join(CHUNKED_PIECES)  # byte for byte, trailer included
+    sock.sendall(_get(live, a, "/next"))
+    after = answers.read()
+    assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
+    assert served == [proxy_url(a, "/chunked"), proxy_url(a, "/next")]
+    sock.close()
 
 
-def test_answer_ended_by_the_containers_close_is_rechunked_and_the_connection_kept(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/until-close"))
-        got = answers.read()
-        assert got.status == 200 and got.headers["transfer-encoding"] == "chunked"
-        assert "connection" not in got.headers  # the container's close is not the caller's
-        assert got.body == b"".join(UNTIL_CLOSE_PIECES)
-        sock.sendall(_get(live, a, "/next"))
-        after = answers.read()
-        assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
-        assert served == [proxy_url(a, "/until-close"), proxy_url(a, "/next")]
-        sock.close()
-    finally:
-        up.close()
+def test_answer_ended_by_the_containers_close_is_rechunked_and_the_connection_kept(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/until-close"))
+    got = answers.read()
+    assert got.status == 200 and got.headers["transfer-encoding"] == "chunked"
+    assert "connection" not in got.headers  # the container's close is not the caller's
+    assert got.body == b"".join(UNTIL_CLOSE_PIECES)
+    sock.sendall(_get(live, a, "/next"))
+    after = answers.read()
+    assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
+    assert served == [proxy_url(a, "/until-close"), proxy_url(a, "/next")]
+    sock.close()
 
 
-def test_head_204_and_304_carry_no_body_and_repeated_set_cookies_arrive(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/bytes/1234", method="HEAD"))
-        head = answers.read(body=False)
-        assert head.status == 200 and head.headers["content-length"] == "1234"
-        for code in (204, 304):
-            sock.sendall(_get(live, a, f"/status/{code}"))
-            got = answers.read(body=False)
-            assert got.status == code and got.headers["x-custom"] == "yes"
-            assert [v for k, v in got.pairs if k == "set-cookie"] == ["a=1; Path=/", "b=2; Path=/"]
-            assert "transfer-encoding" not in got.headers and "content-length" not in got.headers
-        # a body byte after any of them would break this answer's status line
-        sock.sendall(_get(live, a, "/next"))
-        after = answers.read()
-        assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
-        assert answers.buf == b""
-        assert served == [proxy_url(a, p) for p in ("/bytes/1234", "/status/204", "/status/304", "/next")]
-        sock.close()
-    finally:
-        up.close()
+def test_head_204_and_304_carry_no_body_and_repeated_set_cookies_arrive(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/bytes/1234", method="HEAD"))
+    head = answers.read(body=False)
+    assert head.status == 200 and head.headers["content-length"] == "1234"
+    for code in (204, 304):
+        sock.sendall(_get(live, a, f"/status/{code}"))
+        got = answers.read(body=False)
+        assert got.status == code and got.headers["x-custom"] == "yes"
+        assert [v for k, v in got.pairs if k == "set-cookie"] == ["a=1; Path=/", "b=2; Path=/"]
+        assert "transfer-encoding" not in got.headers and "content-length" not in got.headers
+    # a body byte after any of them would break this answer's status line
+    sock.sendall(_get(live, a, "/next"))
+    after = answers.read()
+    assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
+    assert answers.buf == b""
+    assert served == [proxy_url(a, p) for p in ("/bytes/1234", "/status/204", "/status/304", "/next")]
+    sock.close()
 
 
-def test_answer_bytes_are_passed_on_as_the_container_sends_them(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.settimeout(3)
-        sock.sendall(_get(live, a, "/stream"))  # "first", then "second" once the gate opens
-        while b"5\r\nfirst\r\n" not in answers.buf:
-            answers._fill()  # arrives while the container still holds the rest back
-        assert answers.buf.startswith(b"HTTP/1.1 200 ")
-        up.gate.set()
-        got = answers.read()
-        assert got.status == 200 and got.body == b"firstsecond"
-        sock.sendall(_get(live, a, "/next"))
-        assert json.loads(answers.read().body) == {"path": "/next"}
-        assert served == [proxy_url(a, "/stream"), proxy_url(a, "/next")]
-        sock.close()
-    finally:
-        up.close()
+def test_answer_bytes_are_passed_on_as_the_container_sends_them(live, looped):
+    up, a, served, sock, answers = looped
+    sock.settimeout(3)
+    sock.sendall(_get(live, a, "/stream"))  # "first", then "second" once the gate opens
+    while b"5\r\nfirst\r\n" not in answers.buf:
+        answers._fill()  # arrives while the container still holds the rest back
+    assert answers.buf.startswith(b"HTTP/1.1 200 ")
+    up.gate.set()
+    got = answers.read()
+    assert got.status == 200 and got.body == b"firstsecond"
+    sock.sendall(_get(live, a, "/next"))
+    assert json.loads(answers.read().body) == {"path": "/next"}
+    assert served == [proxy_url(a, "/stream"), proxy_url(a, "/next")]
+    sock.close()
 
 
 # -- headers both ways -----------------------------------------------------------------------------------------------
-def test_hop_by_hop_headers_dropped_and_credentials_replaced_by_the_callers_identity(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/hop", extra=f"Cookie: auth={live.token}; theme=dark\r\n"
-                                                 "Connection: keep-alive, X-Private\r\nX-Private: secret\r\n"
-                                                 "X-Forwarded-For: 10.1.2.3\r\n"))
-        got = answers.read()
-        assert got.status == 200 and got.body == b"ok" and got.headers["x-kept"] == "1"
-        assert {"connection", "x-secret", "keep-alive"}.isdisjoint(got.headers)
-        assert served == [proxy_url(a, "/hop")]
-        seen = up.last()
-        assert seen["path"] == "/hop"
-        sent = {k.lower(): v for k, v in seen["headers"]}
-        assert "authorization" not in sent and "x-private" not in sent
-        assert sent["cookie"] == "theme=dark"  # grokemu's auth cookie removed, the app's own kept
-        assert sent["x-user-api-key"] == live.token
-        assert sent["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
-        assert sent["host"] == f"127.0.0.1:{up.port}"
-        sock.close()
-    finally:
-        up.close()
+def test_hop_by_hop_headers_dropped_and_credentials_replaced_by_the_callers_identity(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/hop", extra=f"Cookie: auth={live.token}; theme=dark\r\n"
+                                             "Connection: keep-alive, X-Private\r\nX-Private: secret\r\n"
+                                             "X-Forwarded-For: 10.1.2.3\r\n"))
+    got = answers.read()
+    assert got.status == 200 and got.body == b"ok" and got.headers["x-kept"] == "1"
+    assert {"connection", "x-secret", "keep-alive"}.isdisjoint(got.headers)
+    assert served == [proxy_url(a, "/hop")]
+    seen = up.last()
+    assert seen["path"] == "/hop"
+    sent = {k.lower(): v for k, v in seen["headers"]}
+    assert "authorization" not in sent and "x-private" not in sent
+    assert sent["cookie"] == "theme=dark"  # grokemu's auth cookie removed, the app's own kept
+    assert sent["x-user-api-key"] == live.token
+    assert sent["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
+    assert sent["host"] == f"127.0.0.1:{up.port}"
+    sock.close()
 
 
-def test_path_and_query_reach_the_container_as_encoded(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        target = "/a%2Fb/c%20d?x=1&y=%2B&z"
-        sock.sendall(_get(live, a, target))
-        got = answers.read()
-        assert got.status == 200 and json.loads(got.body) == {"path": target}
-        assert up.last()["path"] == target
-        assert served == [proxy_url(a, "/a/b/c d")]  # PATH_INFO decoded, as waitress decodes it
-        sock.close()
-    finally:
-        up.close()
+def test_path_and_query_reach_the_container_as_encoded(live, looped):
+    up, a, served, sock, answers = looped
+    target = "/a%2Fb/c%20d?x=1&y=%2B&z"
+    sock.sendall(_get(live, a, target))
+    got = answers.read()
+    assert got.status == 200 and json.loads(got.body) == {"path": target}
+    assert up.last()["path"] == target
+    assert served == [proxy_url(a, "/a/b/c d")]  # PATH_INFO decoded, as waitress decodes it
+    sock.close()
 
 
-def test_bodyless_post_and_delete_are_forwarded_with_their_methods(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/echo", method="POST", extra="Content-Length: 0\r\n")
-                     + _get(live, a, "/echo", method="DELETE"))
-        post, delete = answers.read(), answers.read()
-        assert (post.status, post.headers["x-method"], post.body) == (200, "POST", b"")
-        assert (delete.status, delete.headers["x-method"], delete.body) == (200, "DELETE", b"")
-        assert [(s["method"], s["body"]) for s in up.seen[-2:]] == [("POST", b""), ("DELETE", b"")]
-        assert dict((k.lower(), v) for k, v in up.seen[-2]["headers"])["content-length"] == "0"
-        assert served == [proxy_url(a, "/echo")] * 2
-        sock.close()
-    finally:
-        up.close()
+def test_bodyless_post_and_delete_are_forwarded_with_their_methods(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/echo", method="POST", extra="Content-Length: 0\r\n")
+                 + _get(live, a, "/echo", method="DELETE"))
+    post, delete = answers.read(), answers.read()
+    assert (post.status, post.headers["x-method"], post.body) == (200, "POST", b"")
+    assert (delete.status, delete.headers["x-method"], delete.body) == (200, "DELETE", b"")
+    assert [(s["method"], s["body"]) for s in up.seen[-2:]] == [("POST", b""), ("DELETE", b"")]
+    assert dict((k.lower(), v) for k, v in up.seen[-2]["headers"])["content-length"] == "0"
+    assert served == [proxy_url(a, "/echo")] * 2
+    sock.close()
 
 
 # -- kept-alive upstream sockets -------------------------------------------------------------------------------------
-def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
+def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them(live, looped):
+    up, a, served, sock, answers = looped
 
-        def get(path: str) -> int:
-            sock.sendall(_get(live, a, path))
-            got = answers.read()
-            assert got.status == 200 and json.loads(got.body) == {"path": path}
-            assert up.last()["path"] == path
-            return up.last()["client_port"]
+    def get(path: str) -> int:
+        sock.sendall(_get(live, a, path))
+        got = answers.read()
+        assert got.status == 200 and json.loads(got.body) == {"path": path}
+        assert up.last()["path"] == path
+        return up.last()["client_port"]
 
-        reused = {get(f"/r{i}") for i in range(4)}
-        assert len(reused) == 1  # one upstream connection for all four
-        assert get("/close-after") in reused  # announced as the last on that connection
-        fresh = get("/after-close")
-        assert fresh not in reused
-        assert get("/drop-after") == fresh  # the container closes it unannounced right after answering
-        replaced = get("/at-once")  # sent before or after the loop noticed: either way a new connection
-        assert replaced != fresh
-        assert get("/drop-after") == replaced
-        time.sleep(0.3)  # the loop notices the close while the socket is idle
-        last = get("/later")
-        assert last != replaced
-        paths = [s["path"] for s in up.seen]
-        assert paths == [*WARM_UP, "/r0", "/r1", "/r2", "/r3", "/close-after", "/after-close", "/drop-after",
-                         "/at-once", "/drop-after", "/later"]  # each exactly once
-        assert served == [proxy_url(a, p) for p in paths[2:]]
-        sock.close()
-    finally:
-        up.close()
+    reused = {get(f"/r{i}") for i in range(4)}
+    assert len(reused) == 1  # one upstream connection for all four
+    assert get("/close-after") in reused  # announced as the last on that connection
+    fresh = get("/after-close")
+    assert fresh not in reused
+    assert get("/drop-after") == fresh  # the container closes it unannounced right after answering
+    replaced = get("/at-once")  # sent before or after the loop noticed: either way a new connection
+    assert replaced != fresh
+    assert get("/drop-after") == replaced
+    time.sleep(0.3)  # the loop notices the close while the socket is idle
+    last = get("/later")
+    assert last != replaced
+    paths = [s["path"] for s in up.seen]
+    assert paths == [*WARM_UP, "/r0", "/r1", "/r2", "/r3", "/close-after", "/after-close", "/drop-after",
+                     "/at-once", "/drop-after", "/later"]  # each exactly once
+    assert served == [proxy_url(a, p) for p in paths[2:]]
+    sock.close()
 
 
 # -- a container that fails -----------------------------------------------------------------------------------------
-def test_a_container_that_does_not_answer_gets_504_and_the_server_serves_on(quick):
-    up, (a,) = _containers(quick, 1)
-    try:
-        served = _loop_served(quick)
-        sock, answers = _relayed(quick, a)
-        sock.sendall(_get(quick, a, "/sleep/3"))
-        sent = time.monotonic()
-        got = answers.read()
-        waited = time.monotonic() - sent
-        assert got.status == 504 and got.headers["connection"] == "close"
-        assert "did not answer" in _api_error(got)["message"]
-        assert SHORT["proxy_request_timeout"] - 0.1 <= waited < SHORT["proxy_request_timeout"] + 1.5
-        _closed_after(sock, time.monotonic(), 1.0)
-        assert served == [proxy_url(a, "/sleep/3")]
-        _eventually(lambda: quick.ctx.activity.active(a) == 0)
-        assert quick.ctx.activity.active(a) == 0
-        again, _ = _relayed(quick, a)
-        again.close()
-    finally:
-        up.close()
+def test_a_container_that_does_not_answer_gets_504_and_the_server_serves_on(quick, quick_looped):
+    up, a, served, sock, answers = quick_looped
+    sock.sendall(_get(quick, a, "/sleep/3"))
+    sent = time.monotonic()
+    got = answers.read()
+    waited = time.monotonic() - sent
+    assert got.status == 504 and got.headers["connection"] == "close"
+    assert "did not answer" in _api_error(got)["message"]
+    assert SHORT["proxy_request_timeout"] - 0.1 <= waited < SHORT["proxy_request_timeout"] + 1.5
+    _closed_after(sock, time.monotonic(), 1.0)
+    assert served == [proxy_url(a, "/sleep/3")]
+    _eventually(lambda: quick.ctx.activity.active(a) == 0)
+    assert quick.ctx.activity.active(a) == 0
+    again, _ = _relayed(quick, a)
+    again.close()
 
 
-def test_a_container_that_hangs_up_without_answering_gets_500(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/hot"))  # the loop's upstream socket, kept alive for the next request
-        assert answers.read().status == 200
-        sock.sendall(_get(live, a, "/hangup"))
-        sent = time.monotonic()
-        got = answers.read()
-        assert time.monotonic() - sent < 2.0
-        assert got.status == 500 and got.headers["connection"] == "close"
-        assert "connection was closed" in _api_error(got)["message"]
-        _closed_after(sock, time.monotonic(), 1.0)
-        # the kept-alive socket may have been closed by the container while idle: a GET is tried once more on a
-        # fresh connection, which hangs up too
-        assert [s["path"] for s in up.seen] == [*WARM_UP, "/hot", "/hangup", "/hangup"]
-        assert served == [proxy_url(a, "/hot"), proxy_url(a, "/hangup")]
-    finally:
-        up.close()
+def test_a_container_that_hangs_up_without_answering_gets_500(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/hot"))  # the loop's upstream socket, kept alive for the next request
+    assert answers.read().status == 200
+    sock.sendall(_get(live, a, "/hangup"))
+    sent = time.monotonic()
+    got = answers.read()
+    assert time.monotonic() - sent < 2.0
+    assert got.status == 500 and got.headers["connection"] == "close"
+    assert "connection was closed" in _api_error(got)["message"]
+    _closed_after(sock, time.monotonic(), 1.0)
+    # the kept-alive socket may have been closed by the container while idle: a GET is tried once more on a
+    # fresh connection, which hangs up too
+    assert [s["path"] for s in up.seen] == [*WARM_UP, "/hot", "/hangup", "/hangup"]
+    assert served == [proxy_url(a, "/hot"), proxy_url(a, "/hangup")]
 
 
 def test_a_container_gone_from_its_port_between_requests_gets_an_answer(live):
@@ -407,80 +380,60 @@ def test_an_idle_relayed_connection_is_closed_after_channel_timeout(quick):
         up.close()
 
 
-def test_an_answer_that_stalls_midway_is_cut_after_stream_timeout(quick):
-    up, (a,) = _containers(quick, 1)
-    try:
-        served = _loop_served(quick)
-        sock, answers = _relayed(quick, a)
-        sock.sendall(_get(quick, a, "/stall"))
-        while b"5\r\nfirst\r\n" not in answers.buf:
-            answers._fill()
-        since = time.monotonic()
-        assert answers.buf.startswith(b"HTTP/1.1 200 ") and answers.buf.endswith(b"5\r\nfirst\r\n")
-        waited = _closed_after(sock, since, SHORT["stream_timeout"] + 1.5)
-        assert waited >= SHORT["stream_timeout"] - 0.1
-        assert served == [proxy_url(a, "/stall")]
-        _eventually(lambda: quick.ctx.activity.active(a) == 0)
-        assert quick.ctx.activity.active(a) == 0
-    finally:
-        up.close()
+def test_an_answer_that_stalls_midway_is_cut_after_stream_timeout(quick, quick_looped):
+    up, a, served, sock, answers = quick_looped
+    sock.sendall(_get(quick, a, "/stall"))
+    while b"5\r\nfirst\r\n" not in answers.buf:
+        answers._fill()
+    since = time.monotonic()
+    assert answers.buf.startswith(b"HTTP/1.1 200 ") and answers.buf.endswith(b"5\r\nfirst\r\n")
+    waited = _closed_after(sock, since, SHORT["stream_timeout"] + 1.5)
+    assert waited >= SHORT["stream_timeout"] - 0.1
+    assert served == [proxy_url(a, "/stall")]
+    _eventually(lambda: quick.ctx.activity.active(a) == 0)
+    assert quick.ctx.activity.active(a) == 0
 
 
 # -- pipelining and malformed requests -------------------------------------------------------------------------------
-def test_fifty_pipelined_requests_are_answered_in_order_then_closed(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        paths = [f"/n/{i}" for i in range(50)]
-        sock.sendall(b"".join(_get(live, a, p, extra="Connection: close\r\n" if i == 49 else "")
-                              for i, p in enumerate(paths)))
-        got = [answers.read() for _ in paths]
-        assert [g.status for g in got] == [200] * 50
-        assert [json.loads(g.body)["path"] for g in got] == paths
-        assert [g.headers.get("connection") for g in got] == [None] * 49 + ["close"]
-        _closed_after(sock, time.monotonic(), 2.0)
-        assert answers.buf == b""
-        assert served == [proxy_url(a, p) for p in paths]
-        assert [s["path"] for s in up.seen] == WARM_UP + paths
-    finally:
-        up.close()
+def test_fifty_pipelined_requests_are_answered_in_order_then_closed(live, looped):
+    up, a, served, sock, answers = looped
+    paths = [f"/n/{i}" for i in range(50)]
+    sock.sendall(b"".join(_get(live, a, p, extra="Connection: close\r\n" if i == 49 else "")
+                          for i, p in enumerate(paths)))
+    got = [answers.read() for _ in paths]
+    assert [g.status for g in got] == [200] * 50
+    assert [json.loads(g.body)["path"] for g in got] == paths
+    assert [g.headers.get("connection") for g in got] == [None] * 49 + ["close"]
+    _closed_after(sock, time.monotonic(), 2.0)
+    assert answers.buf == b""
+    assert served == [proxy_url(a, p) for p in paths]
+    assert [s["path"] for s in up.seen] == WARM_UP + paths
 
 
-def test_pipelined_hand_offs_between_loop_requests_keep_the_order(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/p1") + _request(live, "/api/users/current", live.token)
-                     + _get(live, a, "/echo", method="POST", extra="Content-Type: text/plain\r\nContent-Length: 5\r\n")
-                     + b"hello" + _get(live, a, "/p2") + _get(live, a, "/bytes/7", method="HEAD")
-                     + _get(live, a, "/p3"))
-        p1, user, echo, p2 = [answers.read() for _ in range(4)]
-        head, p3 = answers.read(body=False), answers.read()
-        assert json.loads(p1.body) == {"path": "/p1"} and json.loads(user.body)["login"] == "admin"
-        assert echo.body == b"hello" and json.loads(p2.body) == {"path": "/p2"}
-        assert head.status == 200 and head.headers["content-length"] == "7" and head.body == b""
-        assert json.loads(p3.body) == {"path": "/p3"}
-        assert served == [proxy_url(a, p) for p in ("/p1", "/p2", "/bytes/7", "/p3")]  # the POST was handed off
-        assert [s["path"] for s in up.seen] == [*WARM_UP, "/p1", "/echo", "/p2", "/bytes/7", "/p3"]
-        sock.close()
-    finally:
-        up.close()
+def test_pipelined_hand_offs_between_loop_requests_keep_the_order(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/p1") + _request(live, "/api/users/current", live.token)
+                 + _get(live, a, "/echo", method="POST", extra="Content-Type: text/plain\r\nContent-Length: 5\r\n")
+                 + b"hello" + _get(live, a, "/p2") + _get(live, a, "/bytes/7", method="HEAD")
+                 + _get(live, a, "/p3"))
+    p1, user, echo, p2 = [answers.read() for _ in range(4)]
+    head, p3 = answers.read(body=False), answers.read()
+    assert json.loads(p1.body) == {"path": "/p1"} and json.loads(user.body)["login"] == "admin"
+    assert echo.body == b"hello" and json.loads(p2.body) == {"path": "/p2"}
+    assert head.status == 200 and head.headers["content-length"] == "7" and head.body == b""
+    assert json.loads(p3.body) == {"path": "/p3"}
+    assert served == [proxy_url(a, p) for p in ("/p1", "/p2", "/bytes/7", "/p3")]  # the POST was handed off
+    assert [s["path"] for s in up.seen] == [*WARM_UP, "/p1", "/echo", "/p2", "/bytes/7", "/p3"]
+    sock.close()
 
 
-def test_a_malformed_request_head_gets_400_from_waitress(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: {live.host}\r\nBad Header\r\n\r\n".encode())
-        got = answers.read()
-        assert got.status == 400 and got.line == "HTTP/1.1 400 Bad Request"
-        _closed_after(sock, time.monotonic(), 2.0)
-        assert served == [] and [s["path"] for s in up.seen] == WARM_UP
-    finally:
-        up.close()
+def test_a_malformed_request_head_gets_400_from_waitress(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: {live.host}\r\nBad Header\r\n\r\n".encode())
+    got = answers.read()
+    assert got.status == 400 and got.line == "HTTP/1.1 400 Bad Request"
+    _closed_after(sock, time.monotonic(), 2.0)
+    assert served == [] and [s["path"] for s in up.seen] == WARM_UP
 
 
 # -- a slow reader ---------------------------------------------------------------------------------------------------
@@ -618,36 +571,26 @@ def test_an_attack_on_a_loop_connection_is_refused_before_the_container(live, at
         up.close()
 
 
-def test_a_foreign_host_on_a_loop_connection_is_refused(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: attacker.example\r\n"
-                     f"Authorization: {live.token}\r\n\r\n".encode())  # DNS rebinding
-        refused = answers.read()
-        assert refused.status == 403 and _api_error(refused)
-        assert served == [] and [s["path"] for s in up.seen] == WARM_UP
-        sock.close()
-    finally:
-        up.close()
+def test_a_foreign_host_on_a_loop_connection_is_refused(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: attacker.example\r\n"
+                 f"Authorization: {live.token}\r\n\r\n".encode())  # DNS rebinding
+    refused = answers.read()
+    assert refused.status == 403 and _api_error(refused)
+    assert served == [] and [s["path"] for s in up.seen] == WARM_UP
+    sock.close()
 
 
-def test_a_session_expired_between_two_loop_requests_is_refused(live, clock):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/one"))
-        assert answers.read().status == 200
-        clock.advance(live.ctx.settings.session_ttl + 1)
-        sock.sendall(_get(live, a, "/two"))
-        refused = answers.read()
-        assert refused.status == 401 and _api_error(refused)
-        assert served == [proxy_url(a, "/one")] and [s["path"] for s in up.seen] == WARM_UP + ["/one"]
-        sock.close()
-    finally:
-        up.close()
+def test_a_session_expired_between_two_loop_requests_is_refused(live, looped, clock):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/one"))
+    assert answers.read().status == 200
+    clock.advance(live.ctx.settings.session_ttl + 1)
+    sock.sendall(_get(live, a, "/two"))
+    refused = answers.read()
+    assert refused.status == 401 and _api_error(refused)
+    assert served == [proxy_url(a, "/one")] and [s["path"] for s in up.seen] == WARM_UP + ["/one"]
+    sock.close()
 
 
 @pytest.fixture
@@ -694,35 +637,25 @@ def test_a_loop_connection_from_the_bridge_keeps_the_bridge_rules(bridged):
 
 
 # -- as waitress does ------------------------------------------------------------------------------------------------
-def test_a_request_head_over_the_header_limit_gets_431(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        limit = Adjustments.max_request_header_size  # create_server keeps waitress's default
-        start = _get(live, a, "/big").removesuffix(b"\r\n")
-        lines = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 60000) for i in range(4))
-        head = start + lines + b"X-Last: " + b"q" * (limit - len(start) - len(lines) - len(b"X-Last: "))
-        assert len(head) == limit  # all of it read, no blank line yet: the loop waits for the rest
-        sock.sendall(head)
-        time.sleep(0.3)
-        sock.sendall(b"q\r\n\r\n")  # the head complete now, over the limit
-        got = answers.read()
-        assert [s["path"] for s in up.seen] == WARM_UP and served == []
-        assert got.status == 431
-    finally:
-        up.close()
+def test_a_request_head_over_the_header_limit_gets_431(live, looped):
+    up, a, served, sock, answers = looped
+    limit = Adjustments.max_request_header_size  # create_server keeps waitress's default
+    start = _get(live, a, "/big").removesuffix(b"\r\n")
+    lines = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 60000) for i in range(4))
+    head = start + lines + b"X-Last: " + b"q" * (limit - len(start) - len(lines) - len(b"X-Last: "))
+    assert len(head) == limit  # all of it read, no blank line yet: the loop waits for the rest
+    sock.sendall(head)
+    time.sleep(0.3)
+    sock.sendall(b"q\r\n\r\n")  # the head complete now, over the limit
+    got = answers.read()
+    assert [s["path"] for s in up.seen] == WARM_UP and served == []
+    assert got.status == 431
 
 
-def test_a_caller_that_half_closes_after_its_request_still_gets_the_answer(live):
-    up, (a,) = _containers(live, 1)
-    try:
-        served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_get(live, a, "/sleep/0.2", extra="Connection: close\r\n"))
-        sock.shutdown(socket.SHUT_WR)  # nothing more to send; still reading
-        got = answers.read()
-        assert got.status == 200 and json.loads(got.body) == {"path": "/sleep/0.2"}
-        assert served == [proxy_url(a, "/sleep/0.2")]
-    finally:
-        up.close()
+def test_a_caller_that_half_closes_after_its_request_still_gets_the_answer(live, looped):
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/sleep/0.2", extra="Connection: close\r\n"))
+    sock.shutdown(socket.SHUT_WR)  # nothing more to send; still reading
+    got = answers.read()
+    assert got.status == 200 and json.loads(got.body) == {"path": "/sleep/0.2"}
+    assert served == [proxy_url(a, "/sleep/0.2")]
