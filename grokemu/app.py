@@ -6,11 +6,13 @@ in one direction: each gets what it uses through its constructor, and nothing is
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from flask import Flask
 from flask_sock import Sock
 
 from grokemu import __version__
+from grokemu.adapters.amqp_broker import AmqpBroker
 from grokemu.adapters.fs_blobs import FsBlobStore
 from grokemu.adapters.http_upstream import HttpUpstreamPools
 from grokemu.adapters.package_files import PackageFiles
@@ -18,10 +20,13 @@ from grokemu.adapters.sqlite_store import SqliteStore
 from grokemu.adapters.websocket_upstream import WebSocketDialer
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock, SystemClock
-from grokemu.domain.ports import Orchestrator, Store
+from grokemu.domain.ports import Broker, Orchestrator, Store
 from grokemu.services.activity import ActivityTracker
 from grokemu.services.admin import AdminService
 from grokemu.services.auth import AuthService
+from grokemu.services.broker import BrokerService
+from grokemu.services.calls import CallService
+from grokemu.services.functions import FunctionRegistry
 from grokemu.services.images import ImageService
 from grokemu.services.packages import PackageService
 from grokemu.services.proxy import ProxyService
@@ -30,7 +35,7 @@ from grokemu.services.run_specs import RunSpecs
 from grokemu.services.scheduler import Scheduler
 from grokemu.services.spawner import Spawner
 from grokemu.services.tokens import TokenService
-from grokemu.web import admin, api, dashboard, proxy, registry, ui
+from grokemu.web import admin, api, dashboard, functions, proxy, registry, ui
 from grokemu.web.context import EXTENSION, Context
 from grokemu.web.errors import register_error_handlers
 from grokemu.web.guard import Guard
@@ -39,10 +44,12 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, store: Store | None = None, orchestrator: Orchestrator | None = None,
-               clock: Clock | None = None, background: bool = True, bridge_addresses: tuple[str, ...] = ()) -> Flask:
+               clock: Clock | None = None, background: bool = True, bridge_addresses: tuple[str, ...] = (),
+               connect_broker: Callable[[str], Broker] = AmqpBroker) -> Flask:
     """`background=False` runs image validation inline when the scheduler runs (tests drive it with
     `ctx.scheduler.run_once()`); the CLI keeps it on a worker thread. `bridge_addresses`: the Docker bridge
-    gateway addresses grokemu also listens on (containers call the API there; web/guard.py limits what they get)."""
+    gateway addresses grokemu also listens on (containers call the API there; web/guard.py limits what they get).
+    `connect_broker`: url → Broker (tests pass an in-memory one)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock()
     store = store if store is not None else SqliteStore(settings.db_path)
@@ -51,9 +58,13 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     registry_service = RegistryService(FsBlobStore(settings.data_dir / "registry"), clock)
     package_files = PackageFiles(settings.data_dir / "packages")
     activity = ActivityTracker(clock)
-    run_specs = RunSpecs(settings, store, auth, package_files)
+    broker = BrokerService(settings, orchestrator, connect_broker)
+    run_specs = RunSpecs(settings, store, auth, package_files, broker=broker)
     spawner = Spawner(store, orchestrator, clock, settings, auth=auth, activity=activity, run_specs=run_specs,
-                      background=background)
+                      background=background, broker=broker)
+    functions_registry = FunctionRegistry(store)
+    calls = CallService(settings, store, clock, functions_registry, spawner, broker, activity, run_specs,
+                        background=background)
     images = ImageService(store, orchestrator, clock, settings, spawner=spawner, package_files=package_files,
                           registry=registry_service, background=background)
     packages = PackageService(store, clock, package_files, images=images, spawner=spawner, settings=settings)
@@ -62,7 +73,7 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
                                  websockets=WebSocketDialer(settings.proxy_request_timeout))
     admin_service = AdminService(store, orchestrator, settings, package_files=package_files,
                                  registry=registry_service, auth=auth, images=images, spawner=spawner,
-                                 proxy=proxy_service)
+                                 proxy=proxy_service, broker=broker, calls=calls)
     # Startup sweeps, before any request: what a kill -9 left (staging folders, unreferenced package versions,
     # registry upload debris) goes; nothing that is resumable or referenced is touched.
     packages.sweep()
@@ -70,6 +81,7 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     scheduler = Scheduler(clock, interval=settings.scheduler_interval)
     scheduler.add("validate images", images.process_pending)
     scheduler.add("reconcile containers", spawner.tick)
+    scheduler.add("call deadlines", calls.tick)
 
     # static files (the dashboard's script and styles, issue 10) ship in the package: web/static/ at /static/
     app = Flask("grokemu", static_folder="web/static")
@@ -81,6 +93,8 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     # the WebSocket relay takes the raw socket from the server's connection takeover (web/proxy.py), so it is a
     # plain Flask websocket route rather than a flask-sock one
     app.register_blueprint(proxy.ws_blueprint)
+    app.register_blueprint(functions.blueprint)
+    app.register_blueprint(functions.ws_blueprint)
     app.register_blueprint(registry.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(ui.blueprint)
@@ -95,6 +109,7 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     app.extensions[EXTENSION] = Context(
         settings=settings, store=store, clock=clock, orchestrator=orchestrator, auth=auth, tokens=tokens,
         registry=registry_service, package_files=package_files, activity=activity, spawner=spawner, images=images,
-        packages=packages, scheduler=scheduler, proxy=proxy_service, admin=admin_service, guard=guard)
+        packages=packages, scheduler=scheduler, proxy=proxy_service, admin=admin_service, guard=guard,
+        broker=broker, functions=functions_registry, calls=calls)
     log.debug("grokemu %s app created (data dir %s)", __version__, settings.data_dir)
     return app

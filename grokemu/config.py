@@ -55,6 +55,20 @@ class Settings:
     # manager's daemon holds (one node)
     swarm_registry: str = ""
 
+    # -- queue functions: Celery workers through RabbitMQ (docs/queue-functions.md) -----------------------------------
+    # an existing broker, `amqp://user:pass@host:5672`; empty: grokemu runs `broker_image` itself when first needed
+    amqp_url: str = ""
+    amqp_container_url: str = ""  # how plugin containers reach `amqp_url` when not under the same name
+    broker_image: str = "rabbitmq:4.0.5-management"  # Datagrok's compose pins this one
+    # DATAGROK_PIPE_HOST/PORT: where workers reach grokemu's pipe; empty: the host of DATAGROK_API_URL and its port
+    pipe_host: str = ""
+    pipe_port: int = 0
+    task_pickup_timeout: float = 60.0  # seconds a worker has to accept a call (Datagrok's taskPickupTimeout)
+    cancel_grace: float = 10.0  # seconds a canceled running task gets to report `Canceled` before grokemu does
+    call_batch_size: int = 2_048_000  # aux.batchSize: the bytes of one dataframe chunk the worker sends
+    max_call_frame_bytes: int = 16 * 1024**2  # one frame on the call socket or the pipe
+    calls_kept: int = 50  # finished calls kept per container for the page
+
     # -- who may drive grokemu (web/guard.py) ---------------------------------------------------------------------
     session_ttl: float = 12 * 3600.0  # seconds a session token (dev-key login, dashboard cookie) stays valid
     allowed_origins: tuple = ()  # extra browser origins allowed to call grokemu, e.g. `http://localhost:3000`

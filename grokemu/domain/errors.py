@@ -60,6 +60,12 @@ class DockerUnavailable(GrokemuError):
     status = 503
 
 
+class BrokerUnavailable(GrokemuError):
+    """The message broker (RabbitMQ) cannot be started or reached: queue functions cannot be called."""
+
+    status = 503
+
+
 class IllegalTransition(GrokemuError):
     """A lifecycle table has no edge for this (status, event); the caller asked for something the state forbids."""
 

@@ -71,6 +71,7 @@ class DockerImage:
     updated_on: float = 0.0
     updated_by: str = ""
     status_since: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # publish warnings: bad function headers (file:line)
 
     @property
     def dockerfile_path(self) -> str:
@@ -90,7 +91,7 @@ class DockerImage:
             "imageRef": self.image_ref, "logs": self.logs, "contentHash": self.content_hash,
             "digest": self.digest or None, "port": self.port, "updatedBy": self.updated_by,
             "createdOn": iso(self.created_on), "updatedOn": iso(self.updated_on),
-            "package": {"name": self.package}, "isDeleted": False,
+            "package": {"name": self.package}, "isDeleted": False, "warnings": list(self.warnings),
         }
 
 
@@ -120,6 +121,14 @@ class DockerContainer:
     updated_on: float = 0.0
     updated_by: str = ""
     status_since: float = 0.0
+    # a Celery worker (its folder has Python functions): the one queue its worker consumes, and its entry module
+    task_queue: str = ""
+    celery_name: str = ""
+    pipe_key_hash: str = ""  # sha256 of DATAGROK_PIPE_KEY of the current start; empty when not running
+
+    @property
+    def is_worker(self) -> bool:
+        return bool(self.task_queue)
 
     def to_wire(self) -> dict[str, Any]:
         cfg = self.config
@@ -135,7 +144,7 @@ class DockerContainer:
             "onDemand": cfg.get("on_demand"), "shutdownTimeout": cfg.get("shutdown_timeout"),
             "sharedMemSize": cfg.get("shm_size"), "storage": cfg.get("storage"),
             "updatedBy": self.updated_by, "createdOn": iso(self.created_on), "updatedOn": iso(self.updated_on),
-            "package": {"name": self.package}, "isDeleted": False,
+            "package": {"name": self.package}, "isDeleted": False, "taskQueue": self.task_queue or None,
         }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Protocol
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol
 
 from grokemu.domain.model import DockerContainer, DockerImage
 
@@ -139,6 +139,37 @@ class Orchestrator(Protocol):
         """Is the app inside ready? The HEALTHCHECK verdict when the image has one; otherwise whether the app's own
         address and port accept a connection (no HTTP answer needed: databases and queue workers speak none).
         The spawner decides what a port that never accepts means (services/spawner.py `_check`)."""
+
+
+class FrameChannel(Protocol):
+    """One side of a WebSocket carrying call frames (the client's call socket, a worker's pipe): sends are
+    thread-safe, and raise OSError once the peer is gone."""
+
+    def send_text(self, text: str) -> None: ...
+    def send_binary(self, data: bytes) -> None: ...
+
+
+# -- the message broker (queue functions) ----------------------------------------------------------------------------
+
+# (call id, event type, body): `accepted` | `progress` | `log` | `call`, as the worker publishes them on calls_fanout
+CallEventHandler = Callable[[str, str, Any], None]
+
+
+class Broker(Protocol):
+    """What grokemu asks of the AMQP broker its Celery workers consume from (adapters/amqp_broker.py, kombu).
+    Every method raises BrokerUnavailable when the broker cannot be reached."""
+
+    def publish_task(self, queue: str, task: str, call_id: str, call: dict[str, Any]) -> None:
+        """The message Datagrok's server sends a worker: body {"args": [<FuncCall>], "kwargs": {}}, headers task/id/lang."""
+    def revoke(self, call_id: str) -> None:
+        """Celery's revoke with terminate (the pidbox broadcast), so a waiting task is dropped and a running one ends."""
+    def consumers(self, queue: str) -> int:
+        """How many workers consume `queue` (0 when it does not exist yet)."""
+    def listen(self, handler: CallEventHandler) -> None:
+        """Consume the workers' `calls_fanout` exchange on a thread of its own, reconnecting, until `close`."""
+    def wait_listening(self, timeout: float) -> bool:
+        """True once the calls_fanout consumer is bound (a call published before would lose its `accepted`)."""
+    def close(self) -> None: ...
 
 
 # -- registry storage ---------------------------------------------------------------------------------------------------

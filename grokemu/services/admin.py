@@ -14,6 +14,8 @@ from grokemu.domain.ports import Orchestrator, PackageFiles, Store
 
 if TYPE_CHECKING:
     from grokemu.services.auth import AuthService
+    from grokemu.services.broker import BrokerService
+    from grokemu.services.calls import CallService
     from grokemu.services.images import ImageService
     from grokemu.services.proxy import ProxyService
     from grokemu.services.registry import RegistryService
@@ -25,7 +27,10 @@ log = logging.getLogger(__name__)
 class AdminService:
     def __init__(self, store: Store, orchestrator: Orchestrator | None, settings: Settings, *,
                  package_files: PackageFiles, registry: "RegistryService", auth: "AuthService",
-                 images: "ImageService", spawner: "Spawner", proxy: "ProxyService"):
+                 images: "ImageService", spawner: "Spawner", proxy: "ProxyService", broker: "BrokerService",
+                 calls: "CallService"):
+        self._broker = broker
+        self._calls = calls
         self._store = store
         self._orchestrator = orchestrator
         self._settings = settings
@@ -49,6 +54,8 @@ class AdminService:
             removed_images = self._orchestrator.remove_images(self.labels())
         else:
             docker_note = "Docker daemon unreachable: nothing removed from Docker"
+        self._calls.reset()  # every caller gets its answer before the workers go
+        self._broker.reset()  # its container went with the others: new credentials next time
         entities = len(self._store.list_images()) + len(self._store.list_containers())
         revoked = self._auth.reset()
         self._store.reset()

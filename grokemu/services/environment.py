@@ -65,8 +65,9 @@ def render_value(value: str, own_package: str, find_package: Callable[[str], tup
 
 def build_environment(*, api_url: str, user_token: str, env: Mapping[str, str], own_package: str,
                       find_package: Callable[[str], tuple[str, list[dict]] | None],
-                      own_entities: list[dict]) -> dict[str, str]:
-    result = {"DATAGROK_API_URL": api_url, "USER_API_KEY": user_token}
+                      own_entities: list[dict], worker: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`worker`: a Celery worker's broker, pipe and queue variables, before container.json's own."""
+    result = {"DATAGROK_API_URL": api_url, "USER_API_KEY": user_token, **(worker or {})}
     for name, value in env.items():
         result[name] = render_value(str(value), own_package, find_package, own_entities)
     return result

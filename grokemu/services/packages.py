@@ -26,7 +26,8 @@ from typing import IO, TYPE_CHECKING, Any, Mapping
 
 from grokemu.domain.clock import Clock
 from grokemu.domain.container_config import load_json, parse_container_json
-from grokemu.domain.errors import BadRequest
+from grokemu.domain.errors import BadRequest, PayloadTooLarge
+from grokemu.domain.functions import MAX_PY_BYTES, ScannedFunc, bind, celery_name, package_namespace, scan_folder
 from grokemu.domain.lifecycle import ImageStatus
 from grokemu.domain.model import DockerContainer, DockerImage, container_name, friendly, image_docker_name
 from grokemu.domain.package_rules import check_package_name
@@ -100,6 +101,8 @@ class DockerDir:
     config: dict[str, Any]
     image_json: dict[str, Any] | None
     content_hash: str
+    functions: list[ScannedFunc] = field(default_factory=list)  # Celery tasks with a Datagrok header
+    warnings: list[str] = field(default_factory=list)  # bad headers, file:line
 
     @property
     def prefix(self) -> str:
@@ -149,10 +152,37 @@ def find_docker_dirs(files: Mapping[str, FileSource]) -> list[DockerDir]:
         if image_json and image_json.get("image") is not None and not isinstance(image_json["image"], str):
             raise BadRequest(f"{prefix}image.json: 'image' must be a string or null")
         sub_image_jsons = {f"{x}/image.json" for x in candidates if d == "." and x != "."}
+        others = tuple(f"dockerfiles/{x}/" for x in candidates if d == "." and x != ".")
+        functions, warnings = _scan_functions(files, prefix, others)
         dirs[d] = DockerDir(dir=d, dockerfile=dockerfile.decode("utf-8", "replace") if dockerfile else None,
                             config=config, image_json=image_json,
-                            content_hash=folder_hash(files, prefix, {"image.json", *sub_image_jsons}))
+                            content_hash=folder_hash(files, prefix, {"image.json", *sub_image_jsons}),
+                            functions=functions, warnings=warnings)
     return list(dirs.values())
+
+
+def _scan_functions(files: Mapping[str, FileSource], prefix: str, skip: tuple[str, ...]
+                    ) -> tuple[list[ScannedFunc], list[str]]:
+    """The Celery tasks of one docker folder (domain/functions.py): its .py files, and its tasks.yaml when there is
+    one; a root folder leaves out the sub-folders that are docker folders of their own."""
+    sources, warnings = [], []
+    for path in sorted(files):
+        if not path.startswith(prefix) or not path.endswith(".py") or (skip and path.startswith(skip)):
+            continue
+        try:
+            text = read_small(files[path], path, limit=MAX_PY_BYTES).decode("utf-8", "replace")
+        except PayloadTooLarge:
+            warnings.append(f"{path}: over {MAX_PY_BYTES // (1024 * 1024)} MiB, not scanned for functions")
+            continue
+        sources.append((path[len(prefix):], text))
+    tasks_yaml = None
+    if prefix + "tasks.yaml" in files:
+        try:
+            tasks_yaml = read_small(files[prefix + "tasks.yaml"], prefix + "tasks.yaml").decode("utf-8", "replace")
+        except PayloadTooLarge as e:
+            warnings.append(f"{prefix}tasks.yaml: {e.message}")
+    found, more = scan_folder(sources, tasks_yaml)
+    return found, warnings + [w if w.startswith(prefix) else prefix + w for w in more]
 
 
 def _package_meta(files: Mapping[str, FileSource], package_name: str) -> tuple[dict, str, dict]:
@@ -286,12 +316,15 @@ class PackageService:
         with self._files.new_version(package_name, tree) as version_id:
             now = self._clock.now()
             with self._store.transaction():
+                previous = self._store.get_package(package_name) or {}
+                images, functions = self._sync_entities(package_name, meta, version, docker_dirs, flags["login"],
+                                                        now, previous.get("dockerFuncs") or [])
                 self._store.put_package({
                     "name": package_name, "version": version, "friendlyName": meta.get("friendlyName"),
                     "description": meta.get("description"), "timestamps": timestamps, "debug": flags["debug"],
                     "rebuild": flags["rebuild"], "dropDb": flags["drop_db"], "suffix": flags["suffix"],
-                    "publishedBy": flags["login"], "updatedOn": now, "filesVersion": version_id})
-                images = self._sync_entities(package_name, meta, version, docker_dirs, flags["login"], now)
+                    "publishedBy": flags["login"], "updatedOn": now, "filesVersion": version_id,
+                    "dockerFuncs": functions})
         return images
 
     # -- startup -----------------------------------------------------------------------------------------------
@@ -301,7 +334,12 @@ class PackageService:
         return self._files.sweep(self._store.list_packages())
 
     def _sync_entities(self, package_name: str, meta: dict, version: str, docker_dirs: list[DockerDir],
-                       login: str, now: float) -> list[DockerImage]:
+                       login: str, now: float, previous_funcs: list[dict]) -> tuple[list[DockerImage], list[dict]]:
+        """The package's images and containers, and its functions' records (kept in the package's row: one
+        commit with the rest). A function keeps its id across publishes."""
+        namespace = package_namespace(package_name, meta.get("friendlyName"))
+        old_ids = {(f.get("container_id"), f.get("name")): f.get("id") for f in previous_funcs}
+        functions: list[dict] = []
         existing_images = {i.docker_dir: i for i in self._store.list_images() if i.package == package_name}
         existing_containers = {c.image_id: c for c in self._store.list_containers() if c.package == package_name}
         result = []
@@ -323,7 +361,10 @@ class PackageService:
             image.status_since = now
             image.updated_on = now
             image.updated_by = login
+            image.warnings = list(d.warnings)
             self._store.put_image(image)
+            for warning in d.warnings:
+                log.warning("%s: %s", package_name, warning)
             result.append(image)
 
             container = existing_containers.pop(image.id, None) or DockerContainer(
@@ -333,7 +374,13 @@ class PackageService:
             container.config = d.config
             container.updated_on = now
             container.updated_by = login
+            # one queue per container; the id keeps two stands on one broker apart
+            container.task_queue = f"{container.name}.{container.id[:8]}" if d.functions else ""
+            container.celery_name = celery_name(image.name) if d.functions else ""
             self._store.put_container(container)
+            functions += [bind(f, package=package_name, namespace=namespace, container_id=container.id,
+                               prefix=d.prefix, task_queue=container.task_queue,
+                               previous_id=old_ids.get((container.id, f.name))).to_record() for f in d.functions]
             if d.config["unknown_keys"]:
                 log.warning("%s%scontainer.json: keys Datagrok does not model, kept as given: %s", package_name,
                             f" {d.prefix}", ", ".join(d.config["unknown_keys"]))
@@ -343,4 +390,4 @@ class PackageService:
             self._store.delete_image(image.id)
         for container in existing_containers.values():
             self._spawner.forget(container)
-        return result
+        return result, functions

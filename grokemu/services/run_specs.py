@@ -5,9 +5,13 @@ Wire facts: docs/datagrok-api.md §4.1 (container.json keys and defaults) and §
 """
 from __future__ import annotations
 
+import hashlib
+import secrets
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from grokemu.config import Settings
+from grokemu.domain.errors import BadRequest
 from grokemu.domain.labels import managed_labels
 from grokemu.domain.model import DockerContainer, DockerImage
 from grokemu.domain.ports import PackageFiles, RunSpec, Store
@@ -15,13 +19,16 @@ from grokemu.services.environment import build_environment, find_published_packa
 
 if TYPE_CHECKING:
     from grokemu.services.auth import AuthService
+    from grokemu.services.broker import BrokerService
 
 MB = 1024 * 1024
 
 
 class RunSpecs:
-    def __init__(self, settings: Settings, store: Store, auth: "AuthService", package_files: PackageFiles):
+    def __init__(self, settings: Settings, store: Store, auth: "AuthService", package_files: PackageFiles,
+                 broker: "BrokerService | None" = None):
         self._settings = settings
+        self._broker = broker  # Celery workers get its address and credentials
         self._store = store
         self._auth = auth
         self._package_files = package_files  # the connections/*.json that container env expressions name
@@ -51,6 +58,34 @@ class RunSpecs:
     def container_api_url(self) -> str:
         return self._settings.container_api_url or f"http://host.docker.internal:{self._settings.port}/api"
 
+    def pipe_address(self) -> tuple[str, int]:
+        """DATAGROK_PIPE_HOST/PORT: grokemu's own port, where containers reach its API (the bridge listener, or its
+        address on the stand's network), unless the pipe_host/pipe_port settings say otherwise."""
+        api = urlsplit(self.container_api_url())
+        return (self._settings.pipe_host or api.hostname or "host.docker.internal",
+                self._settings.pipe_port or api.port or self._settings.port)
+
+    def worker_environment(self, c: DockerContainer) -> dict[str, str]:
+        """What a Celery worker needs (docs/queue-functions.md §2): the broker, the pipe with this start's own key,
+        its one queue, a hostname unique per start, its entry module and its process count."""
+        if self._broker is None:
+            raise BadRequest(f"Container {c.name} is a queue worker, and this grokemu has no message broker")
+        host, port = self.pipe_address()
+        cpu = c.config.get("cpu")
+        try:
+            processes = max(1, int(2 * float(cpu))) if cpu is not None else 1
+        except (TypeError, ValueError):
+            processes = 1
+        return {**self._broker.endpoint().container_env(),
+                "DATAGROK_PIPE_HOST": host, "DATAGROK_PIPE_PORT": str(port),
+                "DATAGROK_PIPE_KEY": secrets.token_urlsafe(32), "TASK_QUEUE_NAME": c.task_queue,
+                "CELERY_HOSTNAME": f"{c.name}-{secrets.token_hex(4)}", "DATAGROK_CELERY_NAME": c.celery_name,
+                "WORKERS_PROCESSES": str(processes)}
+
+    @staticmethod
+    def pipe_key_hash(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
     def build(self, c: DockerContainer, image: DockerImage) -> tuple[RunSpec, list[str]]:
         """The RunSpec for one start of `c`, with the warnings to show on the container. Mints the container's
         USER_API_KEY (revoked again when the container stops: services/auth.py)."""
@@ -68,7 +103,8 @@ class RunSpecs:
             api_url=self.container_api_url(), user_token=self._auth.token_for(c.started_by or "admin", owner=c.id),
             env=cfg.get("env") or {}, own_package=c.package,
             find_package=lambda ref: find_published_package(self._store, files, ref),
-            own_entities=package_entities(files, self._store.get_package(c.package)))
+            own_entities=package_entities(files, self._store.get_package(c.package)),
+            worker=self.worker_environment(c) if c.is_worker else None)
 
         # Docker reads 0 as "no limit": a tiny cpu/memory that rounds below Docker's minimum is raised to it, with a
         # warning, never left unlimited (Docker refuses memory under 6 MiB; NanoCpus 1e7 is 0.01 CPU).

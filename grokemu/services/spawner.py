@@ -27,6 +27,7 @@ from grokemu.services.run_specs import RunSpecs
 
 if TYPE_CHECKING:
     from grokemu.services.auth import AuthService
+    from grokemu.services.broker import BrokerService
 
 log = logging.getLogger(__name__)
 S = ContainerStatus
@@ -46,7 +47,9 @@ class ContainerFailed(GrokemuError):
 class Spawner:
     def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
                  auth: "AuthService", activity: ActivityTracker, run_specs: RunSpecs,
-                 background: bool = True, probe_interval: float = 0.02, watch_interval: float = 1.0):
+                 background: bool = True, probe_interval: float = 0.02, watch_interval: float = 1.0,
+                 broker: "BrokerService | None" = None):
+        self._broker = broker  # a Celery worker is ready when it consumes its queue there
         self._store = store
         self._orchestrator = orchestrator
         self._clock = clock
@@ -94,6 +97,8 @@ class Spawner:
             c.status_since = c.updated_on = self._clock.now()
             for key, value in changes.items():
                 setattr(c, key, value)
+            if c.status not in (S.STARTING, S.CHECKING, S.STARTED):
+                c.pipe_key_hash = ""  # the pipe key of a worker dies with its run, like its USER_API_KEY
             self._store.put_container(c)
         if c.status not in (S.STARTING, S.CHECKING, S.STARTED):
             # stopping, stopped, error, vanished, or about to be (re)started: its USER_API_KEY dies now (a start
@@ -321,7 +326,9 @@ class Spawner:
                                  service_name=spec.name,
                                  address=running.endpoint()[0], port=running.endpoint()[1], container_port=spec.container_port,
                                  docker_image=image.docker_full_name, running_image_id=image.docker_id,
-                                 warnings=warnings + running.warnings)
+                                 warnings=warnings + running.warnings,
+                                 pipe_key_hash=self._run_specs.pipe_key_hash(spec.env["DATAGROK_PIPE_KEY"])
+                                 if "DATAGROK_PIPE_KEY" in spec.env else "")
         if moved is None:  # stopped, replaced or timed out while Docker was starting it
             orch.remove(running.id)
             self._auth.revoke_owner(c.id)  # that stop may have come before _spec minted this run's token
@@ -337,6 +344,14 @@ class Spawner:
             code = running.exit_code if running else None
             self._fail(c.id, f"the container exited (code {code}) before it was ready", expect=(S.CHECKING,))
             return False
+        if c.is_worker:
+            # a Celery worker answers no port: it is ready once it consumes its queue (a message published
+            # before that would wait, or be lost on a broker restart); one that never does times out in `tick`
+            if self._worker_consuming(c):
+                self._transition(c.id, "app_ready", expect=(S.CHECKING,), last_active=self._clock.now(),
+                                 port=running.host_port or c.port)
+                return False
+            return True
         if orch.app_ready(running):
             self._transition(c.id, "app_ready", expect=(S.CHECKING,), last_active=self._clock.now(),
                              port=running.host_port or c.port,
@@ -353,6 +368,9 @@ class Spawner:
                              warnings=[w for w in c.warnings if not w.startswith(NOT_LISTENING)] + [warning])
             return False
         return True
+
+    def _worker_consuming(self, c: DockerContainer) -> bool:
+        return self._broker is not None and self._broker.consumers(c.task_queue, start=True) > 0
 
     @staticmethod
     def may_not_listen(c: DockerContainer) -> bool:
@@ -425,8 +443,10 @@ class Spawner:
         for c in self._store.list_containers():
             self._flush_activity(c)
             if c.status in CONTAINER_TRANSIENT and now - c.status_since > timeout:
-                self._fail(c.id, f"status '{c.status.value}' held longer than {timeout:g} s", expect=(c.status,),
-                           event="timeout")
+                reason = f"the worker did not consume its queue {c.task_queue} within {timeout:g} s (see its " \
+                         f"logs)" if c.is_worker and c.status is S.CHECKING else \
+                    f"status '{c.status.value}' held longer than {timeout:g} s"
+                self._fail(c.id, reason, expect=(c.status,), event="timeout")
             elif c.status is S.STARTED:
                 if watch:
                     self._watch(c)
@@ -470,6 +490,8 @@ class Spawner:
         containers = {c.id: c for c in self._store.list_containers()}
         adopted: dict[str, str] = {}
         for running in orch.list_labelled(self.labels()):
+            if running.labels.get("grokemu.role"):
+                continue  # grokemu's own services (the message broker: services/broker.py), not plugin containers
             cid = running.labels.get("grokemu.container", "")
             c = containers.get(cid)
             if c is None or cid in adopted:
@@ -489,7 +511,8 @@ class Spawner:
             if c.docker_id == running.id and c.status in (S.CHECKING, S.STARTED, *STOPPING_DOWN, S.PENDING_START,
                                                            S.STARTING):
                 continue  # already tracked: the drivers carry on from its recorded status
-            event = "adopt_running" if orch.app_ready(running) else "adopt_checking"
+            ready = self._worker_consuming(c) if c.is_worker else orch.app_ready(running)
+            event = "adopt_running" if ready else "adopt_checking"
             self._transition(cid, event, docker_id=running.id, address=running.endpoint()[0], port=running.endpoint()[1],
                              desired_instances=1, last_active=self._clock.now())
         for cid, c in containers.items():

@@ -40,6 +40,7 @@ PUBLIC = "public"  # anyone who passes the Host / Origin rules
 DEV_LOGIN = "dev-login"  # public, but a dev key is a password: never on the bridge listener
 PUBLISH = "publish"  # `Dev <key>`, a session token, or the CLI's legacy key-in-path form
 REGISTRY = "registry"  # /v2: reads public, writes need a registry token granting push/delete on the repository
+PIPE = "pipe"  # a worker's pipe: its DATAGROK_PIPE_KEY, checked by the view against the call (web/functions.py)
 PAGE = "page"  # the dashboard: a login form without a session, the page with one; never on the bridge
 
 
@@ -66,6 +67,11 @@ POLICIES: dict[str, Policy] = {
     "api.publish_package": Policy(PUBLISH, body_limit="max_package_bytes"),
         "proxy.fetch_proxy": Policy(SESSION, bridge=True, body_limit="max_request_body_size", chunked=True),
     "proxy_ws.websocket_proxy": Policy(SESSION, bridge=True),
+    # queue functions (docs/queue-functions.md): the JS client's lookup and call socket are the Datagrok API, which
+    # containers may call too; the pipe is for the worker a call was sent to
+    "functions.entities": Policy(SESSION, bridge=True),
+    "functions_ws.call_stream": Policy(SESSION, bridge=True),
+    "functions_ws.pipe": Policy(PIPE, bridge=True),
     "registry.token": Policy(DEV_LOGIN),
     "registry.token_oauth": Policy(DEV_LOGIN),
     "registry.keys": Policy(DEV_LOGIN),
@@ -200,6 +206,8 @@ class Guard:
         return True
 
     def _authenticate(self, policy: Policy, environ: dict, view_args: dict, endpoint: str | None) -> Caller:
+        if policy.auth == PIPE:
+            return Caller()
         if policy.auth in (PUBLIC, DEV_LOGIN):
             return self._optional_session(environ) if policy.auth == PUBLIC else Caller()
         if policy.auth == REGISTRY:
