@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from grokemu.services.activity import ActivityTracker
     from grokemu.services.admin import AdminService
     from grokemu.services.auth import AuthService
+    from grokemu.services.container_logs import ContainerLogs
     from grokemu.services.images import ImageService
     from grokemu.services.packages import PackageService
     from grokemu.services.proxy import ProxyService
@@ -56,6 +57,7 @@ class Context:
     proxy: "ProxyService"
     admin: "AdminService"
     guard: "Guard"
+    logs: "ContainerLogs"
     started_at: float = field(default_factory=time.time)
     # the server's connection takeover, once a server serves this app (None under the Flask test client)
     takeover: ConnectionCount | None = None
