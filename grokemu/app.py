@@ -27,6 +27,7 @@ from grokemu.services.auth import AuthService
 from grokemu.services.broker import BrokerService
 from grokemu.services.calls import CallService
 from grokemu.services.functions import FunctionRegistry
+from grokemu.services.container_logs import ContainerLogs
 from grokemu.services.images import ImageService
 from grokemu.services.packages import PackageService
 from grokemu.services.proxy import ProxyService
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     admin_service = AdminService(store, orchestrator, settings, package_files=package_files,
                                  registry=registry_service, auth=auth, images=images, spawner=spawner,
                                  proxy=proxy_service, broker=broker, calls=calls)
+    container_logs = ContainerLogs(store, orchestrator)
     # Startup sweeps, before any request: what a kill -9 left (staging folders, unreferenced package versions,
     # registry upload debris) goes; nothing that is resumable or referenced is touched.
     packages.sweep()
@@ -110,6 +112,6 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
         settings=settings, store=store, clock=clock, orchestrator=orchestrator, auth=auth, tokens=tokens,
         registry=registry_service, package_files=package_files, activity=activity, spawner=spawner, images=images,
         packages=packages, scheduler=scheduler, proxy=proxy_service, admin=admin_service, guard=guard,
-        broker=broker, functions=functions_registry, calls=calls)
+        broker=broker, functions=functions_registry, calls=calls, logs=container_logs)
     log.debug("grokemu %s app created (data dir %s)", __version__, settings.data_dir)
     return app

@@ -1,4 +1,5 @@
-"""`grokemu up` (serve; `--demo` publishes the samples), `grokemu publish DIR`, `grokemu registry gc`.
+"""`grokemu up` (serve; `--demo` publishes the samples), `grokemu publish DIR`, `grokemu status`, `grokemu logs NAME`,
+`grokemu registry gc`.
 Settings precedence: defaults < YAML file < GROKEMU_* env < flags."""
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def _load(args):
     return load_settings(args.config, overrides=overrides)
 
 
-def _orchestrator(settings):
+def orchestrator_for(settings):
     """The Orchestrator adapter the settings name (docs/swarm.md for `swarm`)."""
     if settings.orchestrator == "swarm":
         from grokemu.adapters.swarm_orchestrator import SwarmOrchestrator
@@ -59,71 +60,24 @@ def _orchestrator(settings):
 
 
 def cmd_up(args) -> int:
-    from grokemu.app import create_app
-    from grokemu.server import bind, create_server, run_forever
-    from grokemu.web.context import app_context
-    from grokemu.web import proxy
+    from grokemu.server.serve import ServeError, prepare
 
     settings = _load(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    orchestrator = _orchestrator(settings)
-    docker_ok = orchestrator.ping()
-    if docker_ok and settings.orchestrator == "swarm":
-        problem = orchestrator.swarm_problem()
-        if problem:  # e.g. "run `docker swarm init`": nothing could ever start, so say it now
-            print(f"grokemu: {problem}", file=sys.stderr)
-            return 2
-    host_peers = None  # grokemu in a container on the docker_network: the peers that are the host (guard rules)
-    guard_names: list[str] = []
-    derived_api_host = None
-    if docker_ok and settings.docker_network:
-        try:
-            network = orchestrator.ensure_network({"grokemu.instance": settings.instance})
-            me = orchestrator.own_container()
-            if me is not None:
-                # One socket for the host (the published port arrives from a network's gateway) and the containers
-                # (any other peer on the network): the server tells them apart by peer (server/listener.py).
-                own_ip, host_peers = orchestrator.join_network(me)
-                derived_api_host = own_ip
-                guard_names.append(own_ip or "")
-                extra = []
-            else:
-                # grokemu on the host: containers reach it at the host's address on that network, a bridge listener.
-                gateway = orchestrator.network_gateway(network)
-                extra = [gateway] if gateway and gateway != settings.host else []
-                derived_api_host = gateway
-        except Exception as e:  # noqa: BLE001 - say what went wrong and stop: containers could not reach grokemu
-            print(f"grokemu: cannot use Docker network {settings.docker_network!r}: {e}", file=sys.stderr)
-            return 1
-    else:
-        # Containers reach the API at host.docker.internal, i.e. the Docker bridge gateway: listen there too
-        # (reachable from containers and this host only; never 0.0.0.0).
-        gateway = orchestrator.bridge_gateway() if docker_ok and not settings.container_api_url else None
-        extra = [gateway] if gateway and gateway != settings.host else []
     try:
-        sockets = bind(settings.host, settings.port, extra)
-    except OSError as e:
-        print(f"grokemu: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
-        return 1
-    port = sockets[0].getsockname()[1]
-    from dataclasses import replace
-
-    if port != settings.port:  # --port 0: the URLs printed and handed to containers use the real port
-        settings = replace(settings, port=port)
-    if derived_api_host and not settings.container_api_url:
-        settings = replace(settings, container_api_url=f"http://{derived_api_host}:{port}/api")
-    app = create_app(settings, orchestrator=orchestrator, bridge_addresses=tuple(extra + [n for n in guard_names if n]))
-    server = create_server(app, sockets, settings, bridge_addresses=extra, streamed_prefixes=(proxy.HTTP_PREFIX,),
-                           preflight=app_context(app).guard.preflight, host_peers=host_peers)
-    context = app_context(app)
+        serving = prepare(settings, orchestrator_for(settings))
+    except ServeError as e:
+        print(f"grokemu: {e}", file=sys.stderr)
+        return e.code
+    settings, docker_ok, context = serving.settings, serving.docker_ok, serving.context
     context.scheduler.start()
 
     base = settings.api_url[: -len("/api")]
     print(f"grokemu {__version__} serving {base} (data in {settings.data_dir})")
     print(f"  API {settings.api_url}   registry {base.split('//', 1)[1]}   dashboard {base}/")
     if docker_ok:
-        reach = f", containers reach the API at {context.spawner.run_specs.container_api_url()}" if len(sockets) > 1 or \
-            settings.container_api_url else ""
+        reach = f", containers reach the API at {context.spawner.run_specs.container_api_url()}" \
+            if len(serving.sockets) > 1 or settings.container_api_url else ""
         print(f"  Docker daemon: reachable{reach}")
     else:
         print("  Docker daemon: UNREACHABLE. Publishing and the API work; images stay 'pending validation' and "
@@ -136,7 +90,7 @@ def cmd_up(args) -> int:
         import threading
 
         threading.Thread(target=_demo, args=(settings, key, docker_ok), name="grokemu-demo", daemon=True).start()
-    run_forever(server, on_stop=context.scheduler.stop)
+    serving.run_forever()
     return 0
 
 
@@ -179,13 +133,26 @@ def _demo(settings, key: str, docker_ok: bool) -> None:
         print(line, flush=True)
 
 
+def _client(args):
+    """The running grokemu a client command talks to: `--url` / `--key`, else $GROKEMU_URL / $GROKEMU_KEY, else
+    http://localhost:8080 with the dev key admin (`grokemu up`'s defaults)."""
+    from grokemu.client import Client
+
+    url = args.url or os.environ.get("GROKEMU_URL") or "http://localhost:8080"
+    return Client(url, args.key or os.environ.get("GROKEMU_KEY") or "admin")
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="grokemu's URL (default $GROKEMU_URL or http://localhost:8080)")
+    p.add_argument("--key", help="dev key (default $GROKEMU_KEY or admin)")
+
+
 def cmd_publish(args) -> int:
     """`grokemu publish DIR`: the upload of `grok publish` without Node, with progress; non-zero with the build log
     when an image fails."""
-    from grokemu.client import Client, GrokemuError, PublishFailed
+    from grokemu.client import GrokemuError, PublishFailed
 
-    url = args.url or os.environ.get("GROKEMU_URL") or "http://localhost:8080"
-    client = Client(url, args.key or os.environ.get("GROKEMU_KEY") or "admin")
+    client = _client(args)
     try:
         package, images = client.publish(args.dir, release=args.release, timeout=args.timeout,
                                          progress=lambda m: print(m, flush=True))
@@ -199,8 +166,83 @@ def cmd_publish(args) -> int:
     for image in images:
         print(f"ready: {image['name']} ({image['dockerFullName']})")
     for c in client.containers(package):
-        print(f"container {c['name']} ({c['id']}): {c['status']}; "
-              f"proxy {client.api}/docker/containers/proxy/{c['id']}/")
+        print(f"container {c['name']} ({c['id']}): {c['status']}; proxy {client.proxy_url(c['id'])}")
+    return 0
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Rows under their headers, each column as wide as its widest cell, two spaces apart."""
+    cells = [headers] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def status_report(client) -> dict:
+    """What `grokemu status` shows: the server, then every container (with its fetchProxy URL) and image."""
+    health = client.health()
+    containers = [{"id": c["id"], "name": c["name"], "package": (c.get("package") or {}).get("name") or "",
+                   "status": c["status"], "url": client.proxy_url(c["id"]), "error": c.get("errorMessage")}
+                  for c in sorted(client.containers(), key=lambda c: (c["name"], c["id"]))]
+    images = [{"id": i["id"], "name": i["name"], "package": (i.get("package") or {}).get("name") or "",
+               "status": i["status"], "version": i.get("version") or "", "reference": i.get("dockerFullName") or ""}
+              for i in sorted(client.images(), key=lambda i: (i["name"], i["id"]))]
+    return {"url": client.url, "version": health.get("version"),
+            "docker": (health.get("docker") or {}).get("reachable"), "containers": containers, "images": images}
+
+
+def cmd_status(args) -> int:
+    """`grokemu status`: a running grokemu's containers and images, with their status and URLs."""
+    import json
+
+    from grokemu.client import GrokemuError
+
+    client = _client(args)
+    try:
+        report = status_report(client)
+    except GrokemuError as e:
+        print(f"grokemu status: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    docker = {True: "reachable", False: "UNREACHABLE"}.get(report["docker"], "unknown")
+    print(f"grokemu {report['version']} at {report['url']} (Docker daemon {docker})")
+    print()
+    if report["containers"]:
+        print(table(["CONTAINER", "PACKAGE", "STATUS", "URL"],
+                    [[c["name"], c["package"], c["status"], c["url"]] for c in report["containers"]]))
+        for c in report["containers"]:
+            if c["status"] == "error" and c["error"]:
+                print(f"  {c['name']}: {c['error']}")
+    else:
+        print("no containers")
+    print()
+    if report["images"]:
+        print(table(["IMAGE", "PACKAGE", "STATUS", "VERSION", "REFERENCE"],
+                    [[i["name"], i["package"], i["status"], i["version"], i["reference"]] for i in report["images"]]))
+    else:
+        print("no images")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    """`grokemu logs NAME [-f] [--tail N]`: a container's logs, by id, container, package or image name; with -f
+    new output as it comes, until Ctrl-C or the container stops."""
+    from grokemu.client import GrokemuError
+
+    client = _client(args)
+    out = sys.stdout.buffer
+    try:
+        for chunk in client.container_logs(args.name, tail=args.tail, follow=args.follow):
+            out.write(chunk)
+            out.flush()
+    except GrokemuError as e:
+        print(f"grokemu logs: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `grokemu logs x | head`
+        return 0
     return 0
 
 
@@ -217,6 +259,14 @@ def cmd_registry_gc(args) -> int:
     return 0
 
 
+def _lines(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a number of lines or 'all', not {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grokemu", description="Local emulator of Datagrok's plugin containers.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -231,11 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="upload a package folder as `grok publish` does (no Node needed) and "
                                              "wait until its images are ready")
     publish.add_argument("dir", help="the package folder (with package.json and dockerfiles/)")
-    publish.add_argument("--url", help="grokemu's URL (default $GROKEMU_URL or http://localhost:8080)")
-    publish.add_argument("--key", help="dev key (default $GROKEMU_KEY or admin)")
+    _client_args(publish)
     publish.add_argument("--release", action="store_true", help="a release upload (default: debug)")
     publish.add_argument("--timeout", type=float, default=600, help="seconds to wait for the images (default 600)")
     publish.set_defaults(func=cmd_publish)
+    status = sub.add_parser("status", help="a running grokemu's containers and images: status and URLs")
+    _client_args(status)
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.set_defaults(func=cmd_status)
+    logs = sub.add_parser("logs", help="a container's logs (-f: follow them until Ctrl-C or the container stops)")
+    logs.add_argument("name", help="the container: its id or name, its docker folder, its package or image name")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output as it comes")
+    logs.add_argument("--tail", type=_lines, default=None, metavar="N",
+                      help="only the last N lines (default: all)")
+    _client_args(logs)
+    logs.set_defaults(func=cmd_logs)
     registry = sub.add_parser("registry", help="registry maintenance")
     registry_sub = registry.add_subparsers(dest="registry_command", required=True)
     gc = registry_sub.add_parser("gc", help="remove blobs no manifest references")

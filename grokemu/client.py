@@ -38,6 +38,16 @@ class PublishFailed(GrokemuError):
         self.logs = logs
 
 
+def api_message(data: bytes) -> str:
+    """The `message` of a Datagrok ApiError body (grokemu's errors: web/errors.py), else the body's start."""
+    text = data.decode("utf-8", "replace")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text[:500].strip()
+    return str(value.get("message") or text[:500]) if isinstance(value, dict) else text[:500]
+
+
 def _ignored(rel: str, patterns: Iterable[str]) -> bool:
     parts = rel.split("/")
     for pattern in patterns:
@@ -128,6 +138,40 @@ class Client:
             return status == 200
         except GrokemuError:
             return False
+
+    def health(self) -> dict:
+        """`/_grokemu/health` as a signed-in caller sees it (version, uptime, Docker reachable, ...)."""
+        return self.json("GET", "/_grokemu/health")
+
+    def stream(self, path: str, *, timeout: float | None = None):
+        """The open answer to `GET path` (read it as it comes; close it, or use `with`): GrokemuError with the
+        ApiError's message when the status is 400 or more. `timeout` None: a read may wait forever."""
+        url = self.url + path if path.startswith("/") else f"{self.api}/{path}"
+        req = urllib.request.Request(url, headers={"Authorization": self.token})
+        try:
+            return urllib.request.urlopen(req, timeout=timeout)
+        except urllib.error.HTTPError as e:
+            data = e.read()
+            raise GrokemuError(api_message(data), e.code, data.decode("utf-8", "replace")) from None
+        except OSError as e:
+            raise GrokemuError(f"grokemu at {self.url} could not be reached: {e}") from None
+
+    def container_logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterable[bytes]:
+        """A container's logs, by any name `grokemu.container` takes (domain/names.py), as they come: the last
+        `tail` lines (None: all), then, with `follow`, new output until the container stops."""
+        query = urllib.parse.urlencode({"container": name, "tail": "all" if tail is None else tail,
+                                        "follow": "true" if follow else "false"})
+        resp = self.stream(f"/_grokemu/logs?{query}", timeout=None if follow else self.timeout)
+        with resp:
+            while True:
+                chunk = resp.read1(64 * 1024)
+                if not chunk:
+                    return
+                yield chunk
+
+    def proxy_url(self, cid: str, path: str = "/") -> str:
+        """fetchProxy's URL of a container (an on_demand one starts on the first request to it)."""
+        return f"{self.api}/docker/containers/proxy/{cid}/{path.lstrip('/')}"
 
     # -- entities ---------------------------------------------------------------------------------------------------
     def images(self, package: str | None = None) -> list[dict]:

@@ -2,7 +2,7 @@
 
     def test_square(grokemu):
         grokemu.publish("path/to/my-package")            # upload as `grok publish` does, wait until images are ready
-        squares = grokemu.container("squares")            # by container name, its docker folder or friendly name
+        squares = grokemu.container("squares")            # by id, container, docker folder, package or image name
         squares.start()
         assert squares.fetch("/square?number=4").json() == 16   # through fetchProxy, as the JS client calls it
         with squares.websocket("/ws") as ws:                # through webSocketProxy (after its CONNECTED frame)
@@ -11,9 +11,12 @@
 
 `grokemu` is session-scoped. It uses a running grokemu when given one (`--grokemu-url URL` or `GROKEMU_URL`, e.g. the
 compose stand at http://localhost:8080; `--grokemu-key` / `GROKEMU_KEY` for the dev key, default admin), otherwise
-it starts `grokemu up` on a free port with a temporary data directory and its own instance label. Teardown removes
+it starts one on a free port with a temporary data directory and its own instance label: `grokemu up` as a
+subprocess, or, with `--grokemu-in-process` (or `GROKEMU_IN_PROCESS=1`), the same app and server on a thread of the
+test process (ThreadedGrokemu, moto's ThreadedMotoServer pattern), which is up in milliseconds. Teardown removes
 what the session published (its images and containers, and their Docker images); a server it started is reset and
-stopped. `grokemu_server` (function-scoped) is the bare subprocess for tests of grokemu itself.
+stopped. For tests of grokemu itself: `grokemu_server` (function-scoped) is a bare `grokemu up` subprocess,
+`grokemu_inprocess` (function-scoped) a bare ThreadedGrokemu.
 
 The kit needs only the standard library; `.websocket()` needs `websocket-client`.
 """
@@ -35,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from grokemu.client import Client, GrokemuError, PublishFailed
+from grokemu.domain.names import resolve_container
 
 
 class GrokemuProcess:
@@ -117,6 +121,101 @@ class GrokemuProcess:
         except OSError:
             pass  # already gone
         self.stop()
+
+
+class ThreadedGrokemu:
+    """grokemu in this process: the app `create_app` builds and the server `grokemu up` runs (server/serve.py
+    `prepare`: the same sockets, Docker networking, guard and connection takeover), served on a thread, on a free
+    port, with a temporary data directory (removed at `stop` unless given) and its own instance label; after moto's
+    ThreadedMotoServer. The interface of GrokemuProcess (`url`, `api`, `port`, `login`, `reset`, `stop`, `close`),
+    and a context manager. `orchestrator` is the container engine (default: what `grokemu up` uses, the host's
+    Docker daemon; grokemu's own tests pass the in-memory one); `dev_keys` as `--dev-key` takes them (`key` or
+    `key=login`; the first signs in for `login` / `reset`); `settings` are more settings by name
+    (`proxy_request_timeout=5`); the GROKEMU_* environment applies as for `grokemu up`.
+
+        with ThreadedGrokemu() as server:
+            Client(server.url).containers()
+    """
+
+    def __init__(self, data_dir: str | os.PathLike | None = None, *, dev_keys: tuple[str, ...] = ("admin",),
+                 orchestrator=None, instance: str | None = None, **settings):
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.instance = instance or f"test-{uuid.uuid4().hex[:8]}"
+        self.dev_keys = tuple(dev_keys)
+        self.orchestrator = orchestrator
+        self.extra_settings = settings
+        self.serving = None
+
+    @property
+    def port(self) -> int:
+        return self.serving.port
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+    @property
+    def context(self):
+        """The app's context (web/context.py): its store, services and settings, for tests of grokemu itself."""
+        return self.serving.context
+
+    def start(self) -> "ThreadedGrokemu":
+        import tempfile
+
+        from grokemu.cli import orchestrator_for
+        from grokemu.config import load_settings
+        from grokemu.server.serve import prepare
+
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="grokemu-"))
+        settings = load_settings(overrides={**self.extra_settings, "host": "127.0.0.1", "port": 0,
+                                            "data_dir": str(self.data_dir), "instance": self.instance,
+                                            "dev_keys": list(self.dev_keys)})
+        orchestrator = self.orchestrator if self.orchestrator is not None else orchestrator_for(settings)
+        try:
+            self.serving = prepare(settings, orchestrator).start()
+        except BaseException:
+            self.stop()  # a temporary data dir goes again
+            raise
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.dev_keys[0].partition("=")[0]
+
+    def login(self, key: str | None = None) -> str:
+        return Client(self.url, key or self.key).token
+
+    def reset(self, key: str | None = None) -> None:
+        """Drop every entity and what this server created in Docker."""
+        Client(self.url, key or self.key).json("POST", "/_grokemu/reset", timeout=120)
+
+    def stop(self) -> None:
+        if self.serving is not None:
+            self.serving.stop()
+            self.serving = None
+        if self._own_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def close(self, key: str | None = None) -> None:
+        """Remove what this server created in Docker (a reset), then stop it."""
+        if self.serving is not None:
+            try:
+                self.reset(key)
+            except GrokemuError:
+                pass
+        self.stop()
+
+    def __enter__(self) -> "ThreadedGrokemu":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class Response:
@@ -226,7 +325,7 @@ class _ClosingWebSocket:
 class Grokemu:
     """The kit's view of one grokemu: `publish`, `container`, and `client` for anything else."""
 
-    def __init__(self, url: str, key: str = "admin", process: "GrokemuProcess | None" = None):
+    def __init__(self, url: str, key: str = "admin", process: "GrokemuProcess | ThreadedGrokemu | None" = None):
         self.client = Client(url, key)
         self.process = process
         self.published: list[tuple[str, list[dict]]] = []
@@ -257,17 +356,17 @@ class Grokemu:
         packages = {p for p, _ in self.published}
         return [c for c in self.client.containers() if (c.get("package") or {}).get("name") in packages]
 
-    def container(self, name: str) -> ContainerHandle:
-        """A published container by its name (`squares-squares`), its docker folder (`squares`) or friendly name;
-        the most recently published package wins."""
-        found = self.containers()
-        for c in found:
-            if name in (c["id"], c["name"], c.get("friendlyName")):
-                return ContainerHandle(self, c)
-        for c in found:
-            if c["name"].endswith(f"-{name}"):
-                return ContainerHandle(self, c)
-        raise LookupError(f"no container {name!r} among {[c['name'] for c in found]}")
+    def container(self, name: "str | ContainerHandle") -> ContainerHandle:
+        """A container of what this session published, by any name a person would use (domain/names.py): its id,
+        its name (`squares-squares`) or friendly name, its docker folder (`squares`), its package's name when the
+        package has one container (`HeldoutRoot`), or its image's name or reference. LookupError when nothing
+        matches, or when the name matches several containers (the message lists them). A ContainerHandle is
+        returned as it is, so every method that takes a container takes either."""
+        if isinstance(name, ContainerHandle):
+            return name
+        packages = {p for p, _ in self.published}
+        images = [i for i in self.client.images() if (i.get("package") or {}).get("name") in packages]
+        return ContainerHandle(self, dict(resolve_container(name, self.containers(), images)))
 
     def cleanup(self) -> None:
         """Remove what this session published: containers (stopped, removed from Docker), images, Docker images."""
@@ -290,6 +389,9 @@ def pytest_addoption(parser):
     group.addoption("--grokemu-url", default=None,
                     help="use the grokemu running at this URL (default $GROKEMU_URL; else start one)")
     group.addoption("--grokemu-key", default=None, help="dev key for it (default $GROKEMU_KEY or admin)")
+    group.addoption("--grokemu-in-process", action="store_true", default=None,
+                    help="when starting grokemu for the session, run it on a thread of the test process instead of "
+                         "as a `grokemu up` subprocess (default $GROKEMU_IN_PROCESS=1)")
 
 
 @pytest.fixture(scope="session")
@@ -297,9 +399,13 @@ def grokemu(request, tmp_path_factory):
     """The test kit: a running grokemu (`--grokemu-url` / `GROKEMU_URL`) or one started for the session."""
     url = request.config.getoption("--grokemu-url") or os.environ.get("GROKEMU_URL")
     key = request.config.getoption("--grokemu-key") or os.environ.get("GROKEMU_KEY") or "admin"
+    in_process = request.config.getoption("--grokemu-in-process") or os.environ.get("GROKEMU_IN_PROCESS") == "1"
     process = None
     if not url:
-        process = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--dev-key", key).start()
+        if in_process:
+            process = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,)).start()
+        else:
+            process = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--dev-key", key).start()
         url = process.url
     kit = Grokemu(url, key, process)
     if not kit.client.healthy():
@@ -320,5 +426,15 @@ def grokemu_server(tmp_path_factory):
     server.close()
 
 
-__all__ = ["ContainerHandle", "Grokemu", "GrokemuProcess", "Response", "grokemu", "grokemu_server"]
+@pytest.fixture
+def grokemu_inprocess(tmp_path_factory):
+    """A bare grokemu on a thread of the test process (ThreadedGrokemu) on the host's Docker daemon: reset and
+    stopped afterwards."""
+    server = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu")).start()
+    yield server
+    server.close()
+
+
+__all__ = ["ContainerHandle", "Grokemu", "GrokemuProcess", "Response", "ThreadedGrokemu", "grokemu",
+           "grokemu_inprocess", "grokemu_server"]
 

@@ -317,6 +317,15 @@ class DockerOrchestrator:
             return ""
         return data.decode("utf-8", "replace")
 
+    def stream_logs(self, container_id: str, tail: int | None, follow: bool):
+        # docker-py's CancellableStream: its close() shuts the socket, so a follower blocked in a read ends; the
+        # read itself has no timeout (docker-py lifts it for log streams), so a quiet container is not cut.
+        try:
+            return self.client.api.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow,
+                                        tail="all" if tail is None else max(tail, 0))
+        except NotFound:
+            return EmptyLogStream()
+
     def app_ready(self, container: RunningContainer) -> bool:
         """Readiness as Datagrok reports it (docs/real-plugins.md, "Non-HTTP containers"): the HEALTHCHECK verdict
         when the image has one; otherwise a connection accepted on the app's own address and port. No HTTP answer is
@@ -368,3 +377,13 @@ def _container_port(attrs: dict) -> int | None:
         if proto in ("tcp", "") and number.isdigit():
             return int(number)
     return None
+
+
+class EmptyLogStream:
+    """The logs of a container the daemon does not know: nothing."""
+
+    def __iter__(self):
+        return iter(())
+
+    def close(self) -> None:
+        pass

@@ -42,6 +42,7 @@ class MemoryOrchestrator:
         self.run_calls = 0
         self._ports = itertools.count(40000)
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # a log line, a stop or a removal: followers look again
         self.fail_next_run: str | None = None  # test control: the next run() raises this message
         # test control: False = nothing accepts on any container's port, and a HEALTHCHECK stays `starting`. A
         # container with a HEALTHCHECK is held in `checking`; one without becomes `started` with a warning after
@@ -163,16 +164,21 @@ class MemoryOrchestrator:
                 c.running.state = "exited"
                 c.running.exit_code = 0
                 c.log.append("stopped\n")
+                self._changed.notify_all()
 
     def remove(self, container_id: str) -> None:
         with self._lock:
             self.containers.pop(container_id, None)
+            self._changed.notify_all()
 
     def logs(self, container_id: str, tail: int) -> str:
         with self._lock:
             c = self.containers.get(container_id)
             lines = c.log if c else []
             return "".join(lines[-tail:] if tail > 0 else lines)
+
+    def stream_logs(self, container_id: str, tail: int | None, follow: bool) -> "_MemoryLogStream":
+        return _MemoryLogStream(self, container_id, tail, follow)
 
     def list_labelled(self, labels: dict[str, str]):
         with self._lock:
@@ -190,9 +196,53 @@ class MemoryOrchestrator:
             c.log.append(log)
             c.running.state = "exited"
             c.running.exit_code = exit_code
+            self._changed.notify_all()
+
+    def emit(self, container_id: str, text: str) -> None:
+        """The app in the container prints `text` (one log entry)."""
+        with self._lock:
+            self.containers[container_id].log.append(text)
+            self._changed.notify_all()
 
     def spec_of(self, container_id: str) -> RunSpec:
         return self.containers[container_id].spec
+
+
+class _MemoryLogStream:
+    """A container's log entries from `tail` lines before the end, then, when following, each new one as it is
+    appended, until the container is no longer running (or gone) and everything has been read."""
+
+    def __init__(self, orch: MemoryOrchestrator, container_id: str, tail: int | None, follow: bool):
+        self._orch = orch
+        self._id = container_id
+        self._follow = follow
+        self._closed = False
+        with orch._lock:
+            self._c = orch.containers.get(container_id)  # kept: what it printed before a removal is still read
+            count = len(self._c.log) if self._c else 0
+        self._next = 0 if tail is None else max(0, count - max(tail, 0))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        c = self._c
+        with self._orch._changed:
+            while True:
+                if self._closed or c is None:
+                    raise StopIteration
+                if self._next < len(c.log):
+                    self._next += 1
+                    return c.log[self._next - 1].encode()
+                gone = self._orch.containers.get(self._id) is not c
+                if not self._follow or gone or c.running.state != "running":
+                    raise StopIteration
+                self._orch._changed.wait()
+
+    def close(self) -> None:
+        with self._orch._changed:
+            self._closed = True
+            self._orch._changed.notify_all()
 
 
 def _norm(ref: str) -> str:

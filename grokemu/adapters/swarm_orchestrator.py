@@ -20,9 +20,9 @@ import logging
 import time
 
 from docker.errors import APIError, NotFound
-from docker.types import EndpointSpec, Mount, Resources, RestartPolicy, ServiceMode
+from docker.types import CancellableStream, EndpointSpec, Mount, Resources, RestartPolicy, ServiceMode
 
-from grokemu.adapters.docker_orchestrator import DockerOrchestrator
+from grokemu.adapters.docker_orchestrator import DockerOrchestrator, EmptyLogStream
 from grokemu.domain.errors import NO_GPU_MESSAGE, ContainerStartFailed
 from grokemu.domain.ports import RunningContainer, RunSpec
 
@@ -265,6 +265,21 @@ class SwarmOrchestrator(DockerOrchestrator):
         except (NotFound, APIError):
             return ""
         return data.decode("utf-8", "replace")
+
+    def stream_logs(self, container_id: str, tail: int | None, follow: bool):
+        # docker-py's service_logs returns a bare generator that cannot be cancelled from another thread: the same
+        # request it makes (/services/<id>/logs; plugin services have no TTY, so the output is multiplexed), wrapped
+        # in its CancellableStream as container logs are. A followed service scaled to 0 keeps its log stream open;
+        # the log service ends the follow when the entity stops (services/container_logs.py).
+        api = self.client.api
+        params = {"details": False, "follow": follow, "stdout": True, "stderr": True, "timestamps": False,
+                  "tail": "all" if tail is None else max(tail, 0)}
+        try:
+            response = api._get(api._url("/services/{0}/logs", container_id), params=params, stream=True)
+            api._raise_for_status(response)
+        except (NotFound, APIError):
+            return EmptyLogStream()
+        return CancellableStream(api._multiplexed_response_stream_helper(response), response)
 
     def list_labelled(self, labels: dict[str, str]):
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}

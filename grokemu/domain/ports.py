@@ -111,6 +111,15 @@ class RunningContainer:
         return self.app_ip, self.app_port
 
 
+class LogStream(Protocol):
+    """A container's log output as it comes, in chunks of bytes (stdout and stderr interleaved, as `docker logs`
+    prints them). Iteration ends at the end of the logs, or, when following, once the container has stopped or is
+    gone. `close()` may be called from another thread: an iteration waiting for output then ends."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
+
+
 class Orchestrator(Protocol):
     """Everything grokemu asks of a container engine. Only the adapters (docker_orchestrator.py and
     swarm_orchestrator.py, which builds on it) import the docker SDK."""
@@ -134,6 +143,9 @@ class Orchestrator(Protocol):
     def stop(self, container_id: str, timeout: float = 10) -> None: ...
     def remove(self, container_id: str) -> None: ...
     def logs(self, container_id: str, tail: int) -> str: ...
+    def stream_logs(self, container_id: str, tail: int | None, follow: bool) -> LogStream:
+        """The last `tail` lines (None: all of them; 0: none), then, when `follow`, new output until the container
+        stops; an unknown container gives an empty stream."""
     def list_labelled(self, labels: dict[str, str]) -> Iterable[RunningContainer]: ...
     def app_ready(self, container: RunningContainer) -> bool:
         """Is the app inside ready? The HEALTHCHECK verdict when the image has one; otherwise whether the app's own

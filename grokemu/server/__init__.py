@@ -36,7 +36,7 @@ Modules: takeover.py (ConnectionTakeover: WebSockets, relayed uploads, direct an
 fetchProxy connections served off waitress, one thread), relay.py (one request handed off by the loop), streams.py
 (stream threads, serving one request on a taken-over socket), watchdog.py (TrackedSocket), channel.py (waitress's
 channel with the preflight, refusals and limits), listener.py (GrokemuServer: timeouts, eviction), serve.py (bind,
-create_server, run_forever).
+create_server, run_forever; prepare: what `grokemu up` serves, also run on a thread by the test kit).
 """
 from __future__ import annotations
 

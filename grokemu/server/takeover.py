@@ -25,7 +25,8 @@ class ConnectionTakeover:
     """WSGI middleware that takes connections away from waitress: WebSocket upgrades leave for a thread of their
     own, big uploads to a `streamed_prefixes` route are relayed as they arrive (stream_request), complete requests
     to those routes run on stream threads (serve_proxied), and a view may write a big answer on the socket itself
-    (answer_directly, through web/takeover.py's DirectAnswers). Plain HTTP passes through."""
+    (answer_directly, through web/takeover.py's DirectAnswers) or have a stream thread write a long-lived one
+    (answer_on_stream: a followed log). Plain HTTP passes through."""
 
     def __init__(self, app: Callable, settings=None, streamed_prefixes: tuple[str, ...] = ()):
         from grokemu.config import Settings
@@ -179,6 +180,26 @@ class ConnectionTakeover:
 
         _run_on_socket(answer, dict(environ), io.BytesIO(), sock)
 
+    def answer_on_stream(self, environ, status: str, headers: list[tuple[str, str]], body) -> bool:
+        """Like answer_directly, but the answer is written by a stream thread (one of `max_streams`), so a waitress
+        worker is not held for as long as it lasts (a followed log: until the container stops or the caller leaves).
+        Each chunk is flushed as it comes (waitress would hold small writes until 18000 bytes are pending); an empty
+        chunk is the body's "nothing new", on which a caller that has closed its end stops the answer. The body has
+        no length: it ends when the connection closes."""
+        if not self.streams.try_acquire():
+            return False
+        sock = self._detach(environ["waitress.client_disconnected"].__self__, self.settings.stream_timeout,
+                            f"stream to {environ.get('PATH_INFO')} for {environ.get('REMOTE_ADDR')}")
+
+        def answer(env, start_response):
+            start_response(status, headers)
+            return _until_caller_leaves(body, sock)
+
+        environ = dict(environ)
+        environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
+        self.streams.run(lambda: _run_on_socket(answer, environ, io.BytesIO(), sock))
+        return True
+
     def _serve(self, environ, sock: socket.socket) -> None:
         try:
             result = self.app(environ, lambda status, headers, exc_info=None: (lambda data: None))
@@ -194,3 +215,25 @@ class ConnectionTakeover:
                 self._open -= 1
             _close(sock)
 
+
+def _until_caller_leaves(body, sock: socket.socket):
+    """`body`'s chunks, until it ends or, at one of its empty chunks, the caller has closed the connection."""
+    try:
+        for chunk in body:
+            if not chunk and _caller_left(sock):
+                return
+            yield chunk
+    finally:
+        close = getattr(body, "close", None)
+        if close:
+            close()
+
+
+def _caller_left(sock: socket.socket) -> bool:
+    """True when the caller has closed its end (or the connection is broken); bytes it sent are left unread."""
+    try:
+        return socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True

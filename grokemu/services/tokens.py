@@ -86,6 +86,7 @@ class TokenService:
     def _load_or_create_key(self) -> rsa.RSAPrivateKey:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._dir / KEY_FILE
+        created = None  # the key this process wrote, used as it is (loading checks it again: ~30 ms)
         if not path.exists():
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -101,12 +102,15 @@ class TokenService:
                     os.fsync(f.fileno())
                 try:
                     os.link(tmp, path)
+                    created = key
                 except FileExistsError:
                     pass
             finally:
                 os.unlink(tmp)
         if path.stat().st_mode & 0o077:
             os.chmod(path, 0o600)
+        if created is not None:
+            return created
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise GrokemuError(f"{path} does not hold an RSA private key")

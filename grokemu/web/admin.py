@@ -1,4 +1,5 @@
-"""grokemu's own controls under /_grokemu: health, reset, and a WebSocket echo that proves the handoff.
+"""grokemu's own controls under /_grokemu: health, reset, a container's logs for `grokemu logs`, and a WebSocket echo
+that proves the handoff.
 
 Health is public but says only that grokemu is alive and its version; the details (Docker, URLs, open sockets) need
 a session, like everything else here (web/guard.py)."""
@@ -6,10 +7,12 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, Response, g, jsonify, request
 
 from grokemu import __version__
+from grokemu.domain.errors import BadRequest, Busy
 from grokemu.web.context import ctx
+from grokemu.web.takeover import direct_answers
 
 blueprint = Blueprint("admin", __name__, url_prefix="/_grokemu")
 
@@ -37,6 +40,51 @@ def health():
 @blueprint.post("/reset")
 def reset():
     return jsonify(ctx().admin.reset())
+
+
+MAX_TAIL = 1_000_000  # lines, as the Datagrok logs route's `limit`
+LOG_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store"),
+               ("X-Content-Type-Options", "nosniff")]
+
+
+def _tail() -> int | None:
+    raw = (request.args.get("tail") or "all").strip().lower()
+    if raw == "all":
+        return None
+    if not raw.isdigit() or int(raw) > MAX_TAIL:
+        raise BadRequest(f"tail must be 'all' or a number of lines from 0 to {MAX_TAIL}, not {raw!r}")
+    return int(raw)
+
+
+def _follow() -> bool:
+    raw = (request.args.get("follow") or "false").strip().lower()
+    if raw not in ("true", "1", "false", "0"):
+        raise BadRequest(f"follow must be true or false, not {raw!r}")
+    return raw in ("true", "1")
+
+
+@blueprint.get("/logs")
+def container_logs():
+    """`?container=NAME` (an id, a container, package or image name: domain/names.py; 404 unknown, 400 ambiguous)
+    `&tail=N|all` (default all) `&follow=true`: plain text as the container writes it. A followed log is written by
+    a stream thread (server/takeover.py answer_on_stream) until the container stops or the caller goes away."""
+    name = (request.args.get("container") or "").strip()
+    if not name:
+        raise BadRequest("Say which container: ?container=<id, container name, package or image name>")
+    tail, follow = _tail(), _follow()
+    service = ctx().logs
+    container = service.find(name)
+    headers = LOG_HEADERS + [("X-Grokemu-Container", container.id)]
+    body = service.stream(container, tail, follow)
+    takeover = direct_answers(request.environ)
+    if follow and takeover is not None and takeover.can_answer_directly(request.environ):
+        if not takeover.answer_on_stream(request.environ, "200 OK", headers, body):
+            body.close()
+            raise Busy(f"Too many streams at once ({ctx().settings.max_streams}, the max_streams setting): "
+                       f"try again later")
+        return Response(status=200)  # never written: the connection has left waitress
+    # not followed (it ends by itself), or no server that can take the connection (the Flask test client)
+    return Response(body, status=200, headers=headers)
 
 
 def register_websockets(sock) -> None:

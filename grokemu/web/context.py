@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from grokemu.services.broker import BrokerService
     from grokemu.services.calls import CallService
     from grokemu.services.functions import FunctionRegistry
+    from grokemu.services.container_logs import ContainerLogs
     from grokemu.services.images import ImageService
     from grokemu.services.packages import PackageService
     from grokemu.services.proxy import ProxyService
@@ -62,6 +63,7 @@ class Context:
     broker: "BrokerService"
     functions: "FunctionRegistry"
     calls: "CallService"
+    logs: "ContainerLogs"
     started_at: float = field(default_factory=time.time)
     # the server's connection takeover, once a server serves this app (None under the Flask test client)
     takeover: ConnectionCount | None = None

@@ -65,7 +65,7 @@ POLICIES: dict[str, Policy] = {
     "api.server_info": Policy(PUBLIC),
     "api.package_timestamps": Policy(PUBLISH, body_limit="max_package_bytes"),
     "api.publish_package": Policy(PUBLISH, body_limit="max_package_bytes"),
-        "proxy.fetch_proxy": Policy(SESSION, bridge=True, body_limit="max_request_body_size", chunked=True),
+    "proxy.fetch_proxy": Policy(SESSION, bridge=True, body_limit="max_request_body_size", chunked=True),
     "proxy_ws.websocket_proxy": Policy(SESSION, bridge=True),
     # queue functions (docs/queue-functions.md): the JS client's lookup and call socket are the Datagrok API, which
     # containers may call too; the pipe is for the worker a call was sent to
@@ -75,6 +75,8 @@ POLICIES: dict[str, Policy] = {
     "registry.token": Policy(DEV_LOGIN),
     "registry.token_oauth": Policy(DEV_LOGIN),
     "registry.keys": Policy(DEV_LOGIN),
+    # `grokemu logs`: a container's output is as private as the API's logs route; never on the bridge listener
+    "admin.container_logs": Policy(SESSION),
 }
 # Every other /api route is the Datagrok API: token-authenticated calls from containers are what the bridge is for.
 API_ON_BRIDGE = "api."

@@ -24,5 +24,14 @@ class DirectAnswers(Protocol):
         ...
 
 
+    def answer_on_stream(self, environ: dict, status: str, headers: list[tuple[str, str]],
+                         body: Iterable[bytes]) -> bool:
+        """Write a long-lived answer (a followed log) on the caller's socket from a stream thread, each chunk as it
+        comes, then close the connection; an empty chunk is a moment to check the caller is still there (it stops
+        when the caller has gone). False when every stream slot is taken (`max_streams`); then nothing happened.
+        Only when `can_answer_directly`."""
+        ...
+
+
 def direct_answers(environ: dict) -> DirectAnswers | None:
     return environ.get(ENVIRON_KEY)

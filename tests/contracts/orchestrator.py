@@ -88,6 +88,76 @@ class OrchestratorContract:
         assert orch.inspect_image(tag) is None
 
 
+    # -- log streams (Orchestrator.stream_logs: `grokemu logs`, services/container_logs.py) ----------------------
+    def emit_output(self, orch, running, marker: str) -> None:
+        """Make the app in `running` write a log line containing `marker`: the base image's `http.server` logs each
+        request it serves (the in-memory fake overrides this)."""
+        import urllib.error
+        import urllib.request
+
+        host, port = running.endpoint()
+        try:
+            urllib.request.urlopen(f"http://{host}:{port}/{marker}", timeout=10).read()
+        except urllib.error.HTTPError:
+            pass  # 404: logged all the same
+
+    @staticmethod
+    def collect(stream):
+        """Read `stream` on a thread: (the chunks so far, the thread)."""
+        import threading
+
+        chunks: list[bytes] = []
+        thread = threading.Thread(target=lambda: chunks.extend(stream), daemon=True)
+        thread.start()
+        return chunks, thread
+
+    def test_stream_logs_tail_and_unknown(self, orch, base_image, labels):
+        running = orch.run(self.spec(base_image, labels))
+        try:
+            assert wait_for(lambda: orch.app_ready(orch.inspect(running.id)))
+            marker = f"contract-{uuid.uuid4().hex[:8]}"
+            self.emit_output(orch, running, marker)
+            assert wait_for(lambda: marker in orch.logs(running.id, 0))
+            whole = b"".join(orch.stream_logs(running.id, None, follow=False)).decode()
+            assert marker in whole and whole == orch.logs(running.id, 0)
+            assert b"".join(orch.stream_logs(running.id, 0, follow=False)) == b""
+            last = b"".join(orch.stream_logs(running.id, 1, follow=False)).decode()
+            assert marker in last and last.count("\n") == 1
+        finally:
+            orch.remove(running.id)
+        assert list(orch.stream_logs(running.id, None, follow=False)) == []  # gone: nothing, no error
+
+    def test_a_followed_stream_brings_new_output_and_ends_when_closed(self, orch, base_image, labels):
+        running = orch.run(self.spec(base_image, labels))
+        try:
+            assert wait_for(lambda: orch.app_ready(orch.inspect(running.id)))
+            stream = orch.stream_logs(running.id, 0, follow=True)
+            chunks, thread = self.collect(stream)
+            marker = f"contract-{uuid.uuid4().hex[:8]}"
+            self.emit_output(orch, running, marker)
+            assert wait_for(lambda: marker.encode() in b"".join(chunks)), chunks
+            assert thread.is_alive()  # following: waits for more
+            stream.close()  # from another thread than the reader's
+            thread.join(10)
+            assert not thread.is_alive()
+        finally:
+            orch.remove(running.id)
+
+    def test_a_followed_stream_ends_when_the_container_stops(self, orch, base_image, labels):
+        if orch.keeps_stopped:
+            return  # a Swarm service scaled to 0 keeps its log stream; services/container_logs.py ends the follow
+        running = orch.run(self.spec(base_image, labels))
+        try:
+            assert wait_for(lambda: orch.app_ready(orch.inspect(running.id)))
+            chunks, thread = self.collect(orch.stream_logs(running.id, None, follow=True))
+            orch.stop(running.id, timeout=2)
+            thread.join(20)
+            assert not thread.is_alive()
+            assert all(isinstance(c, bytes) for c in chunks)
+        finally:
+            orch.remove(running.id)
+
+
 class DaemonContract(OrchestratorContract):
     """The contract against a real Docker daemon (the Docker and Swarm adapters): unique labels whose containers and
     images are removed afterwards, and a base image built from python:3.12-slim."""

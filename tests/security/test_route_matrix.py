@@ -76,7 +76,8 @@ def test_the_matrix_covers_the_app(app):
     endpoints = {e for e, *_ in routes(app)}
     # a sanity check that the walk sees the routes that matter, so the matrix cannot pass by seeing nothing
     for expected in ("admin.reset", "api.publish_package", "proxy.fetch_proxy", "proxy_ws.websocket_proxy",
-                     "registry.put_manifest", "api.run_container", "ui.dashboard"):
+                     "registry.put_manifest", "api.run_container", "ui.dashboard",
+                     "admin.container_logs"):
         assert expected in endpoints
     assert len(routes(app)) > 40
 

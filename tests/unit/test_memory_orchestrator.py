@@ -21,3 +21,6 @@ class TestMemoryOrchestrator(OrchestratorContract):
     @pytest.fixture
     def labels(self):
         return {"grokemu.test": uuid.uuid4().hex}
+
+    def emit_output(self, orch, running, marker):
+        orch.emit(running.id, f"GET /{marker} 404\n")

@@ -1,0 +1,218 @@
+"""Issue 20 item 4: `GET /_grokemu/logs` (a container by any name, tailed, followed), and the CLI's `grokemu status`
+and `grokemu logs NAME [-f] [--tail N]` against a running grokemu. No Docker: the route is called through the Flask
+test client, the CLI against the real server in this process (ThreadedGrokemu) on the in-memory orchestrator."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
+from grokemu.client import Client
+from grokemu.testing import ThreadedGrokemu
+from tests.helpers import free_port, hello_package, package_zip, wait_until
+
+
+def publish(client, name: str, **kw) -> None:
+    r = client.post(f"/api/packages/dev/{name}?debug=true", data=package_zip(hello_package(name, **kw)),
+                    headers={"Authorization": "Dev admin"})
+    assert r.status_code == 200, r.get_json()
+
+
+def two_folders(name: str) -> dict:
+    files = hello_package(name, folder="api")
+    files.update({k.replace("/api/", "/worker/"): v for k, v in files.items() if k.startswith("dockerfiles/")})
+    return files
+
+
+@pytest.fixture
+def started(client, ctx, orchestrator):
+    """A started container of @acme/logs (docker folder `web`) that has printed two lines."""
+    publish(client, "@acme/logs", folder="web")
+    ctx.scheduler.run_once()  # validates the image; the container (not on_demand) starts
+    [c] = ctx.store.list_containers()
+    assert c.status.value == "started"
+    orchestrator.emit(c.docker_id, "first line\n")
+    orchestrator.emit(c.docker_id, "second line\n")
+    return c
+
+
+def logs(client, token, **query):
+    return client.get("/_grokemu/logs", query_string=query, headers={"Authorization": token})
+
+
+def test_logs_of_a_container_by_any_of_its_names(client, token, started):
+    for name in (started.id, started.name, "web", "@acme/logs", "datagrok/logs-web:1.0.0"):
+        r = logs(client, token, container=name)
+        assert r.status_code == 200, (name, r.get_json())
+        assert r.get_data(as_text=True).endswith("first line\nsecond line\n"), name
+        assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert r.headers["X-Grokemu-Container"] == started.id
+    assert logs(client, token, container="web", tail="1").get_data() == b"second line\n"
+    assert logs(client, token, container="web", tail="0").get_data() == b""
+    assert logs(client, token, container="web", tail="all").get_data(as_text=True).endswith("second line\n")
+
+
+def test_logs_errors_are_api_errors(client, token, ctx, started):
+    r = logs(client, token, container="nope")
+    assert r.status_code == 404 and r.get_json()["#type"] == "ApiError"
+    assert r.get_json()["message"].startswith("no container 'nope' among ['logs-web']")
+    for query, said in (({}, "Say which container"), ({"container": "web", "tail": "-1"}, "tail must be"),
+                        ({"container": "web", "tail": "ten"}, "tail must be"),
+                        ({"container": "web", "follow": "maybe"}, "follow must be true or false")):
+        r = logs(client, token, **query)
+        assert r.status_code == 400 and said in r.get_json()["message"], (query, r.get_json())
+    r = client.post("/api/packages/dev/@acme/two?debug=true", data=package_zip(two_folders("@acme/two")),
+                    headers={"Authorization": "Dev admin"})
+    assert r.status_code == 200
+    ctx.scheduler.run_once()
+    r = logs(client, token, container="@acme/two")
+    assert r.status_code == 400
+    message = r.get_json()["message"]
+    assert "'@acme/two' names 2 containers" in message and "'two-api'" in message and "'two-worker'" in message
+    assert client.get("/_grokemu/logs?container=web").status_code == 401  # a session, as every /_grokemu route
+
+
+def test_a_follow_brings_new_lines_and_ends_when_the_container_stops(client, token, orchestrator, started):
+    def later():
+        time.sleep(0.3)
+        orchestrator.emit(started.docker_id, "third line\n")
+        time.sleep(0.2)
+        orchestrator.stop(started.docker_id)
+
+    threading.Thread(target=later, daemon=True).start()
+    r = logs(client, token, container="web", follow="true", tail="1")  # the test client reads to the end
+    assert r.status_code == 200
+    assert r.get_data() == b"second line\nthird line\nstopped\n"
+
+
+def test_a_stopped_container_has_the_logs_kept_on_it(client, token, ctx, started):
+    ctx.spawner.stop(started.id)
+    ctx.scheduler.run_once()
+    assert ctx.store.get_container(started.id).docker_id == ""
+    r = logs(client, token, container="web", follow="true")  # nothing runs: the kept logs, and the end
+    assert r.status_code == 200 and r.get_data(as_text=True).endswith("second line\n")
+
+
+# -- the CLI against a running grokemu ------------------------------------------------------------------------------
+@pytest.fixture
+def server(tmp_path):
+    orchestrator = MemoryOrchestrator()
+    with ThreadedGrokemu(tmp_path / "data", orchestrator=orchestrator) as running:
+        running.orchestrator = orchestrator
+        yield running
+
+
+def grokemu_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "grokemu", *args], capture_output=True, text=True, timeout=60,
+                          **kw)
+
+
+def upload(server, name: str, files: dict) -> list[dict]:
+    client = Client(server.url)
+    client.upload(name, {k: v.encode() if isinstance(v, str) else v for k, v in files.items()})
+    client.wait_images(name, timeout=30)
+    return wait_until(lambda: [c for c in client.containers(name) if c["status"] == "started"] or None, 10,
+                      f"the containers of {name} started")
+
+
+def test_status_prints_containers_and_images_as_aligned_tables(server):
+    upload(server, "@acme/status", hello_package("@acme/status", folder="web"))
+    [worker, api] = sorted(upload(server, "@acme/two", two_folders("@acme/two")), key=lambda c: c["name"],
+                           reverse=True)
+    done = grokemu_cli("status", "--url", server.url)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"grokemu 0.1.0 at {server.url} (Docker daemon reachable)"
+    head = lines.index(next(line for line in lines if line.startswith("CONTAINER")))
+    table = lines[head:head + 4]
+    assert table[0].split() == ["CONTAINER", "PACKAGE", "STATUS", "URL"]
+    assert [row.split()[0] for row in table[1:]] == ["status-web", "two-api", "two-worker"]
+    for column in ("PACKAGE", "STATUS", "URL"):  # every row's cell starts under its header
+        at = table[0].index(column)
+        assert all(row[at - 2:at] == "  " and row[at] != " " for row in table[1:]), (column, table)
+    assert f"{server.api}/docker/containers/proxy/{api['id']}/" in table[2]
+    assert table[3].split()[1:3] == ["@acme/two", "started"]
+    images = lines[lines.index(next(line for line in lines if line.startswith("IMAGE"))):]
+    assert images[0].split() == ["IMAGE", "PACKAGE", "STATUS", "VERSION", "REFERENCE"]
+    assert images[1].split() == ["status-web", "@acme/status", "ready", "1.0.0", "datagrok/status-web:1.0.0"]
+
+    as_json = json.loads(grokemu_cli("status", "--json", "--url", server.url).stdout)
+    assert as_json["docker"] is True and as_json["url"] == server.url
+    assert [c["name"] for c in as_json["containers"]] == ["status-web", "two-api", "two-worker"]
+    assert as_json["containers"][2] == {"id": worker["id"], "name": "two-worker", "package": "@acme/two",
+                                        "status": "started", "url": Client(server.url).proxy_url(worker["id"]),
+                                        "error": None}
+    assert {i["name"] for i in as_json["images"]} == {"status-web", "two-api", "two-worker"}
+
+
+def test_status_and_logs_find_grokemu_as_publish_does(server):
+    env = {**os.environ, "GROKEMU_URL": server.url, "GROKEMU_KEY": "admin"}
+    done = grokemu_cli("status", env=env)
+    assert done.returncode == 0 and "no containers" in done.stdout and "no images" in done.stdout
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for command in (["status"], ["logs", "x"]):
+        done = grokemu_cli(*command, "--url", nowhere)
+        assert done.returncode == 1 and "could not be reached" in done.stderr, done.stderr
+    done = grokemu_cli("status", "--url", server.url, "--key", "wrong")
+    assert done.returncode == 1 and "401" in done.stderr
+
+
+def test_logs_prints_the_tail_and_says_clearly_what_it_cannot_find(server):
+    [c] = upload(server, "@acme/tail", hello_package("@acme/tail", folder="web"))
+    docker_id = server.context.store.get_container(c["id"]).docker_id
+    for n in range(5):
+        server.orchestrator.emit(docker_id, f"line {n}\n")
+    done = grokemu_cli("logs", "web", "--tail", "2", "--url", server.url)
+    assert done.returncode == 0 and done.stdout == "line 3\nline 4\n", done.stderr
+    assert grokemu_cli("logs", "@acme/tail", "--url", server.url).stdout.endswith("line 0\nline 1\nline 2\nline 3\n"
+                                                                                  "line 4\n")
+    done = grokemu_cli("logs", "nope", "--url", server.url)
+    assert done.returncode == 1
+    assert done.stderr == ("grokemu logs: no container 'nope' among ['tail-web'] (a container id, container name, "
+                           "docker folder, package or image name)\n")
+    upload(server, "@acme/two", two_folders("@acme/two"))
+    done = grokemu_cli("logs", "@acme/two", "--url", server.url)
+    assert done.returncode == 1 and "'@acme/two' names 2 containers" in done.stderr
+    assert grokemu_cli("logs", "web", "--tail", "x").returncode == 2  # argparse: a number or 'all'
+
+
+def test_logs_follow_prints_new_lines_until_the_container_stops(server):
+    [c] = upload(server, "@acme/follow", hello_package("@acme/follow", folder="web"))
+    docker_id = server.context.store.get_container(c["id"]).docker_id
+    follower = subprocess.Popen([sys.executable, "-m", "grokemu", "logs", "-f", "--tail", "0", "web", "--url",
+                                 server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: server.context.takeover.streams.busy == 1 or None, 20, "the follow on a stream thread")
+        server.orchestrator.emit(docker_id, "new line\n")
+        assert follower.stdout.readline() == b"new line\n"  # as it comes, not when the answer ends
+        Client(server.url).stop(c["id"])
+        out, err = follower.communicate(timeout=20)
+        assert follower.returncode == 0, err
+        assert out == b"stopped\n"
+    finally:
+        follower.kill()
+    wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
+
+
+def test_a_follower_that_leaves_frees_its_stream(server):
+    """Ctrl-C: the CLI exits 130; the server sees the caller gone at its next quiet tick and ends the follow."""
+    [c] = upload(server, "@acme/leave", hello_package("@acme/leave", folder="web"))
+    follower = subprocess.Popen([sys.executable, "-m", "grokemu", "logs", "-f", "web", "--url", server.url],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert follower.stdout.readline().startswith(b"started ")
+        assert server.context.takeover.streams.busy == 1
+        follower.send_signal(signal.SIGINT)
+        out, err = follower.communicate(timeout=20)
+        assert follower.returncode == 130 and b"Traceback" not in err
+    finally:
+        follower.kill()
+    wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
+    assert Client(server.url).container(c["id"])["status"] == "started"  # leaving stops nothing
