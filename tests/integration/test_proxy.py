@@ -24,6 +24,7 @@ from grokemu.server import bind, create_server
 from grokemu.web import proxy
 from grokemu.web.context import app_context
 from tests.fake_upstream import Upstream, add_container, proxy_url, status
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WS_ECHO_APP = ROOT / "samples" / "ws-echo" / "dockerfiles" / "ws-echo" / "app.py"
@@ -255,7 +256,8 @@ def test_container_not_answering_is_500_with_datagrok_error(client, token, ctx, 
 # -- with a background spawner: cold starts that take real time ------------------------------------------------------
 @pytest.fixture
 def bg_app(settings, orchestrator, clock):
-    return create_app(dataclasses.replace(settings, proxy_request_timeout=3.0), orchestrator=orchestrator,
+    # a wide proxy_request_timeout: the test below is about one start shared by all, not about how fast 50 threads run
+    return create_app(dataclasses.replace(settings, proxy_request_timeout=120.0), orchestrator=orchestrator,
                       clock=clock, background=True)
 
 
@@ -271,15 +273,24 @@ def test_not_ready_within_proxy_request_timeout_is_504(settings, orchestrator, c
     resp = client.get(proxy_url(cid, "/"), headers={"Authorization": token})
     assert resp.status_code == 504 and "not ready within 0.3 s" in resp.get_json()["datagrok-error"]
     assert time.monotonic() - started_at < 2
+    assert status(context, cid) == "checking"  # the answer came while the start was still under way
 
 
-def test_fifty_concurrent_requests_share_one_cold_start(bg_app, orchestrator, upstream):
+def test_fifty_concurrent_requests_share_one_cold_start(bg_app, orchestrator, upstream, monkeypatch):
     context = app_context(bg_app)
     client = bg_app.test_client()
     token = client.post("/api/users/login/dev", headers={"Authorization": "Dev admin"}).get_json()["token"]
     cid = add_container(context, {"on_demand": True})
     orchestrator.apps_ready = False  # hold the start in `checking` until every request is waiting
     answers: list = [None] * 50
+    waiting = threading.Semaphore(0)
+    wait = context.spawner._wait
+
+    def counted_wait(*args, **kwargs):  # a request is waiting for the start once it gets here
+        waiting.release()
+        return wait(*args, **kwargs)
+
+    monkeypatch.setattr(context.spawner, "_wait", counted_wait)
 
     def call(i):
         r = bg_app.test_client().get(proxy_url(cid, f"/n/{i}"), headers={"Authorization": token})
@@ -288,13 +299,16 @@ def test_fifty_concurrent_requests_share_one_cold_start(bg_app, orchestrator, up
     threads = [threading.Thread(target=call, args=(i,)) for i in range(50)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
-    assert status(context, cid) == "checking" and all(a is None for a in answers)
+    for i in range(50):
+        assert waiting.acquire(timeout=60), f"only {i} of 50 requests came to wait for the start"
+    # the one start goes on in the background: run, then probe the app, which never answers yet
+    wait_until(lambda: status(context, cid) == "checking", 60, "the shared start reached `checking`", interval=0.02)
+    assert all(a is None for a in answers)
     orchestrator.apps_ready = True
     for t in threads:
-        t.join(10)
+        t.join(120)
     assert orchestrator.run_calls == 1
-    assert [a[0] for a in answers] == [200] * 50
+    assert [a and a[0] for a in answers] == [200] * 50
     assert all(a[1] is not None for a in answers)
     assert sorted(a[2]["path"] for a in answers) == sorted(f"/n/{i}" for i in range(50))
 

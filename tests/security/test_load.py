@@ -23,7 +23,7 @@ import requests
 import websocket
 
 from grokemu.testing import GrokemuProcess
-from tests.helpers import publish_ready, sample_copy
+from tests.helpers import publish_ready, sample_copy, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG = 2.0  # seconds: any single health / API answer slower than this counts as a stall
@@ -69,6 +69,31 @@ def _connect(port: int, n: int, rcvbuf: int | None = None) -> list[socket.socket
     return out
 
 
+def _socket_fds(pid: int) -> int:
+    """How many sockets process `pid` holds open: the connections it has accepted, plus its listeners."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+def _closed_by_peer(sockets: list[socket.socket]) -> int:
+    """How many of `sockets` the other end has closed (read at end of stream or reset), without waiting."""
+    closed = 0
+    for s in sockets:
+        s.setblocking(False)
+        try:
+            closed += s.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+    return closed
+
+
 def _close_all(sockets) -> None:
     for s in sockets:
         try:
@@ -91,7 +116,7 @@ def test_300_idle_connections_do_not_stall_the_api(tmp_path):
     try:
         token = server.login()
         idle = _connect(server.port, 300)
-        time.sleep(0.5)
+        wait_until(lambda: _socket_fds(server.proc.pid) >= 300, 60, "the server accepted 300 connections")
         health, api = _probe(server, token)
         print(f"\n300 idle connections: health p99 {health * 1000:.1f} ms, API p99 {api * 1000:.1f} ms")
         assert health < HANG and api < HANG
@@ -108,22 +133,12 @@ def test_idle_connections_over_the_connection_limit_make_room(tmp_path):
     try:
         token = server.login()
         idle = _connect(server.port, 400)
-        time.sleep(0.5)
+        # the oldest idle ones are closed to make room, as the server accepts the newer ones
+        wait_until(lambda: _closed_by_peer(idle[:100]) >= 50, 60, "50 of the oldest 100 connections closed")
         health, api = _probe(server, token)
         print(f"\n400 idle connections, connection_limit 100: health p99 {health * 1000:.1f} ms, "
               f"API p99 {api * 1000:.1f} ms")
         assert health < HANG and api < HANG
-        # the oldest idle ones were closed to make room
-        closed = 0
-        for s in idle[:100]:
-            s.settimeout(0.05)
-            try:
-                closed += s.recv(1) == b""
-            except (socket.timeout, BlockingIOError):
-                pass
-            except OSError:
-                closed += 1
-        assert closed >= 50
     finally:
         _close_all(idle)
         server.stop()
@@ -193,7 +208,8 @@ def test_descriptors_past_1024_keep_the_server_serving(tmp_path):
     try:
         token = server.login()
         many = _connect(server.port, 1100)
-        time.sleep(1.0)
+        # the kernel completes the handshakes; the server accepts them when its loop gets round to it
+        wait_until(lambda: _socket_fds(server.proc.pid) >= 1100, 60, "the server accepted 1100 connections")
         fds = [int(f) for f in os.listdir(f"/proc/{server.proc.pid}/fd")]
         print(f"\n1100 connections: the server holds {len(fds)} descriptors, the highest {max(fds)}")
         assert max(fds) > 1024
@@ -241,7 +257,7 @@ def test_websockets_up_to_the_cap_then_a_clear_refusal(tmp_path):
         assert health < HANG and api < HANG
         # closing one frees a slot
         open_ws.pop().close()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while True:
             again = _ws(server, token)
             again.send("again")
@@ -270,7 +286,7 @@ def test_idle_websocket_is_closed_an_active_one_is_not(tmp_path):
             active.send("ping")
             assert active.recv() == "ping"
             time.sleep(0.5)
-        idle.settimeout(2)
+        idle.settimeout(30)  # closed by now; the wait only allows for a slow machine
         with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
             idle.recv()
         active.send("still")
@@ -357,7 +373,7 @@ def test_preflight_refuses_a_huge_body_before_reading_it(tmp_path):
         # a body the preflight lets through is read and served as usual
         r = requests.post(f"http://127.0.0.1:{port}/_grokemu/reset", data=b"{}", timeout=10,
                           headers={"Authorization": "nope", "Host": f"localhost:{port}"})
-        assert r.status_code in (200, 401, 403)
+        assert r.status_code == 401, r.text  # read, then refused: a made-up token is no session
     finally:
         proc.terminate()
         proc.wait(10)
@@ -431,10 +447,13 @@ def test_clients_that_never_read_big_answers_do_not_stall_the_api(tmp_path, base
         assert r.status_code == 200 and r.json() == {"result": 9.0}
         # fill max_streams: the next proxied request is refused at once, the rest of the API is still served
         stalled += [_non_reader(server.port, token, cid, f"/bytes/{size}") for _ in range(2)]
-        time.sleep(1.0)
-        started = time.monotonic()
-        r = requests.get(f"{proxied}/square?number=3", headers=auth, timeout=10)
-        refused_in = time.monotonic() - started
+
+        def refused():  # the two new answers take the last slots once the server has read their requests
+            started = time.monotonic()
+            r = requests.get(f"{proxied}/square?number=3", headers=auth, timeout=10)
+            return (r, time.monotonic() - started) if r.status_code == 503 else None
+
+        r, refused_in = wait_until(refused, 30, "a proxied request refused at max_streams", interval=0.2)
         print(f"at max_streams (16): a proxied request answers {r.status_code} in {refused_in * 1000:.1f} ms")
         assert r.status_code == 503 and r.json()["#type"] == "ApiError" and "max_streams" in r.json()["message"]
         assert refused_in < HANG

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -48,5 +50,5 @@ def test_unknown_file_keys_are_rejected(tmp_path):
 
 
 def test_settings_is_frozen():
-    with pytest.raises(Exception):
-        Settings().port = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
