@@ -94,17 +94,22 @@ def test_publish_registers_the_functions_and_the_client_finds_them(client, token
     assert again[0]["id"] == func["id"]
 
 
+def caller(client, token, broker):
+    """The package published, its worker consuming, and a client session with the frames it was sent."""
+    publish(client, token)
+    ctx = app_context(client.application)
+    container = ready(ctx, broker)
+    channel = ListChannel()
+    return ctx, container, channel, ctx.calls.session(channel, "admin", token)
+
+
 def call_frame(n, call_id, name="add", values=None):
     return f"{n} CALL " + json.dumps({"id": call_id, "func": {"name": name, "namespace": "QueueProbe:"},
                                       "parameterValues": values or {"a": 1, "b": 2}, "options": {}, "aux": {}})
 
 
 def test_a_call_is_published_accepted_and_answered(client, token, broker, clock):
-    publish(client, token)
-    ctx = app_context(client.application)
-    container = ready(ctx, broker)
-    channel = ListChannel()
-    session = ctx.calls.session(channel, "admin", token)
+    ctx, container, channel, session = caller(client, token, broker)
     session.frame(call_frame(1, "call-1"))
     assert channel.frames == []
     assert ctx.store.get_container(container.id).status is ContainerStatus.STARTED  # on_demand: started for it
@@ -178,11 +183,7 @@ def test_cancel_before_and_during_a_run(client, token, broker, clock):
 
 
 def test_pickup_timeout_and_a_container_that_stops_under_a_call(client, token, broker, clock):
-    publish(client, token)
-    ctx = app_context(client.application)
-    container = ready(ctx, broker)
-    channel = ListChannel()
-    session = ctx.calls.session(channel, "admin", token)
+    ctx, container, channel, session = caller(client, token, broker)
     session.frame(call_frame(1, "p1"))
     clock.advance(61)
     ctx.calls.tick()
@@ -197,11 +198,7 @@ def test_pickup_timeout_and_a_container_that_stops_under_a_call(client, token, b
 
 
 def test_idle_shutdown_waits_for_a_running_call(client, token, broker, clock):
-    publish(client, token)
-    ctx = app_context(client.application)
-    container = ready(ctx, broker)
-    channel = ListChannel()
-    session = ctx.calls.session(channel, "admin", token)
+    ctx, container, channel, session = caller(client, token, broker)
     session.frame(call_frame(1, "long"))
     broker.emit("long", "accepted", {})
     clock.advance(3600 * 5)
@@ -214,11 +211,7 @@ def test_idle_shutdown_waits_for_a_running_call(client, token, broker, clock):
 
 
 def test_the_pipe_relays_both_ways_and_only_to_its_container(client, token, broker):
-    publish(client, token)
-    ctx = app_context(client.application)
-    container = ready(ctx, broker)
-    channel = ListChannel()
-    session = ctx.calls.session(channel, "admin", token)
+    ctx, container, channel, session = caller(client, token, broker)
     session.frame(call_frame(4, "df1", name="table", values={"df": {"#type": "TableInfo", "id": "t1"}}))
     key = "the-key"
     fresh = ctx.store.get_container(container.id)
