@@ -67,12 +67,17 @@ def binary_frame(n: int, payload: bytes | memoryview) -> bytes:
 
 def worker_request(call: dict[str, Any], func: DockerFunc, *, token: str, batch_size: int) -> dict[str, Any]:
     """The FuncCall the worker gets: the client's, with the function as registered (its params, outputs with
-    isInput false), `aux.USER_API_KEY` (the caller's session, for tasks that call back) and `aux.batchSize`."""
+    isInput false), declared defaults for inputs sent as null, `aux.USER_API_KEY` (the caller's session, for tasks that call back) and `aux.batchSize`."""
     request = dict(call)
     client_func = call.get("func") if isinstance(call.get("func"), dict) else {}
     request["func"] = {**func.to_wire(), **{k: v for k, v in client_func.items() if k not in ("params",)}}
     request["func"]["params"] = [p.to_wire() for p in func.params]
-    request["parameterValues"] = dict(call.get("parameterValues") or {})
+    request["parameterValues"] = values = dict(call.get("parameterValues") or {})
+    # A value the caller left out takes its declared default (`#input: int b = 2`): the JS client sends null for it,
+    # and the worker would pass None to the task.
+    for p in func.params:
+        if p.is_input and p.default is not None and values.get(p.name) is None:
+            values[p.name] = p.default
     request["options"] = dict(call.get("options") or {})
     request["aux"] = {**(call.get("aux") or {}), "USER_API_KEY": token, "batchSize": batch_size}
     return request

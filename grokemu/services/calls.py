@@ -157,6 +157,7 @@ class CallService:
                                                batch_size=self._settings.call_batch_size),
                         started=self._clock.now())
             self._calls[call.id] = call
+        self._activity.changed("container")  # the Dockers page lists running calls
         if self._background:
             threading.Thread(target=self._dispatch, args=(call,), name=f"grokemu-call-{call.id[:8]}",
                              daemon=True).start()

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from grokemu.domain.clock import Clock
     from grokemu.domain.ports import PackageFiles, Store
     from grokemu.services.activity import ActivityTracker
+    from grokemu.services.calls import CallService
+    from grokemu.services.functions import FunctionRegistry
     from grokemu.services.images import ImageService
 
 # Big texts the cards never show: the pane asks for them (Logs, Build logs) when it is open.
@@ -29,8 +31,11 @@ _HEAVY = ("logs", "dockerfile", "lastLogs")
 
 class DashboardService:
     def __init__(self, store: "Store", clock: "Clock", activity: "ActivityTracker", images: "ImageService",
-                 package_files: "PackageFiles"):
+                 package_files: "PackageFiles", functions: "FunctionRegistry | None" = None,
+                 calls: "CallService | None" = None):
         self._store = store
+        self._functions = functions
+        self._calls = calls
         self._clock = clock
         self._activity = activity
         self._images = images
@@ -48,7 +53,19 @@ class DashboardService:
         wire = {k: v for k, v in c.to_wire().items() if k not in _HEAVY}
         wire["grokemu"] = {**self._activity.stats(c.id).to_wire(), "statusSince": c.status_since,
                            "idleAt": self._idle_at(c), "activeHolds": self._activity.active(c.id)}
+        if c.is_worker:
+            wire["grokemu"].update(self._queue(c))
         return wire
+
+    def _queue(self, c: DockerContainer) -> dict[str, Any]:
+        """A worker's functions (as callers name them) and its calls: the running ones, then the last finished
+        (status, duration, who; services/calls.py keeps `calls_kept` per container)."""
+        functions = [{"nqName": f.nq_name, "friendlyName": f.friendly_name or f.name, "description": f.description,
+                      "params": [f"{p.property_type} {p.name}" for p in f.params if p.is_input],
+                      "outputs": [f"{p.property_type} {p.name}" for p in f.params if not p.is_input]}
+                     for f in (self._functions.for_container(c.id) if self._functions else [])]
+        calls = (self._calls.running(c.id) + self._calls.recent(c.id)) if self._calls else []
+        return {"functions": functions, "calls": calls}
 
     def _idle_at(self, c: DockerContainer) -> float | None:
         """When the idle reaper will stop this container if nothing uses it meanwhile (the rule of

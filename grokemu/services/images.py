@@ -215,6 +215,10 @@ class ImageService:
             logs.append(f"The image exposes {len(exposed)} ports ({', '.join(map(str, exposed))}); Datagrok supports "
                         "exactly one EXPOSE port per container.\n")
             return False, "".join(logs), None
+        if not exposed and not configured_port and container is not None and container.is_worker:
+            logs.append(f"Image {image.image_ref} is ready; the container is a Celery worker (queue "
+                        f"{container.task_queue}): it listens on no port.\n")
+            return True, "".join(logs), None
         if not exposed and not configured_port:
             logs.append("The Dockerfile has no EXPOSE port and container.json has no 'port': grokemu cannot tell "
                         "which port the container listens on.\n")

@@ -262,3 +262,26 @@ def test_reset_answers_running_calls(client, token, broker):
     assert resp.status_code == 200
     assert "grokemu was reset" in channel.texts("CALL")[0]
     assert broker.closed
+
+
+def test_the_dockers_page_lists_a_workers_functions_and_its_calls(client, token, broker):
+    ctx, container, channel, session = caller(client, token, broker)
+    session.frame(call_frame(1, "call-1"))
+    session.frame(call_frame(2, "call-2", values={"a": 5}))
+
+    def pane():
+        snap = client.get("/_grokemu/dashboard/snapshot", headers={"Authorization": token}).get_json()
+        return next(c for c in snap["containers"] if c["id"] == container.id)["grokemu"]
+
+    g = pane()
+    add = next(f for f in g["functions"] if f["nqName"] == "QueueProbe:add")
+    assert (add["friendlyName"], add["params"], add["outputs"]) == ("addNumbers", ["int a", "int b"], ["int sum"])
+    assert sorted((c["id"], c["status"], c["login"]) for c in g["calls"]) == \
+        [("call-1", "queued", "admin"), ("call-2", "queued", "admin")]
+    broker.emit("call-1", "accepted", {})
+    broker.emit("call-1", "call", {"id": "call-1", "status": "Completed", "parameterValues": {"a": 1, "b": 2, "sum": 3}})
+    session.frame("2 CANCEL")
+    calls = pane()["calls"]
+    assert [(c["id"], c["status"]) for c in calls] == [("call-2", "Canceled"), ("call-1", "Completed")]
+    assert all(c["function"] == "QueueProbe:add" and c["durationMs"] >= 0 for c in calls)
+    assert client.get("/_grokemu/dashboard/snapshot").status_code == 401  # the calls list needs a session too

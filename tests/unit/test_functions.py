@@ -133,3 +133,16 @@ def test_what_the_worker_gets_and_what_the_client_gets_back():
     canceled = client_result(request, None, status="Canceled", now=0.0)
     assert canceled["status"] == "Canceled" and canceled["id"] == "call-1"
     assert CallState.FINISHED.value == "finished"
+
+
+def test_inputs_sent_as_null_take_their_declared_default():
+    source = "#name: add\n#input: int a\n#input: int b = 2\n#input: string s\n#output: int sum\n" \
+             "@app.task(name='add', base=DatagrokTask)\ndef add(a, b=2, s=None):\n    return a + b\n"
+    found, warnings = scan_source("tasks.py", source)
+    assert warnings == []
+    func = bind(found[0], package="@acme/q", namespace="Q", container_id="c1", prefix="", task_queue="q")
+    for values, want in (({"a": 1, "b": None, "s": None}, {"a": 1, "b": 2, "s": None}),
+                         ({"a": 1}, {"a": 1, "b": 2}),
+                         ({"a": 1, "b": 0}, {"a": 1, "b": 0})):  # a value the caller sent, even falsy, is kept
+        request = worker_request({"id": "c", "parameterValues": values}, func, token="t", batch_size=1)
+        assert request["parameterValues"] == want

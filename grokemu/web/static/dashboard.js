@@ -185,6 +185,7 @@
       field(dl, 'Digest', sel.digest);
       field(dl, 'Updated', sel.updatedOn ? new Date(sel.updatedOn).toLocaleString() : '');
     }
+    renderFunctions(kind === 'container' ? sel.grokemu || {} : {});
     $('logs-heading').textContent = kind === 'container' ? 'Logs' : 'Build logs';
     $('try-section').hidden = kind !== 'container';
     $('snippet-section').hidden = kind !== 'container';
@@ -197,6 +198,18 @@
         loadBuildLogs(sel.id);
       }
     }
+  }
+  // A Celery worker's functions (as plugin code calls them) and its calls, running first (services/dashboard.py).
+  function renderFunctions(g) {
+    const functions = g.functions || [], calls = g.calls || [];
+    $('functions-section').hidden = !g.functions;
+    const row = (...cells) => el('tr', {}, ...cells.map((c) => el('td', { text: String(c ?? '') })));
+    $('functions').tBodies[0].replaceChildren(...functions.map((f) =>
+      row(f.nqName, f.params.join(', '), f.outputs.join(', '))));
+    $('calls').tBodies[0].replaceChildren(...calls.map((c) =>
+      row(c.function, c.status, `${Math.round(c.durationMs)} ms`, c.login, clock(c.started))));
+    $('calls-empty').hidden = calls.length > 0;
+    $('calls').hidden = calls.length === 0;
   }
   async function loadBuildLogs(id) {
     try {
