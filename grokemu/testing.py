@@ -8,6 +8,7 @@
         with squares.websocket("/ws") as ws:                # through webSocketProxy (after its CONNECTED frame)
             ws.send("hi"); assert ws.recv() == "hi"
         print(squares.logs()); squares.stop()
+        assert grokemu.call("QueueDemo:add", a=40, b=2) == 42    # a Python function in a Celery worker
 
 `grokemu` is session-scoped. It uses a running grokemu when given one (`--grokemu-url URL` or `GROKEMU_URL`, e.g. the
 compose stand at http://localhost:8080; `--grokemu-key` / `GROKEMU_KEY` for the dev key, default admin), otherwise
@@ -351,6 +352,20 @@ class Grokemu:
             pytest.fail(f"publishing {path} failed: {e}\n{e.logs}", pytrace=False)
         self.published.append((package, images))
         return images
+
+    def call(self, nq_name: str, timeout: float = 300, **params):
+        """Call a Python function of a published worker as plugin code does (`grok.functions.call`): the value of
+        its output. Dataframes go in as CSV text or a pandas DataFrame and come back as a pandas DataFrame when
+        pandas is installed (else CSV text), blobs as bytes, bigint as int, datetime as datetime. A task error or a
+        cancel raises grokemu.function_call.FunctionCallError with the task's message (and `.stack`)."""
+        return self.call_outcome(nq_name, timeout=timeout, **params).value
+
+    def call_outcome(self, nq_name: str, timeout: float = 300, **params):
+        """Like call(), with the progress reports and log lines the task sent (a CallOutcome)."""
+        from grokemu.function_call import call_function, find_function
+
+        func = find_function(lambda path: self.client.json("GET", path), nq_name)
+        return call_function(self.api, self.token, func, params, timeout=timeout)
 
     def containers(self) -> list[dict]:
         packages = {p for p, _ in self.published}

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import signal
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
 
-from grokemu.testing import GrokemuProcess
+from grokemu.function_call import FunctionCallError
+from grokemu.testing import Grokemu, GrokemuProcess
 from tests.e2e.conftest import js_runner
 from tests.helpers import free_port, publish_ready, remove_images, sample_copy, wait_until
 
@@ -269,3 +271,32 @@ def test_a_call_after_grokemu_is_killed_and_restarted(tmp_path, base_image):
         (second or first).close()
         if second is not None and first.proc is not None and first.proc.poll() is None:
             first.proc.kill()
+
+
+def test_the_kit_calls_functions_as_plugin_code_does(server, worker):
+    """grokemu.call (grokemu/function_call.py) against the same worker: every kind of value, progress, errors."""
+    kit = Grokemu(server.url)
+    assert kit.call(worker.nq("add"), a=40, b=2) == 42
+    assert kit.call(worker.nq("add"), a=40) == 42  # the declared default
+    assert kit.call(worker.nq("scale"), x=1.5, factor=3) == 4.5
+    assert kit.call(worker.nq("negate"), flag=False) is True
+    assert kit.call(worker.nq("shout"), text="ok ✓") == "OK ✓!"
+    assert kit.call(worker.nq("next_big"), n=2**63 - 2) == 2**63 - 1
+    when = datetime(2024, 5, 6, 7, 8, 9, 10000, tzinfo=timezone.utc)
+    assert kit.call(worker.nq("next_day"), when=when) == when + timedelta(days=1)
+    table = kit.call(worker.nq("add_total"), table="a,b\n1,2\n3,4.5\n")
+    assert (table if isinstance(table, str) else table.to_csv(index=False)).splitlines() == \
+        ["a,b,total", "1,2.0,3.0", "3,4.5,7.5"]
+    big = bytes(range(256)) * 8000  # 2 MB: two chunks up, two down
+    assert kit.call(worker.nq("byte_count"), data=big) == len(big)
+    assert kit.call(worker.nq("reverse_bytes"), data=big) == big[::-1]
+    outcome = kit.call_outcome(worker.nq("countdown"), steps=2, interval=0)
+    assert outcome.value == "counted 2" and [p["description"] for p in outcome.progress] == ["step 1 of 2", "step 2 of 2"]
+    with pytest.raises(FunctionCallError) as failed:
+        kit.call(worker.nq("fail"), message="planned failure 9")
+    assert failed.value.status == "Error" and str(failed.value).startswith("planned failure 9")
+    assert "RuntimeError" in failed.value.stack
+    with pytest.raises(LookupError):
+        kit.call(f"{worker.namespace}no_such_task")
+    with pytest.raises(TypeError):
+        kit.call(worker.nq("add"), a=1, c=2)
