@@ -21,22 +21,9 @@ from amqp.exceptions import AccessRefused
 from kombu import Connection
 
 from grokemu.testing import Grokemu, GrokemuProcess
-from tests.helpers import publish_ready, remove_images, sample_copy
+from tests.helpers import publish_queue_worker, remove_images
 
 pytestmark = pytest.mark.e2e
-
-
-def worker_copy(api: str, token: str) -> dict:
-    suffix = uuid.uuid4().hex[:6]
-
-    def edit(files):
-        for path in [p for p in files if p.startswith("python/")]:
-            del files[path]
-        meta = json.loads(files["package.json"])
-        meta["friendlyName"] = f"Queue Attack {suffix}"
-        files["package.json"] = json.dumps(meta).encode()
-
-    return publish_ready(api, token, *sample_copy("queue", edit=edit), timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +41,9 @@ def token(server):
 
 @pytest.fixture(scope="module")
 def workers(server, token):
-    a, b = worker_copy(server.api, token), worker_copy(server.api, token)
+    a, b = publish_queue_worker(server.api, token), publish_queue_worker(server.api, token)
     kit = Grokemu(server.url)
-    for w in (a, b):  # the namespace as grokemu derived it, and each worker started by a first call
-        funcs = requests.get(f"{server.api}/docker/functions", headers={"Authorization": token}).json()
-        w["namespace_"] = next(f["namespace"] for f in funcs if f["container"]["id"] == w["id"])
+    for w in (a, b):  # each worker started by a first call
         assert kit.call(w["namespace_"] + "add", a=1, b=1) == 2
     yield a, b
     remove_images(a["name"], b["name"])
