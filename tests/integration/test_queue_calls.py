@@ -286,3 +286,23 @@ def test_the_dockers_page_lists_a_workers_functions_and_its_calls(client, token,
     assert [(c["id"], c["status"]) for c in calls] == [("call-2", "Canceled"), ("call-1", "Completed")]
     assert all(c["function"] == "QueueProbe:add" and c["durationMs"] >= 0 for c in calls)
     assert client.get("/_grokemu/dashboard/snapshot").status_code == 401  # the calls list needs a session too
+
+
+def test_a_worker_that_never_consumes_its_queue_is_an_error_with_its_logs(client, token, broker, clock, orchestrator):
+    publish(client, token)
+    ctx = app_context(client.application)
+    ctx.scheduler.run_once()  # validates the image
+    container = next(c for c in ctx.store.list_containers() if c.package == "@acme/queue-probe")
+    ctx.spawner.run(container.id, "admin")
+    for _ in range(5):
+        ctx.spawner.tick()
+    checking = ctx.store.get_container(container.id)
+    assert checking.status is ContainerStatus.CHECKING  # running, but nothing consumes its queue
+    orchestrator.containers[checking.docker_id].log.append("ImportError: no module named celery\n")
+    clock.advance(ctx.settings.container_status_timeout + 1)
+    ctx.spawner.tick()
+    failed = ctx.store.get_container(container.id)
+    assert failed.status is ContainerStatus.ERROR
+    assert f"did not consume its queue {container.task_queue}" in failed.error
+    assert "no module named celery" in failed.last_logs
+    assert orchestrator.list_labelled({"grokemu.container": container.id}) == []  # no orphan left running
