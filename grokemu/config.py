@@ -34,6 +34,9 @@ class Settings:
     # seconds a running container without a HEALTHCHECK gets for its port to accept before it is reported `started`
     # anyway, with a warning (databases, queue workers: docs/real-plugins.md)
     listen_timeout: float = 30.0
+    # on SIGTERM/Ctrl-C remove the plugin containers (and the broker) grokemu runs, and run again at the next start
+    # those that were running: the compose stand sets it, so `docker compose down` leaves nothing (docs/design.md)
+    remove_containers_on_exit: bool = False
     scheduler_interval: float = 0.2  # seconds between background passes
     ignore_gpu: bool = False  # run gpu containers without a GPU, as Datagrok's CI does by stripping `gpu`
     threads: int = 8  # waitress worker threads (HTTP only; WebSockets run on their own threads)

@@ -173,7 +173,12 @@ class Serving:
 
     def run_forever(self) -> None:
         """`grokemu up`: serve in this thread until Ctrl-C or SIGTERM (the scheduler is started by the caller)."""
-        run_forever(self.server, on_stop=self.context.scheduler.stop)
+        run_forever(self.server, on_stop=self._on_stop)
+
+    def _on_stop(self) -> None:
+        self.context.scheduler.stop()
+        if self.settings.remove_containers_on_exit:
+            self.context.spawner.release_for_exit()
 
     def start(self) -> "Serving":
         """Serve on a thread of its own, background work included (the in-process test server)."""

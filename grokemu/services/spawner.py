@@ -10,9 +10,13 @@ for the app inside to answer is real time and uses short real sleeps.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grokemu.config import Settings
@@ -482,6 +486,39 @@ class Spawner:
         elif running.state in ("exited", "dead"):
             self._fail(c.id, f"the container exited by itself (code {running.exit_code})", expect=(S.STARTED,))
 
+    # -- leaving with the stand (remove_containers_on_exit) ------------------------------------------------------
+    def _resume_path(self) -> Path:
+        return Path(self._settings.data_dir) / "resume.json"
+
+    def release_for_exit(self) -> int:
+        """grokemu stops and takes what it runs in Docker with it (`docker compose down` then leaves nothing): the
+        plugin containers that run are noted in <data>/resume.json first, so the next start runs them again, then
+        every labelled container of this instance and its queue network are removed. How many were removed."""
+        orch = self._orchestrator
+        if not orch.ping():
+            return 0
+        running = [c.id for c in self._store.list_containers() if c.docker_id and c.status not in STOPPED
+                   and c.status is not S.ERROR]
+        path = self._resume_path()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(running))
+        os.replace(tmp, path)  # whole or not at all: a half-written list would resume nothing
+        found = list(orch.list_labelled(self.labels()))
+        with ThreadPoolExecutor(max_workers=8) as pool:  # in parallel: compose gives the stop a few seconds only
+            list(pool.map(lambda r: orch.remove(r.id), found))
+        orch.remove_networks(self.labels())
+        log.info("exit: %d containers removed, %d to run again at the next start", len(found), len(running))
+        return len(found)
+
+    def _take_resume_list(self) -> set[str]:
+        path = self._resume_path()
+        try:
+            ids = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return set()
+        path.unlink(missing_ok=True)
+        return {i for i in ids if isinstance(i, str)} if isinstance(ids, list) else set()
+
     def reconcile(self) -> None:
         """On startup: re-adopt running labelled containers, stop entities whose container vanished, remove stray
         labelled containers of deleted entities. Nothing is orphaned, nothing duplicated."""
@@ -515,9 +552,15 @@ class Spawner:
             event = "adopt_running" if ready else "adopt_checking"
             self._transition(cid, event, docker_id=running.id, address=running.endpoint()[0], port=running.endpoint()[1],
                              desired_instances=1, last_active=self._clock.now())
+        resume = self._take_resume_list()
         for cid, c in containers.items():
             if cid not in adopted and c.status not in STOPPED and c.status is not S.ERROR:
                 self._transition(cid, "vanished", docker_id="", address=None, port=None, desired_instances=0)
+                if cid in resume:  # grokemu removed it on its way out (release_for_exit): run it again
+                    try:
+                        self._request_start(cid, c.started_by or "admin")
+                    except GrokemuError as e:
+                        log.warning("container %s not run again: %s", c.name, e)
 
     # -- waiting -----------------------------------------------------------------------------------------------
     def _wait(self, cid: str, timeout: float) -> DockerContainer:

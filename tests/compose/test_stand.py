@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import js_runner
-from tests.helpers import remove_images, require, wait_until
+from tests.helpers import healthy, remove_images, require, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -241,6 +241,49 @@ def test_a_queue_function_through_the_stands_broker_service(stand, token):
     info = docker_json("inspect", ids[0])[0]
     assert not any(info["NetworkSettings"]["Ports"].values())  # published nowhere
     assert list(info["NetworkSettings"]["Networks"]) == [stand.network]
+
+
+def test_z_restart_runs_them_again_and_down_leaves_no_plugin_container(stand, token):
+    """The stand owns what it starts: `restart` and `down` + `up` run the running plugin containers again (new
+    Docker containers, same entities); `down` without -v leaves no plugin container and no network behind."""
+    from tests.helpers import publish_ready, sample_copy
+
+    name, files = sample_copy("squares", container={"on_demand": True})
+    c = publish_ready(stand.api, token, name, files)
+    started = get(stand, token, f"/docker/containers/{c['id']}/run", params={"awaitStart": "true"})
+    assert started.status_code == 200 and started.json()["status"] == "started", started.text
+
+    def plugin_containers(only_ours: bool = True):
+        label = f"label=grokemu.container={c['id']}" if only_ours else f"label=grokemu.instance={stand.project}"
+        return subprocess.run(["docker", "ps", "-aq", "--filter", label],
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    def running_again(before: list[str]):
+        def check():
+            if not healthy(stand.url):
+                return None
+            fresh = get(stand, stand.login(), f"/docker/containers/{c['id']}").json()
+            ids = plugin_containers()
+            return fresh if fresh["status"] == "started" and ids and ids != before else None
+        return wait_until(check, 300, "the plugin container running again", interval=0.5)
+
+    first = plugin_containers()
+    assert len(first) == 1
+    restarted = stand.compose("restart", "grokemu")
+    assert restarted.returncode == 0, restarted.stderr
+    running_again(first)
+    second = plugin_containers()
+    answer = get(stand, stand.login(), f"/docker/containers/proxy/{c['id']}/square?number=3")
+    assert answer.status_code == 200 and answer.json() == {"result": 9}
+
+    down = stand.compose("down")
+    assert down.returncode == 0, down.stderr
+    assert plugin_containers(only_ours=False) == []  # the earlier tests' plugin containers went too
+    assert subprocess.run(["docker", "network", "ls", "-q", "--filter", f"name=^{stand.network}$"],
+                          capture_output=True, text=True, check=True).stdout.split() == []
+    up = stand.compose("up", "-d")
+    assert up.returncode == 0, up.stderr
+    running_again(second)
 
 
 def test_zz_teardown_leaves_nothing_of_the_project(stand, docker_compose_command):

@@ -166,6 +166,27 @@ def test_reconcile_adopts_stops_and_removes_strays(w):
     assert len(w.orch.list_labelled({"grokemu.managed": "true"})) == 1  # no duplicate, no orphan
 
 
+def test_leaving_with_the_stand_removes_everything_and_the_next_start_runs_the_running_ones_again(w):
+    """remove_containers_on_exit (the compose stand): on the way out every labelled container goes and the running
+    ones are noted; the next grokemu runs exactly those again, and nothing else."""
+    running, stopped, lazy = w.add(name="a-running"), w.add(name="b-stopped"), w.add(name="c-idle")
+    for cid in (running, stopped):
+        w.spawner.run(cid, "admin", await_start=True)
+    w.spawner.stop(stopped, await_stop=True)
+    assert w.get(running).status is S.STARTED and w.get(stopped).status is S.USER_STOPPED
+    before = w.get(running).docker_id
+    assert w.spawner.release_for_exit() == 1
+    assert w.orch.list_labelled({"grokemu.managed": "true"}) == []  # nothing left in Docker
+    assert json.loads((w.settings.data_dir / "resume.json").read_text()) == [running]
+    fresh = w.new_spawner()
+    for _ in range(6):
+        fresh.tick()
+    assert w.get(running).status is S.STARTED and w.get(running).docker_id not in ("", before)
+    assert w.get(stopped).status is S.USER_STOPPED and w.get(lazy).status is not S.STARTED
+    assert len(w.orch.list_labelled({"grokemu.managed": "true"})) == 1
+    assert not (w.settings.data_dir / "resume.json").exists()  # used once: a later restart adopts as usual
+
+
 def test_image_ready_starts_unless_on_demand_and_replaces_old_image(w):
     auto, lazy = w.add(name="auto"), w.add({"on_demand": True}, name="lazy")
     for cid in (auto, lazy):
