@@ -180,7 +180,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     """Rows under their headers, each column as wide as its widest cell, two spaces apart."""
     cells = [headers] + [[str(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 def status_report(client) -> dict:

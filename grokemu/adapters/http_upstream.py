@@ -341,7 +341,7 @@ class _LeanPool:
             except OSError as e:
                 raise UpstreamRefused(str(e)) from e
             try:
-                return self._exchange(sock, reused, c, method, target, head, release)
+                return self._exchange(sock, reused, method, head, release)
             except _StaleSocket:
                 sock.close()
                 if attempt or method not in _IDEMPOTENT:
@@ -359,7 +359,7 @@ class _LeanPool:
                                      f"{e}") from None
         raise AssertionError("unreachable")
 
-    def _exchange(self, sock, reused, c, method, target, head, release) -> Forwarded:
+    def _exchange(self, sock, reused, method, head, release) -> Forwarded:
         try:
             sock.sendall(head)
         except OSError:

@@ -323,7 +323,7 @@ class Relay:
         self.sock.sendall(_raw_answer(status, headers, body))
 
 
-def _no_write(data: bytes) -> None:
+def _no_write(_data: bytes) -> None:
     raise RuntimeError("the write() callable of start_response is not supported on a relayed connection")
 
 

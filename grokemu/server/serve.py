@@ -130,7 +130,7 @@ def create_server(app, sockets: list[socket.socket], settings=None, *, bridge_ad
 def run_forever(server, on_stop: Callable[[], None]) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop background work and close the listening socket."""
 
-    def _terminate(signum, frame):
+    def _terminate(_signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -203,7 +203,7 @@ class Serving:
             server.close()
         except OSError:
             pass
-        getattr(server, "task_dispatcher").shutdown(timeout=timeout)
+        server.task_dispatcher.shutdown(timeout=timeout)
         for sock in self.sockets:
             sock.close()
 

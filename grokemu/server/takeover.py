@@ -174,7 +174,7 @@ class ConnectionTakeover:
         sock = self._detach(environ["waitress.client_disconnected"].__self__, self.settings.stream_timeout,
                             f"answer to {environ.get('PATH_INFO')} for {environ.get('REMOTE_ADDR')}")
 
-        def answer(env, start_response):
+        def answer(_env, start_response):
             start_response(status, headers)
             return body
 
@@ -191,7 +191,7 @@ class ConnectionTakeover:
         sock = self._detach(environ["waitress.client_disconnected"].__self__, self.settings.stream_timeout,
                             f"stream to {environ.get('PATH_INFO')} for {environ.get('REMOTE_ADDR')}")
 
-        def answer(env, start_response):
+        def answer(_env, start_response):
             start_response(status, headers)
             return _until_caller_leaves(body, sock)
 
@@ -202,7 +202,7 @@ class ConnectionTakeover:
 
     def _serve(self, environ, sock: socket.socket) -> None:
         try:
-            result = self.app(environ, lambda status, headers, exc_info=None: (lambda data: None))
+            result = self.app(environ, lambda _status, _headers, _exc_info=None: (lambda _data: None))
             close = getattr(result, "close", None)
             if close:
                 close()

@@ -194,7 +194,7 @@ class TokenService:
     # -- scopes -----------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def grant(scopes: Iterable[str], authenticated: bool, name_ok=lambda name: True) -> list[dict]:
+    def grant(scopes: Iterable[str], authenticated: bool, name_ok=lambda _name: True) -> list[dict]:
         """The `access` claim for requested scopes. Anyone may pull (Datagrok's proxy lets GET/HEAD through);
         only a dev-key holder gets push/delete. `registry:catalog:*` is granted to authenticated callers."""
         granted: dict[tuple[str, str], list[str]] = {}

@@ -158,11 +158,11 @@ class Guard:
         return host
 
     # -- the checks ---------------------------------------------------------------------------------------------
-    def check(self, environ: dict, *, head_only: bool = False,
-              matched: tuple[str | None, dict | None] | None = None) -> Caller:
+    def check(self, environ: dict, *, matched: tuple[str | None, dict | None] | None = None) -> Caller:
         """Raise a GrokemuError for a request that must not go on; otherwise the authenticated caller (login None
-        on public routes). `head_only`: called from the server before the body is read. `matched`: the (endpoint,
-        view args) Flask already found for this request, so the URL map is not walked twice."""
+        on public routes). Needs only the request head, so the server calls it before the body is read (`preflight`).
+        `matched`: the (endpoint, view args) Flask already found for this request, so the URL map is not walked
+        twice."""
         host = environ.get("HTTP_HOST") or ""
         if _strip_port(host) not in self.host_names:
             raise Forbidden(f"Host '{host[:100]}' is not one of grokemu's names; add it to the allowed_hosts setting "
@@ -286,7 +286,7 @@ class Guard:
         from grokemu.web.errors import raw_error
 
         try:
-            self.check(environ, head_only=True)
+            self.check(environ)
         except GrokemuError as e:
             return raw_error(e, environ.get("PATH_INFO") or "")
         return None

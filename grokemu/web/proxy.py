@@ -91,7 +91,7 @@ class ProxiedResponse(Response):
 
 
 @blueprint.route("/proxy/<path:rest>", methods=METHODS, provide_automatic_options=False)
-def fetch_proxy(rest: str):
+def fetch_proxy(rest: str):  # noqa: ARG001  (Flask passes the URL part; split_target reads the raw path)
     environ = request.environ
     cid, target = split_target(environ, HTTP_PREFIX)
     length = request.content_length or 0
@@ -101,7 +101,7 @@ def fetch_proxy(rest: str):
 
 
 @ws_blueprint.route("/proxy-ws/<path:rest>", websocket=True)
-def websocket_proxy(rest: str):
+def websocket_proxy(rest: str):  # noqa: ARG001  (Flask passes the URL part; split_target reads the raw path)
     environ = request.environ
     cid, target = split_target(environ, WS_PREFIX)
     client = environ.get("werkzeug.socket")
