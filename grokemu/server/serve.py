@@ -216,7 +216,7 @@ def prepare(settings, orchestrator, *, clock=None, background: bool = True) -> S
     from grokemu.app import create_app
     from grokemu.web import proxy
 
-    docker_ok = orchestrator is not None and orchestrator.ping()
+    docker_ok = orchestrator.ping()
     if docker_ok and settings.orchestrator == "swarm":
         problem = orchestrator.swarm_problem()
         if problem:  # e.g. "run `docker swarm init`": nothing could ever start, so say it now

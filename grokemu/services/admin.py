@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class AdminService:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, settings: Settings, *,
+    def __init__(self, store: Store, orchestrator: Orchestrator, settings: Settings, *,
                  package_files: PackageFiles, registry: "RegistryService", auth: "AuthService",
                  images: "ImageService", spawner: "Spawner", proxy: "ProxyService", broker: "BrokerService",
                  calls: "CallService"):
@@ -47,7 +47,7 @@ class AdminService:
     def reset(self) -> dict:
         removed_containers = removed_images = 0
         docker_note = "ok"
-        if self._orchestrator is not None and self._orchestrator.ping():
+        if self._orchestrator.ping():
             for running in list(self._orchestrator.list_labelled(self.labels())):
                 self._orchestrator.remove(running.id)
                 removed_containers += 1

@@ -34,7 +34,7 @@ _END = object()
 
 
 class ContainerLogs:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, *, tick: float = IDLE_TICK):
+    def __init__(self, store: Store, orchestrator: Orchestrator, *, tick: float = IDLE_TICK):
         self._store = store
         self._orchestrator = orchestrator
         self._tick = tick
@@ -50,7 +50,7 @@ class ContainerLogs:
         """Its last `tail` lines (None: all), then, when `follow`, new output as it comes, with an empty chunk after
         each IDLE_TICK of silence. A container with nothing running has the logs kept on the entity, and no more."""
         orch = self._orchestrator
-        if not container.docker_id or orch is None or not orch.ping():
+        if not container.docker_id or not orch.ping():
             lines = container.last_logs.splitlines(keepends=True)
             if tail is not None:
                 lines = lines[len(lines) - tail:] if tail else []

@@ -32,7 +32,7 @@ def image_labels(settings: Settings, image: DockerImage) -> dict[str, str]:
 
 
 class ImageService:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
+    def __init__(self, store: Store, orchestrator: Orchestrator, clock: Clock, settings: Settings,
                  spawner: "Spawner", package_files: PackageFiles, registry: "RegistryService | None" = None,
                  background: bool = True):
         self._store = store
@@ -113,7 +113,7 @@ class ImageService:
             with self._store.transaction():
                 for image in self._store.list_images():
                     if image.status is ImageStatus.PENDING_VALIDATION:
-                        if self._orchestrator is None or not self._orchestrator.ping():
+                        if not self._orchestrator.ping():
                             note = "Waiting for the Docker daemon: it is not reachable.\n"
                             if image.logs != note:
                                 image.logs = note

@@ -49,7 +49,7 @@ class ContainerFailed(GrokemuError):
 
 
 class Spawner:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
+    def __init__(self, store: Store, orchestrator: Orchestrator, clock: Clock, settings: Settings,
                  auth: "AuthService", activity: ActivityTracker, run_specs: RunSpecs,
                  background: bool = True, probe_interval: float = 0.02, watch_interval: float = 1.0,
                  broker: "BrokerService | None" = None):
@@ -113,7 +113,7 @@ class Spawner:
         return c
 
     def _require_orchestrator(self) -> Orchestrator:
-        if self._orchestrator is None or not self._orchestrator.ping():
+        if not self._orchestrator.ping():
             raise DockerUnavailable("Docker daemon unreachable: containers cannot be started or stopped")
         return self._orchestrator
 
@@ -184,7 +184,7 @@ class Spawner:
         if c is None:
             # Not 404: the Dart client turns 404 into an empty string, and CVMTests expects a throw.
             raise BadRequest(f"Docker container {cid} not found")
-        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+        if c.docker_id and self._orchestrator.ping():
             text = self._orchestrator.logs(c.docker_id, limit)
             if text:
                 return text
@@ -260,7 +260,7 @@ class Spawner:
     def forget(self, container: DockerContainer) -> None:
         """The package no longer has this container: remove it from Docker and from the store."""
         orch = self._orchestrator
-        if orch is not None and orch.ping():
+        if orch.ping():
             if container.docker_id:
                 orch.remove(container.docker_id)
             if orch.keeps_stopped:  # a stopped one is still there (a Swarm service scaled to 0)
@@ -387,7 +387,7 @@ class Spawner:
         if not self.may_not_listen(c):
             return True
         orch = self._orchestrator
-        running = orch.inspect(c.docker_id) if orch is not None and c.docker_id else None
+        running = orch.inspect(c.docker_id) if c.docker_id else None
         if running is None or not orch.app_ready(running):
             return False
         with self._store.transaction():
@@ -408,7 +408,7 @@ class Spawner:
             if c is None:
                 return True
         logs = c.last_logs
-        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+        if c.docker_id and self._orchestrator.ping():
             logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
             self._orchestrator.stop(c.docker_id)
             if not self._orchestrator.keeps_stopped:
@@ -425,7 +425,7 @@ class Spawner:
         if c is None:
             return
         logs = c.last_logs
-        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+        if c.docker_id and self._orchestrator.ping():
             logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
             self._orchestrator.remove(c.docker_id)  # no orphan: the reason and the logs stay on the entity
         failed = self._transition(cid, event, expect=expect, error=reason, last_logs=logs, docker_id="",
@@ -435,7 +435,7 @@ class Spawner:
 
     # -- the scheduler's pass ----------------------------------------------------------------------------------
     def tick(self) -> None:
-        if self._orchestrator is None or not self._orchestrator.ping():
+        if not self._orchestrator.ping():
             return
         if not self._reconciled:
             self.reconcile()

@@ -47,7 +47,7 @@ class Context:
     settings: "Settings"
     store: "Store"
     clock: "Clock"
-    orchestrator: "Orchestrator | None"
+    orchestrator: "Orchestrator"
     auth: "AuthService"
     tokens: "TokenService"
     registry: "RegistryService"
