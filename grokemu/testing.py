@@ -35,11 +35,15 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from grokemu.client import Client, GrokemuError, PublishFailed
 from grokemu.domain.names import resolve_container
+
+if TYPE_CHECKING:
+    from grokemu.server.serve import Serving
 
 
 class GrokemuProcess:
@@ -66,9 +70,11 @@ class GrokemuProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log, env=self.env, text=True)
+        stdout = self.proc.stdout
+        assert stdout is not None  # stdout=PIPE
         deadline = time.time() + timeout
         while time.time() < deadline:
-            line = self.proc.stdout.readline()
+            line = stdout.readline()
             if not line:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"grokemu exited with {self.proc.returncode}: {self.log_path.read_text()}")
@@ -146,11 +152,11 @@ class ThreadedGrokemu:
         self.dev_keys = tuple(dev_keys)
         self.orchestrator = orchestrator
         self.extra_settings = settings
-        self.serving = None
+        self.serving: Serving | None = None
 
     @property
     def port(self) -> int:
-        return self.serving.port
+        return self._running().port
 
     @property
     def url(self) -> str:
@@ -163,7 +169,12 @@ class ThreadedGrokemu:
     @property
     def context(self):
         """The app's context (web/context.py): its store, services and settings, for tests of grokemu itself."""
-        return self.serving.context
+        return self._running().context
+
+    def _running(self) -> Serving:
+        if self.serving is None:
+            raise RuntimeError("this in-process grokemu is not started: call start() first")
+        return self.serving
 
     def start(self) -> "ThreadedGrokemu":
         import tempfile
@@ -394,7 +405,7 @@ class Grokemu:
                 current = images
             for image in current if docker else ():
                 ref = image.get("dockerFullName")
-                if ref and not image.get("imageRef"):
+                if docker and ref and not image.get("imageRef"):
                     subprocess.run([docker, "image", "rm", "-f", ref], capture_output=True)
         self.published.clear()
 
@@ -415,7 +426,7 @@ def grokemu(request, tmp_path_factory):
     url = request.config.getoption("--grokemu-url") or os.environ.get("GROKEMU_URL")
     key = request.config.getoption("--grokemu-key") or os.environ.get("GROKEMU_KEY") or "admin"
     in_process = request.config.getoption("--grokemu-in-process") or os.environ.get("GROKEMU_IN_PROCESS") == "1"
-    process = None
+    process: ThreadedGrokemu | GrokemuProcess | None = None
     if not url:
         if in_process:
             process = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,)).start()

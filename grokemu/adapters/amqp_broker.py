@@ -27,7 +27,7 @@ from grokemu.domain.ports import CallEventHandler
 log = logging.getLogger(__name__)
 
 CALLS_FANOUT = Exchange("calls_fanout", type="fanout", durable=False, auto_delete=False)
-_ERRORS = (OSError, KombuError, OperationalError, ConnectionError)
+_ERRORS: tuple[type[BaseException], ...] = (OSError, KombuError, OperationalError, ConnectionError)
 try:  # py-amqp's own errors (a refused login, a closed channel) are not all KombuErrors
     from amqp.exceptions import AMQPError
 

@@ -18,7 +18,7 @@ import select
 import socket
 import threading
 from collections import deque
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -39,6 +39,15 @@ def upstream_address(c: DockerContainer) -> str:
     """127.0.0.1 (the published port), or the container's address on the shared Docker network when grokemu runs
     with the `docker_network` setting (e.g. inside the compose stand, where 127.0.0.1 is grokemu's own container)."""
     return c.address or LOOPBACK
+
+
+def upstream_port(c: DockerContainer) -> int:
+    """The port the proxy connects to: a started container always has one."""
+    if c.port is None:
+        raise UpstreamFailed(f"Container {c.name} has no port: it is not started")
+    return c.port
+
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy Proxy-Connection; Host is set for the upstream hop.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "trailers", "transfer-encoding", "upgrade", "proxy-connection"})
@@ -173,7 +182,7 @@ class HttpUpstreamPools:
                                               raise_on_redirect=False, raise_on_status=False)
 
     def pool(self, c: DockerContainer) -> urllib3.HTTPConnectionPool:
-        port = (upstream_address(c), int(c.port))  # the pool key: address and port
+        port = (upstream_address(c), upstream_port(c))  # the pool key: address and port
         entry = self._pools.get(c.id)
         if entry is not None and entry[0] == port:
             return entry[1]
@@ -191,7 +200,7 @@ class HttpUpstreamPools:
         return pool
 
     def _lean(self, c: DockerContainer) -> "_LeanPool":
-        key = (upstream_address(c), int(c.port))
+        key = (upstream_address(c), upstream_port(c))
         entry = self._lean_pools.get(c.id)
         if entry is not None and entry.key == key:
             return entry
@@ -206,7 +215,7 @@ class HttpUpstreamPools:
 
     def request_head(self, c: DockerContainer, method: str, target: str, environ: dict,
                      identity: str | None = None) -> tuple[tuple[str, int], bytes]:
-        address = (upstream_address(c), int(c.port))
+        address = (upstream_address(c), upstream_port(c))
         return address, bodyless_request_head(address, method, target, environ, identity)
 
     def forget(self, cid: str) -> None:
@@ -227,7 +236,7 @@ class HttpUpstreamPools:
         for lean in leans:
             lean.close()
 
-    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
+    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: IO[bytes] | None,
              length: int, release: Callable[[], None], identity: str | None = None) -> Forwarded:
         if body is None:  # the hot path (small GETs): kept-alive raw sockets, no urllib3 / http.client
             return self._lean(c).send(c, method, target, environ, release, identity)
@@ -239,10 +248,10 @@ class HttpUpstreamPools:
             data = upstream.read(decode_content=False)
             upstream.release_conn()
             release()
-            return Forwarded(upstream.status, upstream.reason, headers, [data] if data else [])
-        return Forwarded(upstream.status, upstream.reason, headers, _StreamedBody(upstream, release))
+            return Forwarded(upstream.status, upstream.reason or "", headers, [data] if data else [])
+        return Forwarded(upstream.status, upstream.reason or "", headers, _StreamedBody(upstream, release))
 
-    def _urlopen(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
+    def _urlopen(self, c: DockerContainer, method: str, target: str, environ: dict, body: IO[bytes] | None,
                  length: int, identity: str | None = None) -> urllib3.BaseHTTPResponse:
         pool = self.pool(c)
         headers = forwarded_headers(environ, f"{upstream_address(c)}:{c.port}", identity)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from grokemu.domain.model import DockerContainer, DockerImage
 
@@ -224,7 +224,7 @@ class BlobStore(Protocol):
     def upload_info(self, upload_id: str) -> dict | None:
         """{"repo", "started", "updated", "size"} or None for an unknown session."""
     def touch_upload(self, upload_id: str, now: float) -> None: ...
-    def append_upload(self, upload_id: str, stream: BinaryIO, hasher: Hasher, length: int | None = None) -> int:
+    def append_upload(self, upload_id: str, stream: IO[bytes], hasher: Hasher, length: int | None = None) -> int:
         """Append and feed `hasher`; the new size. Raises ShortRead (and keeps the old size) on a short body."""
     def hash_upload(self, upload_id: str, hasher: Hasher) -> None: ...
     def commit_upload(self, upload_id: str, digest: str) -> None: ...

@@ -18,6 +18,7 @@ log = logging.getLogger("grokemu.server")
 
 
 class GrokemuServer(TcpWSGIServer):
+    next_channel_cleanup: float  # waitress's, assigned here too (waitress ships no types)
     """A listening socket of waitress's, with the header timeout, eviction at the connection limit, a pause
     instead of a busy loop when descriptors run out, and fetchProxy requests routed to stream threads."""
 

@@ -168,7 +168,7 @@ class Relay:
                 return b""
 
     # -- one request ----------------------------------------------------------------------------------------------
-    def _environ(self, request) -> dict:
+    def _environ(self, request) -> tuple[dict, str]:
         task = GrokemuTask(self.channel, request)
         environ = task.get_environment()
         environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
@@ -182,9 +182,8 @@ class Relay:
             if streamed is not None:
                 already, send_continue = streamed
                 length = request.content_length
-                body = io.BufferedReader(_SocketBody(already, self.sock, length - len(already), send_continue),
-                                         STREAM_BLOCK)
-                environ["wsgi.input"] = body
+                environ["wsgi.input"] = io.BufferedReader(
+                    _SocketBody(already, self.sock, length - len(already), send_continue), STREAM_BLOCK)
             if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
                 self._handed_off = True
                 self.takeover.start_websocket(environ, self.sock)

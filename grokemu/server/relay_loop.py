@@ -84,7 +84,7 @@ class _Head:
     __slots__ = ("parser", "url", "headers", "method", "version", "keep", "complete")
 
     def __init__(self):
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = None  # set by the caller, dropped once the head is parsed
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.method = b""
@@ -100,6 +100,7 @@ class _Head:
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        assert parser is not None  # called from its feed_data
         self.method, self.version, self.keep = parser.get_method(), parser.get_http_version(), \
             parser.should_keep_alive()
 
@@ -128,7 +129,7 @@ class _Client:
         self.closing = False  # close once `out` is written
         self.closed = False
         self.events = 0
-        self.last_block = None  # the header lines of the last head the loop served, their environ part, keep-alive
+        self.last_block: bytes | None = None  # the header lines of the last head the loop served, their environ part, keep-alive
         self.last_base: dict = {}
         self.last_keep = True
 
@@ -493,8 +494,9 @@ class RelayLoop:
         block = head[line_end + 2:]
         repeated = block == c.last_block
         parsed = _Head()
+        parser = parsed.parser = httptools.HttpRequestParser(parsed)
         try:
-            parsed.parser.feed_data(head[:line_end + 2] + b"\r\n" if repeated else head)
+            parser.feed_data(head[:line_end + 2] + b"\r\n" if repeated else head)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return None  # waitress's parser answers it, or the WebSocket path takes it
         finally:
@@ -699,8 +701,10 @@ class RelayLoop:
 
     def _send_request(self, ex: _Exchange) -> None:
         data = ex.unsent or ex.plan.head
+        up = ex.up
+        assert up is not None  # a request is sent on the exchange's upstream
         try:
-            sent = ex.up.sock.send(data)
+            sent = up.sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -708,7 +712,7 @@ class RelayLoop:
             return
         ex.unsent = data[sent:]
         ex.since = time.monotonic()
-        self._upstream_events(ex.up, _READ | (_WRITE if ex.unsent else 0))
+        self._upstream_events(up, _READ | (_WRITE if ex.unsent else 0))
 
     def _upstream_event(self, up: "_Upstream", mask: int) -> None:
         ex = up.exchange
@@ -843,6 +847,7 @@ class RelayLoop:
                 ex.remaining -= len(data)
                 self._emit(ex, data)
         elif framing == "chunked":
+            assert ex.chunks is not None  # set with the chunked framing
             try:
                 end = ex.chunks.feed(data)
             except ValueError:
@@ -924,6 +929,7 @@ class RelayLoop:
 
     def _keep_idle(self, ex: _Exchange) -> None:
         up, ex.up = ex.up, None
+        assert up is not None  # an answered exchange still holds its upstream
         up.exchange = None
         idle = self._idle.setdefault(up.key, [])
         if len(idle) >= MAX_IDLE_UPSTREAM:

@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from waitress.adjustments import Adjustments
 from waitress.server import MultiSocketServer
@@ -19,6 +19,11 @@ from grokemu.server.channel import Preflight
 from grokemu.server.listener import GrokemuServer
 from grokemu.server.takeover import ConnectionTakeover
 from grokemu.web.context import app_context
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from grokemu.config import Settings
 
 log = logging.getLogger("grokemu.server")
 
@@ -156,9 +161,9 @@ class Serving:
     """The app and its waitress server on bound sockets, not yet serving. `settings` has the real port (port 0
     picks one) and the API URL containers are given; `docker_ok` says whether the daemon answered."""
 
-    app: object
-    server: object
-    settings: object
+    app: Flask
+    server: Any  # waitress's server (waitress ships no types)
+    settings: Settings
     sockets: list
     docker_ok: bool
     _thread: threading.Thread | None = None

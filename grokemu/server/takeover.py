@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from waitress.channel import HTTPChannel
 
@@ -17,6 +17,9 @@ from grokemu.server.streams import STREAM_BLOCK, StreamPool, _close, _run_on_soc
 from grokemu.server.watchdog import TrackedSocket
 from grokemu.web import takeover as web_takeover
 from grokemu.web.websocket import reject_websocket
+
+if TYPE_CHECKING:
+    from grokemu.server.relay_loop import RelayLoop
 
 log = logging.getLogger("grokemu.server")
 
@@ -34,7 +37,7 @@ class ConnectionTakeover:
         self.app = app
         self.settings = settings or Settings()
         self.streamed_prefixes = tuple(streamed_prefixes)
-        self.loop = None  # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py); create_server
+        self.loop: RelayLoop | None = None  # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py); create_server
         self.streams = StreamPool(self.settings.max_streams)
         self._open = 0
         self._lock = threading.Lock()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Iterator
+from typing import Generator, Iterator
 
 from grokemu.domain.lifecycle import ContainerStatus as S
 from grokemu.domain.model import DockerContainer
@@ -46,7 +46,7 @@ class ContainerLogs:
                                   [i.to_wire() for i in self._store.list_images()])
         return next(c for c in containers if c.id == found["id"])
 
-    def stream(self, container: DockerContainer, tail: int | None, follow: bool) -> Iterator[bytes]:
+    def stream(self, container: DockerContainer, tail: int | None, follow: bool) -> Generator[bytes, None, None]:
         """Its last `tail` lines (None: all), then, when `follow`, new output as it comes, with an empty chunk after
         each IDLE_TICK of silence. A container with nothing running has the logs kept on the entity, and no more."""
         orch = self._orchestrator

@@ -20,6 +20,8 @@ from grokemu.domain.package_rules import ENTRY_PATH_MAX_BYTES, METADATA_MAX_BYTE
 
 CHUNK = 256 * 1024  # decompression / copy unit: memory stays flat however big an entry is
 RATIO_FLOOR = MiB  # the compression ratio is checked for entries bigger than this (small files compress a lot)
+# zipfile's end-of-central-directory reader and its record offsets: private (not in typeshed), stable since Python 2
+_ZIP: Any = zipfile
 _SPOOL_IN_MEMORY = 8 * MiB  # an upload bigger than this is spooled to an unnamed file under <data>/packages
 
 FileSource = Union[bytes, Path]  # a file's bytes (tests, small data) or where it lies in a staging/version folder
@@ -74,19 +76,19 @@ def _count_entries(fp: IO[bytes], limits: ZipLimits) -> None:
     """Walk the central directory (46-byte headers and the lengths they give) counting entries, before zipfile
     builds one object per entry: a many-entries bomb is refused with flat memory."""
     try:
-        endrec = zipfile._EndRecData(fp)  # the same reader zipfile uses; private but stable since Python 2
+        endrec = _ZIP._EndRecData(fp)  # the same reader zipfile uses; private but stable since Python 2
     except (OSError, struct.error, ValueError) as e:
         raise _not_a_zip(e) from None
     if not endrec:
         raise _not_a_zip("no end of central directory record")
-    declared = endrec[zipfile._ECD_ENTRIES_TOTAL]
+    declared = endrec[_ZIP._ECD_ENTRIES_TOTAL]
     if declared > limits.max_package_entries:
         raise PayloadTooLarge(f"Package ZIP has {declared} entries; the limit is {limits.max_package_entries} "
                               "(setting max_package_entries)")
-    size_cd, offset_cd = endrec[zipfile._ECD_SIZE], endrec[zipfile._ECD_OFFSET]
-    start = endrec[zipfile._ECD_LOCATION] - size_cd
-    if endrec[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
-        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    size_cd, offset_cd = endrec[_ZIP._ECD_SIZE], endrec[_ZIP._ECD_OFFSET]
+    start = endrec[_ZIP._ECD_LOCATION] - size_cd
+    if endrec[_ZIP._ECD_SIGNATURE] == _ZIP.stringEndArchive64:
+        start -= _ZIP.sizeEndCentDir64 + _ZIP.sizeEndCentDir64Locator
     if start < 0 or offset_cd < 0:
         raise _not_a_zip("bad central directory offset")
     fp.seek(start)
@@ -224,7 +226,7 @@ def spool_body(stream: IO[bytes], limit: int, directory: Path) -> IO[bytes]:
     """Copy a request body into a temporary file (memory up to 8 MiB, then an unnamed file in `directory`, gone
     whatever happens to the process), refusing more than `limit` bytes whatever Content-Length said."""
     directory.mkdir(parents=True, exist_ok=True)
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=directory)
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=str(directory))
     size = 0
     try:
         while True:

@@ -65,11 +65,12 @@ def folder_hash(files: Mapping[str, FileSource], prefix: str, exclude: set[str])
         entries[rel] = data
     digest = hashlib.sha256()
     for rel in sorted(entries):
-        data = entries[rel]
-        if data is None:
+        entry = entries[rel]
+        if entry is None:
             digest.update(f"dir:{rel}:".encode())
             continue
         digest.update(f"file:{rel}:".encode())
+        data = entry
         has_cr = has_nul = False
         for buf in _chunks(data):
             has_cr = has_cr or b"\r" in buf

@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 from contextlib import ExitStack
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING
 
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.upstream import (FastForward, Forwarded, HttpUpstream, NotListening, UpstreamFailed,
@@ -84,7 +84,7 @@ class ProxyService:
 
     # fetchProxy -------------------------------------------------------------------------------------------------
     def forward(self, cid: str, login: str, method: str, target: str, environ: dict,
-                body: BinaryIO | None, length: int, token: str | None = None) -> Forwarded:
+                body: IO[bytes] | None, length: int, token: str | None = None) -> Forwarded:
         """Send one request to the container and return its answer, the body streamed when it is big; the idle
         hold lasts until the answer's body is closed. `token` is the caller's session token: the container gets it
         as the caller's identity (`x-user-api-key`, docs/real-plugins.md); it is revoked with the session."""

@@ -310,9 +310,10 @@ class Spawner:
         return False
 
     def _start(self, c: DockerContainer) -> bool:
-        c = self._transition(c.id, "begin_start", expect=(S.PENDING_START,))
-        if c is None:
+        begun = self._transition(c.id, "begin_start", expect=(S.PENDING_START,))
+        if begun is None:
             return True
+        c = begun
         try:
             orch = self._require_orchestrator()
             if c.docker_id:  # a replacement, or a leftover of an earlier run
@@ -403,19 +404,20 @@ class Spawner:
         if c.status is S.STOPPING:  # resumed after a restart of grokemu
             by = "stopped_by_system" if c.error == "idle" else "stopped_by_user"
         else:
-            c = self._transition(c.id, "begin_stop", expect=(S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP),
-                                 error="idle" if by == "stopped_by_system" else "")
-            if c is None:
+            begun = self._transition(c.id, "begin_stop", expect=(S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP),
+                                     error="idle" if by == "stopped_by_system" else "")
+            if begun is None:
                 return True
+            c = begun
         logs = c.last_logs
         if c.docker_id and self._orchestrator.ping():
             logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
             self._orchestrator.stop(c.docker_id)
             if not self._orchestrator.keeps_stopped:
                 self._orchestrator.remove(c.docker_id)
-        c = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None, last_logs=logs,
-                             error="")
-        if c is not None and c.desired_instances == 1:  # a run request arrived while it was stopping
+        stopped = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None,
+                                   last_logs=logs, error="")
+        if stopped is not None and stopped.desired_instances == 1:  # a run request arrived while it was stopping
             self._transition(c.id, "request_start", expect=(S.USER_STOPPED, S.SYSTEM_STOPPED))
             return True
         return False

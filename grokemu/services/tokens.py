@@ -111,10 +111,10 @@ class TokenService:
             os.chmod(path, 0o600)
         if created is not None:
             return created
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
             raise GrokemuError(f"{path} does not hold an RSA private key")
-        return key
+        return loaded
 
     def jwks(self) -> dict[str, Any]:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self._public, as_dict=True)

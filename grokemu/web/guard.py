@@ -134,7 +134,7 @@ def auth_cookie(environ: Mapping) -> str | None:
 
 class Guard:
     def __init__(self, settings: Settings, auth: AuthService, url_map: Map,
-                 registry_authorize: Callable[[Mapping, str | None, dict], None],
+                 registry_authorize: Callable[[dict, str | None, Mapping], None],
                  bridge_addresses: Iterable[str] = ()):
         self._settings = settings
         self._auth = auth
@@ -158,7 +158,7 @@ class Guard:
         return host
 
     # -- the checks ---------------------------------------------------------------------------------------------
-    def check(self, environ: dict, *, matched: tuple[str | None, dict | None] | None = None) -> Caller:
+    def check(self, environ: dict, *, matched: tuple[str | None, Mapping | None] | None = None) -> Caller:
         """Raise a GrokemuError for a request that must not go on; otherwise the authenticated caller (login None
         on public routes). Needs only the request head, so the server calls it before the body is read (`preflight`).
         `matched`: the (endpoint, view args) Flask already found for this request, so the URL map is not walked
@@ -189,7 +189,7 @@ class Guard:
         self._check_body(policy, environ)
         return caller
 
-    def _match(self, environ: dict) -> tuple[str | None, dict | None]:
+    def _match(self, environ: dict) -> tuple[str | None, Mapping | None]:
         try:
             adapter = self._url_map.bind_to_environ(environ)
             endpoint, args = adapter.match(environ.get("PATH_INFO") or "/", method=environ.get("REQUEST_METHOD"),
@@ -207,7 +207,7 @@ class Guard:
             return environ.get("REQUEST_METHOD") in ("GET", "HEAD")
         return True
 
-    def _authenticate(self, policy: Policy, environ: dict, view_args: dict, endpoint: str | None) -> Caller:
+    def _authenticate(self, policy: Policy, environ: dict, view_args: Mapping, endpoint: str | None) -> Caller:
         if policy.auth == PIPE:
             return Caller()
         if policy.auth in (PUBLIC, DEV_LOGIN):

@@ -12,6 +12,7 @@ reason the JS client shows.
 from __future__ import annotations
 
 import re
+from typing import Iterable, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from flask import Blueprint, Response, g, request
@@ -83,7 +84,9 @@ class ProxiedResponse(Response):
             # a big answer of known size: written on the socket by this thread, not copied through waitress's
             # output buffers and event loop (server/takeover.py answer_directly); waitress gets nothing to write.
             # Unsized (chunked, server-sent events) answers stay with waitress, which keeps their chunking.
-            takeover.answer_directly(environ, self.status, self.headers.to_wsgi_list(), self.response)
+            # the container's answer: bytes (ProxiedResponse.of), whatever werkzeug's Response.response may hold
+            takeover.answer_directly(environ, self.status, self.headers.to_wsgi_list(),
+                                     cast(Iterable[bytes], self.response))
             start_response("200 OK", [])
             return []
         start_response(self.status, self.headers.to_wsgi_list())
