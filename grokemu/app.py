@@ -6,7 +6,7 @@ in one direction: each gets what it uses through its constructor, and nothing is
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask
 from flask_sock import Sock
@@ -27,8 +27,8 @@ from grokemu.services.admin import AdminService
 from grokemu.services.auth import AuthService
 from grokemu.services.broker import BrokerService
 from grokemu.services.calls import CallService
-from grokemu.services.functions import FunctionRegistry
 from grokemu.services.container_logs import ContainerLogs
+from grokemu.services.functions import FunctionRegistry
 from grokemu.services.images import ImageService
 from grokemu.services.packages import PackageService
 from grokemu.services.proxy import ProxyService

@@ -13,8 +13,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 # never part of an upload (the CLI's webpack output and node_modules do not matter to containers)
 ALWAYS_SKIPPED = ("node_modules", ".git", "__pycache__", ".pytest_cache", ".venv", "*.pyc", ".DS_Store")

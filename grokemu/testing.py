@@ -66,7 +66,7 @@ class GrokemuProcess:
     def api(self) -> str:
         return f"{self.url}/api"
 
-    def start(self, timeout: float = 20) -> "GrokemuProcess":
+    def start(self, timeout: float = 20) -> GrokemuProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log, env=self.env, text=True)
@@ -176,7 +176,7 @@ class ThreadedGrokemu:
             raise RuntimeError("this in-process grokemu is not started: call start() first")
         return self.serving
 
-    def start(self) -> "ThreadedGrokemu":
+    def start(self) -> ThreadedGrokemu:
         import tempfile
 
         from grokemu.cli import orchestrator_for
@@ -223,7 +223,7 @@ class ThreadedGrokemu:
                 pass
         self.stop()
 
-    def __enter__(self) -> "ThreadedGrokemu":
+    def __enter__(self) -> ThreadedGrokemu:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -252,7 +252,7 @@ class Response:
 class ContainerHandle:
     """One plugin container of a published package, reached through grokemu as Datagrok's clients reach it."""
 
-    def __init__(self, kit: "Grokemu", entity: dict):
+    def __init__(self, kit: Grokemu, entity: dict):
         self._kit = kit
         self.entity = entity
 
@@ -269,7 +269,7 @@ class ContainerHandle:
         self.entity = self._kit.client.container(self.id)
         return self.entity["status"]
 
-    def start(self) -> "ContainerHandle":
+    def start(self) -> ContainerHandle:
         """Run it and wait until it is `started` (AssertionError with its logs when it ends in `error`)."""
         self.entity = self._kit.client.run(self.id, await_start=True)
         if self.entity["status"] != "started":
@@ -277,7 +277,7 @@ class ContainerHandle:
                                  f"{self.entity.get('errorMessage') or ''}\n{self.logs()}")
         return self
 
-    def stop(self) -> "ContainerHandle":
+    def stop(self) -> ContainerHandle:
         self.entity = self._kit.client.stop(self.id, await_stop=True)
         return self
 
@@ -337,7 +337,7 @@ class _ClosingWebSocket:
 class Grokemu:
     """The kit's view of one grokemu: `publish`, `container`, and `client` for anything else."""
 
-    def __init__(self, url: str, key: str = "admin", process: "GrokemuProcess | ThreadedGrokemu | None" = None):
+    def __init__(self, url: str, key: str = "admin", process: GrokemuProcess | ThreadedGrokemu | None = None):
         self.client = Client(url, key)
         self.process = process
         self.published: list[tuple[str, list[dict]]] = []
@@ -382,7 +382,7 @@ class Grokemu:
         packages = {p for p, _ in self.published}
         return [c for c in self.client.containers() if (c.get("package") or {}).get("name") in packages]
 
-    def container(self, name: "str | ContainerHandle") -> ContainerHandle:
+    def container(self, name: str | ContainerHandle) -> ContainerHandle:
         """A container of what this session published, by any name a person would use (domain/names.py): its id,
         its name (`squares-squares`) or friendly name, its docker folder (`squares`), its package's name when the
         package has one container (`HeldoutRoot`), or its image's name or reference. LookupError when nothing

@@ -12,7 +12,6 @@ kombu connections are not thread-safe: publishing shares one connection under a 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import uuid
 from typing import Any
@@ -141,7 +140,7 @@ class AmqpBroker:
                         while not self._stop.is_set():
                             try:
                                 conn.drain_events(timeout=0.5)
-                            except socket.timeout:
+                            except TimeoutError:
                                 continue
             except _ERRORS as e:
                 log.info("calls_fanout consumer: %s (reconnecting)", e)

@@ -47,7 +47,7 @@ def backend_accepts(host: str, port: int, timeout: float = 0.3) -> bool:
             sock.settimeout(timeout)
             try:
                 return bool(sock.recv(1))
-            except socket.timeout:
+            except TimeoutError:
                 return True
     except OSError:
         return False

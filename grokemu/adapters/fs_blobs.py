@@ -19,8 +19,9 @@ import shutil
 import tempfile
 import time
 import uuid as uuidlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterator, TypeVar
+from typing import IO, TypeVar
 
 from grokemu.domain.ports import ShortRead
 from grokemu.domain.references import NAME_COMPONENT, SUPPORTED_DIGEST, TAG, UPLOAD_ID

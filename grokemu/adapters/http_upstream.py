@@ -18,7 +18,8 @@ import select
 import socket
 import threading
 from collections import deque
-from typing import IO, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -199,7 +200,7 @@ class HttpUpstreamPools:
             old[1].close()
         return pool
 
-    def _lean(self, c: DockerContainer) -> "_LeanPool":
+    def _lean(self, c: DockerContainer) -> _LeanPool:
         key = (upstream_address(c), upstream_port(c))
         entry = self._lean_pools.get(c.id)
         if entry is not None and entry.key == key:
@@ -344,7 +345,7 @@ class _LeanPool:
         for attempt in (0, 1):
             try:
                 sock, reused = self._get()
-            except socket.timeout as e:
+            except TimeoutError as e:
                 raise UpstreamFailed(f"Container {c.name} did not answer on {self.key[0]}:{self.key[1]}: "
                                      f"connect timed out") from e
             except OSError as e:
@@ -356,7 +357,7 @@ class _LeanPool:
                 if attempt or method not in _IDEMPOTENT:
                     raise UpstreamFailed(f"Container {c.name} did not answer on {self.key[0]}:{self.key[1]}: "
                                          f"the connection was closed") from None
-            except socket.timeout:
+            except TimeoutError:
                 sock.close()
                 raise GatewayTimeout(f"Container {c.name} did not answer {method} {target} within "
                                      f"{self._timeout:g} s") from None

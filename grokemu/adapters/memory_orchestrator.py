@@ -180,7 +180,7 @@ class MemoryOrchestrator:
             lines = c.log if c else []
             return "".join(lines[-tail:] if tail > 0 else lines)
 
-    def stream_logs(self, container_id: str, tail: int | None, follow: bool) -> "_MemoryLogStream":
+    def stream_logs(self, container_id: str, tail: int | None, follow: bool) -> _MemoryLogStream:
         return _MemoryLogStream(self, container_id, tail, follow)
 
     def list_labelled(self, labels: dict[str, str]):

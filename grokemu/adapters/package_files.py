@@ -15,9 +15,10 @@ import re
 import shutil
 import stat
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from grokemu.domain.container_config import load_json

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
@@ -33,7 +33,7 @@ class WebSocketDialer:
         self._timeout = timeout
 
     def connect(self, c: DockerContainer, target: str, environ: dict, identity: str | None = None
-                ) -> "UpstreamWebSocket":
+                ) -> UpstreamWebSocket:
         host = f"{upstream_address(c)}:{c.port}"
         try:
             sock = socket.create_connection((upstream_address(c), upstream_port(c)), timeout=5.0)
@@ -62,7 +62,7 @@ class WebSocketDialer:
         except RemoteProtocolError as e:
             sock.close()
             raise WebSocketFailed(f"Container {c.name} broke the WebSocket handshake: {e}") from None
-        except socket.timeout:
+        except TimeoutError:
             sock.close()
             raise GatewayTimeout(f"Container {c.name} did not answer the WebSocket upgrade within "
                                  f"{self._timeout:g} s") from None

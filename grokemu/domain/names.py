@@ -16,7 +16,8 @@ Within the deciding tier, more than one container is ambiguous: the error lists 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from grokemu.domain.errors import BadRequest, NotFound
 

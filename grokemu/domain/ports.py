@@ -2,10 +2,11 @@
 their technology; each passes the same contract tests (tests/contracts/)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import IO, Any, Protocol
 
 from grokemu.domain.model import DockerContainer, DockerImage
 
@@ -32,7 +33,7 @@ class Store(Protocol):
     # sessions (services/auth.py decides what is valid; the store only keeps rows)
     def put_session(self, token: str, login: str, created: float, expires: float | None = None,
                     owner: str | None = None) -> None: ...
-    def get_session(self, token: str) -> "SessionRecord | None": ...
+    def get_session(self, token: str) -> SessionRecord | None: ...
     def delete_session(self, token: str) -> bool: ...
     def delete_owner_sessions(self, owner: str) -> int: ...
     def delete_container_sessions(self) -> int:

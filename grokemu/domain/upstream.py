@@ -8,8 +8,9 @@ Wire facts behind the errors (docs/datagrok-api.md §1.2, §1.3): a container th
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import IO, Callable, Iterable, Protocol
+from typing import IO, Protocol
 
 from grokemu.domain.errors import GrokemuError
 from grokemu.domain.model import DockerContainer

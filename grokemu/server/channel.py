@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.task import WSGITask

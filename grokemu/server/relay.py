@@ -23,8 +23,9 @@ import logging
 import select
 import socket
 import time
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from waitress.parser import HTTPRequestParser
 
@@ -63,8 +64,8 @@ class Relay:
     `takeover` is the ConnectionTakeover (its settings, WebSocket start); `fast(environ)` answers fetchProxy
     requests (None: not one, run the WSGI app); `loop` is the relay loop the connection goes to afterwards."""
 
-    def __init__(self, takeover, channel, sock: "TrackedSocket",
-                 fast: Callable[[dict], "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None"], loop):
+    def __init__(self, takeover, channel, sock: TrackedSocket,
+                 fast: Callable[[dict], tuple[str, list[tuple[str, str]], Iterable[bytes]] | None], loop):
         self.takeover = takeover
         self.channel = channel  # detached: only its server, address and adjustments are used (GrokemuTask)
         self.server = channel.server

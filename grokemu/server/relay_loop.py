@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -481,7 +481,7 @@ class RelayLoop:
             self.forwarded += 1
             self._connect(c.exchange)
 
-    def _plan_for(self, c: _Client, head: bytes) -> "tuple[FastForward, bool] | None":
+    def _plan_for(self, c: _Client, head: bytes) -> tuple[FastForward, bool] | None:
         """Parse one request head; for a request the loop serves, its plan and whether the caller keeps the
         connection open; None: the blocking relay serves it.
 
@@ -682,7 +682,7 @@ class RelayLoop:
             self._upstream_events(up, _READ)
             self._send_request(ex)
 
-    def _upstream_events(self, up: "_Upstream", events: int) -> None:
+    def _upstream_events(self, up: _Upstream, events: int) -> None:
         if events == up.events:
             return
         if up.events and events:
@@ -714,7 +714,7 @@ class RelayLoop:
         ex.since = time.monotonic()
         self._upstream_events(up, _READ | (_WRITE if ex.unsent else 0))
 
-    def _upstream_event(self, up: "_Upstream", mask: int) -> None:
+    def _upstream_event(self, up: _Upstream, mask: int) -> None:
         ex = up.exchange
         if ex is None:  # an idle kept-alive socket turned readable: the container closed it
             self._discard_idle(up)
@@ -821,7 +821,7 @@ class RelayLoop:
                 return
         self._answer_body(ex, data)
 
-    def _shape(self, raw_head: bytes, head_method: bool, keep: bool) -> "_Shape":
+    def _shape(self, raw_head: bytes, head_method: bool, keep: bool) -> _Shape:
         """The container's answer head as the caller gets it, and its framing. A container repeats its heads byte
         for byte (but for Date and sizes), so the result is kept for the same head, method, keep-alive and second
         (the Date grokemu adds when the container sends none)."""
@@ -939,7 +939,7 @@ class RelayLoop:
         self._upstream_events(up, _READ)  # watched while idle: readable means the container closed it
         idle.append(up)
 
-    def _discard_idle(self, up: "_Upstream") -> None:
+    def _discard_idle(self, up: _Upstream) -> None:
         idle = self._idle.get(up.key)
         if idle is not None and up in idle:
             idle.remove(up)

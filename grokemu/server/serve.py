@@ -7,12 +7,13 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.server import MultiSocketServer
-from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher
 
 from grokemu.server.channel import Preflight
@@ -185,7 +186,7 @@ class Serving:
         if self.settings.remove_containers_on_exit:
             self.context.spawner.release_for_exit()
 
-    def start(self) -> "Serving":
+    def start(self) -> Serving:
         """Serve on a thread of its own, background work included (the in-process test server)."""
         self.context.scheduler.start()
         self._thread = threading.Thread(target=self.server.run, name="grokemu-server", daemon=True)

@@ -7,7 +7,8 @@ import logging
 import socket
 import threading
 from collections import deque
-from typing import Callable, cast
+from collections.abc import Callable
+from typing import cast
 from wsgiref.handlers import SimpleHandler
 
 log = logging.getLogger("grokemu.server")

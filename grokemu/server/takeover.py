@@ -8,7 +8,8 @@ import logging
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from waitress.channel import HTTPChannel
 

@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 class AdminService:
     def __init__(self, store: Store, orchestrator: Orchestrator, settings: Settings, *,
-                 package_files: PackageFiles, registry: "RegistryService", auth: "AuthService",
-                 images: "ImageService", spawner: "Spawner", proxy: "ProxyService", broker: "BrokerService",
-                 calls: "CallService"):
+                 package_files: PackageFiles, registry: RegistryService, auth: AuthService,
+                 images: ImageService, spawner: Spawner, proxy: ProxyService, broker: BrokerService,
+                 calls: CallService):
         self._broker = broker
         self._calls = calls
         self._store = store

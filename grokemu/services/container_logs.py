@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Generator, Iterator
+from collections.abc import Generator, Iterator
 
 from grokemu.domain.lifecycle import ContainerStatus as S
 from grokemu.domain.model import DockerContainer

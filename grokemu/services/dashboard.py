@@ -30,9 +30,9 @@ _HEAVY = ("logs", "dockerfile", "lastLogs")
 
 
 class DashboardService:
-    def __init__(self, store: "Store", clock: "Clock", activity: "ActivityTracker", images: "ImageService",
-                 package_files: "PackageFiles", functions: "FunctionRegistry | None" = None,
-                 calls: "CallService | None" = None):
+    def __init__(self, store: Store, clock: Clock, activity: ActivityTracker, images: ImageService,
+                 package_files: PackageFiles, functions: FunctionRegistry | None = None,
+                 calls: CallService | None = None):
         self._store = store
         self._functions = functions
         self._calls = calls

@@ -7,7 +7,7 @@ The client resolves `grok.functions.call('Pkg:func')` with `GET /api/entities?te
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 from grokemu.domain.errors import BadRequest

@@ -33,7 +33,7 @@ def image_labels(settings: Settings, image: DockerImage) -> dict[str, str]:
 
 class ImageService:
     def __init__(self, store: Store, orchestrator: Orchestrator, clock: Clock, settings: Settings,
-                 spawner: "Spawner", package_files: PackageFiles, registry: "RegistryService | None" = None,
+                 spawner: Spawner, package_files: PackageFiles, registry: RegistryService | None = None,
                  background: bool = True):
         self._store = store
         self._orchestrator = orchestrator

@@ -13,7 +13,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 from grokemu.domain.errors import BadRequest, PayloadTooLarge
 from grokemu.domain.package_rules import ENTRY_PATH_MAX_BYTES, METADATA_MAX_BYTES, MiB, entry_path
@@ -24,7 +24,7 @@ RATIO_FLOOR = MiB  # the compression ratio is checked for entries bigger than th
 _ZIP: Any = zipfile
 _SPOOL_IN_MEMORY = 8 * MiB  # an upload bigger than this is spooled to an unnamed file under <data>/packages
 
-FileSource = Union[bytes, Path]  # a file's bytes (tests, small data) or where it lies in a staging/version folder
+FileSource = bytes | Path  # a file's bytes (tests, small data) or where it lies in a staging/version folder
 
 
 # -- JSON and file contents ---------------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ class ZipLimits:
     max_compression_ratio: float = 200.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "ZipLimits":
+    def from_settings(cls, settings: Any) -> ZipLimits:
         if settings is None:
             return cls()
         return cls(max_package_unpacked_bytes=int(settings.max_package_unpacked_bytes),

@@ -26,8 +26,16 @@ from functools import partial
 from typing import IO, TYPE_CHECKING
 
 from grokemu.domain.model import DockerContainer
-from grokemu.domain.upstream import (FastForward, Forwarded, HttpUpstream, NotListening, UpstreamFailed,
-                                     UpstreamRefused, WebSocketFailed, WebSocketUpstream)
+from grokemu.domain.upstream import (
+    FastForward,
+    Forwarded,
+    HttpUpstream,
+    NotListening,
+    UpstreamFailed,
+    UpstreamRefused,
+    WebSocketFailed,
+    WebSocketUpstream,
+)
 
 if TYPE_CHECKING:
     from grokemu.config import Settings
@@ -42,7 +50,7 @@ WS_CONNECTED = b"\x81\x09CONNECTED"  # one unmasked FIN text frame: what Datagro
 
 
 class ProxyService:
-    def __init__(self, spawner: "Spawner", activity: "ActivityTracker", settings: "Settings", *, http: HttpUpstream,
+    def __init__(self, spawner: Spawner, activity: ActivityTracker, settings: Settings, *, http: HttpUpstream,
                  websockets: WebSocketUpstream):
         self._spawner = spawner
         self._activity = activity  # every request touches the container; a stream or a WebSocket holds it

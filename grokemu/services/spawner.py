@@ -22,8 +22,13 @@ from typing import TYPE_CHECKING, Any
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock
 from grokemu.domain.errors import BadRequest, DockerUnavailable, GatewayTimeout, GrokemuError, NotFound
-from grokemu.domain.lifecycle import (CONTAINER_TRANSIENT, CONTAINER_TRANSITIONS, ContainerStatus, ImageStatus,
-                                      next_status)
+from grokemu.domain.lifecycle import (
+    CONTAINER_TRANSIENT,
+    CONTAINER_TRANSITIONS,
+    ContainerStatus,
+    ImageStatus,
+    next_status,
+)
 from grokemu.domain.model import DockerContainer, DockerImage
 from grokemu.domain.ports import Orchestrator, Store
 from grokemu.services.activity import ActivityTracker
@@ -50,9 +55,9 @@ class ContainerFailed(GrokemuError):
 
 class Spawner:
     def __init__(self, store: Store, orchestrator: Orchestrator, clock: Clock, settings: Settings,
-                 auth: "AuthService", activity: ActivityTracker, run_specs: RunSpecs,
+                 auth: AuthService, activity: ActivityTracker, run_specs: RunSpecs,
                  background: bool = True, probe_interval: float = 0.02, watch_interval: float = 1.0,
-                 broker: "BrokerService | None" = None):
+                 broker: BrokerService | None = None):
         self._broker = broker  # a Celery worker is ready when it consumes its queue there
         self._store = store
         self._orchestrator = orchestrator

@@ -14,9 +14,10 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -45,7 +46,7 @@ class InvalidToken(GrokemuError):
         self.detail = None
         self.headers: dict[str, str] = {}
 
-    def with_headers(self, headers: dict[str, str]) -> "InvalidToken":
+    def with_headers(self, headers: dict[str, str]) -> InvalidToken:
         self.headers = dict(headers)
         return self
 

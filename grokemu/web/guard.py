@@ -22,17 +22,16 @@ Every refusal is a GrokemuError rendered by web/errors.py: ApiError JSON, or the
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from typing import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
 from grokemu.config import Settings
-from grokemu.domain.errors import (BadRequest, Forbidden, GrokemuError, LengthRequired, PayloadTooLarge,
-                                    Unauthorized)
+from grokemu.domain.errors import BadRequest, Forbidden, GrokemuError, LengthRequired, PayloadTooLarge, Unauthorized
 from grokemu.services.auth import AuthService, token_from_headers
 
 SESSION = "session"  # a valid session token, in a header or the `auth` cookie

@@ -12,7 +12,8 @@ reason the JS client shows.
 from __future__ import annotations
 
 import re
-from typing import Iterable, cast
+from collections.abc import Iterable
+from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
 from flask import Blueprint, Response, g, request
@@ -70,7 +71,7 @@ class ProxiedResponse(Response):
     automatically_set_content_length = False
 
     @classmethod
-    def of(cls, answer: Forwarded) -> "ProxiedResponse":
+    def of(cls, answer: Forwarded) -> ProxiedResponse:
         resp = cls(answer.body, status=answer.status_line, direct_passthrough=True)
         resp.headers.clear()
         for name, value in answer.headers:

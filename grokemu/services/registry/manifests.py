@@ -10,10 +10,30 @@ from dataclasses import dataclass
 
 from grokemu.domain.clock import Clock
 from grokemu.domain.ports import BlobStore
-from grokemu.services.registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestInvalid, ManifestTooBig, \
-    ManifestUnknown, NameUnknown, PaginationInvalid, RegistryError
-from grokemu.services.registry.references import DOCKER_SCHEMA1, FOREIGN_LAYERS, IMAGE_MANIFESTS, MANIFEST_TYPES, \
-    MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST, check_digest, check_name, check_tag, digest_of, is_digest_reference
+from grokemu.services.registry.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestTooBig,
+    ManifestUnknown,
+    NameUnknown,
+    PaginationInvalid,
+    RegistryError,
+)
+from grokemu.services.registry.references import (
+    DOCKER_SCHEMA1,
+    FOREIGN_LAYERS,
+    IMAGE_MANIFESTS,
+    MANIFEST_TYPES,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    check_digest,
+    check_name,
+    check_tag,
+    digest_of,
+    is_digest_reference,
+)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,13 @@ from typing import IO
 from grokemu.domain.clock import Clock
 from grokemu.domain.ports import BlobStore, ShortRead
 from grokemu.domain.references import UPLOAD_ID
-from grokemu.services.registry.errors import BlobUnknown, BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, \
-    RangeInvalid
+from grokemu.services.registry.errors import (
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    RangeInvalid,
+)
 from grokemu.services.registry.references import check_digest, check_name, hasher_for, valid_name
 
 UPLOAD_TTL = 24 * 3600.0  # an upload session untouched this long is abandoned (distribution purges after 168 h)
