@@ -77,6 +77,19 @@ def live(tmp_path, settings, clock):
     echo_server.server_close()
 
 
+# the Docker daemon and the samples' base image, for the e2e and security suites
+@pytest.fixture(scope="session")
+def docker_ready():
+    require(docker_available(), "a Docker daemon")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_ready):
+    """Samples build FROM python:3.12-slim; offline machines get a stand-in (scripts/ensure-base-image.sh)."""
+    found = subprocess.run(["docker", "image", "inspect", "python:3.12-slim"], capture_output=True).returncode == 0
+    require(found, "the python:3.12-slim image (run scripts/ensure-base-image.sh)")
+
+
 # a session fixture: a single-node swarm (docs/swarm.md)
 @pytest.fixture(scope="session")
 def swarm():

@@ -8,19 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TOOLS, docker_available, require
+from tests.helpers import TOOLS, require
 
 
-@pytest.fixture(scope="session")
-def docker_ready():
-    require(docker_available(), "a Docker daemon")
-
-
-@pytest.fixture(scope="session")
-def base_image(docker_ready):
-    """Samples build FROM python:3.12-slim; offline machines get a stand-in (scripts/ensure-base-image.sh)."""
-    found = subprocess.run(["docker", "image", "inspect", "python:3.12-slim"], capture_output=True).returncode == 0
-    require(found, "the python:3.12-slim image (run scripts/ensure-base-image.sh)")
+# docker_ready and base_image (shared with the security suite) are in tests/conftest.py
 
 
 class Grok:
