@@ -34,7 +34,10 @@ if (( build_uv )); then uv_binaries "$WORK/uv" & pids+=($!); fi
 if (( build_python || build_broker )); then base_rootfs; fi
 for pid in "${pids[@]}"; do wait "$pid" || die "a download failed (see above)"; done
 
+# The two Debian stand-ins install their packages at the same time (each in its own copy of the rootfs).
+pids=()
 if (( build_uv )); then build_uv "$WORK/uv" "$UV_TAG"; fi
-if (( build_python )); then build_python "$WORK/wheels" "${PYTHON_TAGS[@]}"; fi
-if (( build_broker )); then build_rabbitmq "$BROKER_TAG"; fi
+if (( build_python )); then build_python "$WORK/wheels" "${PYTHON_TAGS[@]}" & pids+=($!); fi
+if (( build_broker )); then build_rabbitmq "$BROKER_TAG" & pids+=($!); fi
+for pid in "${pids[@]}"; do wait "$pid" || die "a stand-in failed to build (see above)"; done
 say "done ($(since "$T0")s)"

@@ -116,12 +116,13 @@ chroot_install() {
   say "$name rootfs: installed $* ($(since "$t0")s)"
 }
 
-# finish_rootfs DIR: what no image should carry from the build.
+# finish_rootfs DIR: what no image should carry from the build. Package lists go too, as in the official images:
+# offline, a Dockerfile's `apt-get update` then only warns, and installing what is already there still succeeds.
 finish_rootfs() {
   local dir="$1"
   rm -f "$dir/usr/sbin/policy-rc.d" "$dir/.grokemu-ready"
   : >"$dir/etc/resolv.conf"
-  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/tmp/*
+  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/tmp/*
 }
 
 # import_rootfs DIR TAG CHANGE...: `docker import` DIR as TAG with the stand-in label and Dockerfile-style CHANGEs.

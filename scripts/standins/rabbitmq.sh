@@ -16,7 +16,6 @@ build_rabbitmq() {
   # Every container makes its own Erlang cookie and database on first boot, as with the official image.
   rm -rf "$dir"/var/lib/rabbitmq/.erlang.cookie "$dir"/var/lib/rabbitmq/mnesia "$dir"/var/log/rabbitmq/*
   finish_rootfs "$dir"
-  rm -rf "$dir/var/lib/apt/lists"/*
   import_rootfs "$dir" "$build" 'ENTRYPOINT ["docker-entrypoint.sh"]' 'CMD ["rabbitmq-server"]' \
     'ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'ENV LANG=C.UTF-8' \
     'ENV HOME=/var/lib/rabbitmq' 'VOLUME /var/lib/rabbitmq' \
