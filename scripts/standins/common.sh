@@ -34,8 +34,9 @@ needs_build() {
   return $any
 }
 
-# tag_standin IMAGE TAG...: point each TAG that is absent or an older stand-in at IMAGE; a real image is kept.
-# An older stand-in left without tags is removed (it fails harmlessly while a container still uses it).
+# tag_standin IMAGE TAG...: point each TAG that is absent or holds a stand-in (older, or current when a pair of tags
+# shares one image and only one needed it) at IMAGE; a real image is kept. A stand-in left without tags is removed
+# (that fails harmlessly while a container or a child image still uses it).
 tag_standin() {
   local image="$1" tag state old; shift
   for tag in "$@"; do
