@@ -338,3 +338,5 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"grokemu: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in any command: the shell's code for SIGINT, no traceback
+        return 130

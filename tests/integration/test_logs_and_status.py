@@ -263,3 +263,24 @@ def test_a_follower_that_leaves_frees_its_stream(server):
         follower.wait()
     wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
     assert Client(server.url).container(c["id"])["status"] == "started"  # leaving stops nothing
+
+
+def test_ctrl_c_while_waiting_for_grokemu_exits_130_without_a_traceback():
+    """A server that accepts and never answers: once the connection is in, the CLI is inside its request."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(30)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        for command in (["status"], ["logs", "web"]):
+            proc = subprocess.Popen([sys.executable, "-m", "grokemu", *command, "--url", url],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                conn, _ = silent.accept()  # the sign-in request has arrived
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=30)
+                conn.close()
+                assert (proc.returncode, out, err) == (130, b"", b""), (command, err)
+            finally:
+                proc.kill()
+                proc.wait()
