@@ -131,7 +131,8 @@ class ThreadedGrokemu:
     ThreadedMotoServer. The interface of GrokemuProcess (`url`, `api`, `port`, `login`, `reset`, `stop`, `close`),
     and a context manager. `orchestrator` is the container engine (default: what `grokemu up` uses, the host's
     Docker daemon; grokemu's own tests pass the in-memory one); `dev_keys` as `--dev-key` takes them (`key` or
-    `key=login`; the first signs in for `login` / `reset`); `settings` are more settings by name
+    `key=login`; the first signs in for `login` / `reset`); `clock` the server's clock (domain/clock.py; default
+    the system's: a ManualClock lets a test move the server's time); `settings` are more settings by name
     (`proxy_request_timeout=5`); the GROKEMU_* environment applies as for `grokemu up`.
 
         with ThreadedGrokemu() as server:
@@ -139,12 +140,13 @@ class ThreadedGrokemu:
     """
 
     def __init__(self, data_dir: str | os.PathLike | None = None, *, dev_keys: tuple[str, ...] = ("admin",),
-                 orchestrator=None, instance: str | None = None, **settings):
+                 orchestrator=None, instance: str | None = None, clock=None, **settings):
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.instance = instance or f"test-{uuid.uuid4().hex[:8]}"
         self.dev_keys = tuple(dev_keys)
         self.orchestrator = orchestrator
+        self.clock = clock
         self.extra_settings = settings
         self.serving = None
 
@@ -179,7 +181,7 @@ class ThreadedGrokemu:
                                             "dev_keys": list(self.dev_keys)})
         orchestrator = self.orchestrator if self.orchestrator is not None else orchestrator_for(settings)
         try:
-            self.serving = prepare(settings, orchestrator).start()
+            self.serving = prepare(settings, orchestrator, clock=self.clock).start()
         except BaseException:
             self.stop()  # a temporary data dir goes again
             raise
