@@ -1,0 +1,445 @@
+"""Issue 18 benchmark: queue functions through grokemu versus straight to the same broker and worker, in one run.
+
+    python benchmarks/bench_queue.py [--calls 200] [--concurrent 50] [--df-mb 100] [--cold-runs 3] [--only ...]
+    python benchmarks/bench_queue.py --quick          # fewer calls, a 20 MB frame, one cold start: a smoke run
+
+Starts `grokemu up` (a subprocess, its own data dir and instance label), publishes samples/queue's hand-written
+worker (memory 2048 MB: pandas holds a 100 MB CSV several times over), starts it, and measures:
+
+  scalar `add` round trip, sequential       target: added p50 <= 5 ms, added p99 <= 20 ms
+  50 concurrent `add` calls, throughput     target: grokemu >= 0.80 of direct
+  a 100 MB dataframe in and out (add_total) MB/s, and grokemu's RSS growth during it: target <= 64 MB
+  cold call (worker stopped via the API)    target: <= 300 ms added over `docker start` + worker consuming
+
+"Direct" is the same task sent to the same broker and the same worker with Celery's `send_task` (task id = call id,
+the FuncCall grokemu would publish), its `calls_fanout` answer awaited on a queue of our own; without celery on the
+host (`pip install -e '.[bench]'`) it falls back to kombu publishing grokemu's own message, and says so. Through
+grokemu: the kit's client of the call socket (grokemu/function_call.py), the function resolved once, one socket per
+call as `grokemu.call` opens it. Both paths alternate call by call. Loopback only; everything it creates is removed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import docker
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+from _common import median, verdict, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from grokemu.config import Settings  # noqa: E402
+from grokemu.domain.labels import managed_labels  # noqa: E402
+from grokemu.function_call import call_function, find_function  # noqa: E402
+from grokemu.testing import Grokemu, GrokemuProcess  # noqa: E402
+from tests.helpers import publish_ready, sample_copy  # noqa: E402
+
+MiB = 2**20
+# on the clones this run creates itself, and nothing else (other runs on the same daemon have their own)
+BENCH_LABEL = {"grokemu.test": f"bench-queue-{uuid.uuid4().hex[:8]}"}
+CALLS_FANOUT = Exchange("calls_fanout", type="fanout", durable=False, auto_delete=False)
+
+
+def percentile(values, q: float) -> float:
+    """Nearest rank: p99 of 200 samples is the 198th smallest."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered))) - 1))]
+
+
+# -- the direct path --------------------------------------------------------------------------------------------
+class Direct:
+    """send_task (or kombu) to the worker's queue; `call` answers from calls_fanout, matched by correlation id."""
+
+    def __init__(self, url: str, queue: str, token: str, batch_size: int):
+        self.url, self.queue, self.token, self.batch_size = url, queue, token, batch_size
+        self._waiting: dict[str, tuple[threading.Event, list]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._consume, daemon=True)
+        self._thread.start()
+        if not self._listening.wait(30):
+            raise RuntimeError("no consumer on calls_fanout")
+        try:
+            from celery import Celery
+        except ImportError:
+            self.celery = None
+            self.how = "kombu publishing grokemu's message (celery is not installed on the host)"
+            self._conn = Connection(url, heartbeat=0)
+            self._producer_lock = threading.Lock()
+        else:
+            self.celery = Celery("bench", broker=url)
+            self.how = "Celery send_task"
+
+    def _consume(self) -> None:
+        queue = Queue(f"bench.calls.{uuid.uuid4().hex[:12]}", CALLS_FANOUT, exclusive=True, auto_delete=True,
+                      durable=False)
+
+        def on_message(body, message):
+            props = message.properties or {}
+            if props.get("type") == "call":
+                with self._lock:
+                    waiter = self._waiting.pop(props.get("correlation_id"), None)
+                if waiter is not None:
+                    waiter[1].append(body)
+                    waiter[0].set()
+            message.ack()
+
+        with Connection(self.url, heartbeat=0) as conn:
+            with Consumer(conn, [queue], callbacks=[on_message], accept=["json"]):
+                self._listening.set()
+                while not self._stop.is_set():
+                    try:
+                        conn.drain_events(timeout=0.5)
+                    except socket.timeout:
+                        continue
+
+    def request(self, func: dict, values: dict) -> dict:
+        """The FuncCall the worker gets from grokemu (domain/calls.py worker_request), built here."""
+        return {"id": str(uuid.uuid1()), "func": {"name": func["name"], "namespace": func.get("namespace", ""),
+                                                   "params": func["params"]},
+                "parameterValues": values, "options": {"isParquet": False},
+                "aux": {"USER_API_KEY": self.token, "batchSize": self.batch_size}}
+
+    def call(self, func: dict, values: dict, timeout: float = 60) -> dict:
+        call = self.request(func, values)
+        event, box = threading.Event(), []
+        with self._lock:
+            self._waiting[call["id"]] = (event, box)
+        if self.celery is not None:
+            self.celery.send_task(func["name"], args=[call], task_id=call["id"], queue=self.queue)
+        else:
+            with self._producer_lock:
+                Producer(self._conn.default_channel).publish(
+                    {"args": [call], "kwargs": {}}, exchange="", routing_key=self.queue, serializer="json",
+                    headers={"task": func["name"], "id": call["id"], "lang": "py"}, correlation_id=call["id"],
+                    delivery_mode=2)
+        if not event.wait(timeout):
+            raise TimeoutError(f"no calls_fanout answer to {call['id']}")
+        result = box[0]
+        if result.get("status") != "Completed":
+            raise RuntimeError(f"direct call {result.get('status')}: {result.get('errorMessage')}")
+        return result
+
+    def consumers(self) -> int:
+        with Connection(self.url, heartbeat=0) as conn:
+            channel = conn.channel()
+            try:
+                return int(channel.queue_declare(queue=self.queue, passive=True).consumer_count)
+            finally:
+                channel.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3)
+        if self.celery is not None:
+            self.celery.close()
+        else:
+            self._conn.release()
+
+
+# -- measurements -------------------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, server: GrokemuProcess, token: str, worker: dict, funcs: dict, direct: Direct):
+        self.server, self.token, self.worker, self.funcs, self.direct = server, token, worker, funcs, direct
+
+    def via_grokemu(self, name: str, **params):
+        return call_function(self.server.api, self.token, self.funcs[name], params, timeout=600).value
+
+    def via_direct(self, name: str, **params):
+        result = self.direct.call(self.funcs[name], params)
+        [out] = [p["name"] for p in self.funcs[name]["params"] if p.get("isInput") is False]
+        return result["parameterValues"][out]
+
+    def scalar(self, calls: int, warmup: int) -> None:
+        for i in range(warmup):
+            assert self.via_direct("add", a=i, b=1) == i + 1
+            assert self.via_grokemu("add", a=i, b=1) == i + 1
+        direct, ours = [], []
+        for i in range(calls):  # alternating, so drift of the machine hits both alike
+            t0 = time.perf_counter()
+            assert self.via_direct("add", a=i, b=2) == i + 2
+            t1 = time.perf_counter()
+            assert self.via_grokemu("add", a=i, b=2) == i + 2
+            t2 = time.perf_counter()
+            direct.append((t1 - t0) * 1000)
+            ours.append((t2 - t1) * 1000)
+        d50, d99, g50, g99 = (percentile(direct, 50), percentile(direct, 99), percentile(ours, 50),
+                              percentile(ours, 99))
+        print(f"scalar `add` round trip, {calls} sequential calls after {warmup} warm-up (ms):")
+        print(f"  direct ({self.direct.how}):  p50 {d50:6.2f}  p99 {d99:6.2f}")
+        print(f"  through grokemu (call socket):  p50 {g50:6.2f}  p99 {g99:6.2f}")
+        print(f"  added p50 {g50 - d50:+.2f} ms; target <= 5 ms: {verdict(g50 - d50 <= 5)}")
+        print(f"  added p99 {g99 - d99:+.2f} ms; target <= 20 ms: {verdict(g99 - d99 <= 20)}", flush=True)
+
+    def _burst(self, call, n: int) -> float:
+        """n calls at once, one thread each, released together; seconds until the last answer."""
+        barrier = threading.Barrier(n + 1)
+        errors: list[BaseException] = []
+
+        def one(i: int) -> None:
+            barrier.wait()
+            try:
+                assert call("add", a=i, b=1000) == i + 1000
+            except BaseException as e:  # counted, then raised below: a failed call must not look fast
+                errors.append(e)
+
+        pool = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in pool:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in pool:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        if errors:
+            raise RuntimeError(f"{len(errors)} of {n} concurrent calls failed: {errors[0]!r}")
+        return elapsed
+
+    def concurrent(self, n: int, rounds: int) -> None:
+        self._burst(self.via_direct, n)  # warm both (thread start-up, connections)
+        self._burst(self.via_grokemu, n)
+        direct = ours = 0.0
+        for _ in range(rounds):
+            direct += self._burst(self.via_direct, n)
+            ours += self._burst(self.via_grokemu, n)
+        d, g = n * rounds / direct, n * rounds / ours
+        print(f"{n} concurrent `add` calls, {rounds} alternating rounds (calls/s):")
+        print(f"  direct {d:7.1f}   through grokemu {g:7.1f}")
+        print(f"  grokemu / direct {g / d:.2f}; target >= 0.80: {verdict(g / d >= 0.8)}", flush=True)
+
+    def dataframe(self, mb: float) -> None:
+        csv = make_csv(int(mb * MiB))
+        rows = csv.count("\n") - 1
+        pid = self.server.proc.pid
+        with RssWatch(pid) as rss:
+            t0 = time.perf_counter()
+            out = self.via_grokemu("add_total", table=csv)
+            elapsed = time.perf_counter() - t0
+        text = out if isinstance(out, str) else out.to_csv(index=False)  # CSV text unless pandas is on the host
+        header, _, _ = text.partition("\n")
+        assert header == "a,b,c,d,total" and text.count("\n") - 1 == rows, (header, text.count("\n"), rows)
+        size_in, size_out = len(csv.encode()), len(text.encode())
+        print(f"dataframe in and out through the pipe (`add_total`, {rows} rows):")
+        print(f"  {size_in / MiB:.1f} MiB in + {size_out / MiB:.1f} MiB out in {elapsed:.2f} s: "
+              f"{(size_in + size_out) / MiB / elapsed:.1f} MiB/s (the worker's pandas parse and write included)")
+        print(f"  grokemu RSS {rss.before / MiB:.1f} MiB before, peak {rss.peak / MiB:.1f} MiB "
+              f"({rss.how}): growth {rss.growth_mb:.1f} MiB; target <= 64 MB: {verdict(rss.growth_mb <= 64)}",
+              flush=True)
+
+    def cold(self, runs: int, docker_client) -> None:
+        kit = Grokemu(self.server.url)
+        cid = self.worker["id"]
+        template = worker_container(docker_client, self.server.instance, cid)
+        direct, creates, ours = [], [], []
+        for _ in range(runs):
+            stop(kit, cid)
+            wait_until(lambda: self.direct.consumers() == 0, 60, 0.02)
+            # direct: a container made like grokemu's worker (same image, env, limits, network), started by hand
+            t0 = time.perf_counter()
+            clone = clone_container(docker_client, template)
+            t1 = time.perf_counter()
+            try:
+                clone.start()
+                wait_until(lambda: self.direct.consumers() > 0, 120, 0.005)
+                t2 = time.perf_counter()
+            finally:
+                clone.remove(force=True)
+            creates.append((t1 - t0) * 1000)
+            direct.append((t2 - t1) * 1000)
+            wait_until(lambda: self.direct.consumers() == 0, 60, 0.02)
+            t3 = time.perf_counter()
+            assert self.via_grokemu("add", a=1, b=1) == 2
+            ours.append((time.perf_counter() - t3) * 1000)
+            status = kit.client.container(cid)["status"]
+            assert status == "started", status
+        d, c, g = median(direct), median(creates), median(ours)
+        print(f"cold call, worker stopped via /docker/containers/<id>/stop (median of {runs}, ms):")
+        print(f"  direct `docker start` + worker consuming its queue: {d:7.0f}   runs {[round(x) for x in direct]}"
+              f"   (+ `docker create` before it: {c:.0f})")
+        print(f"  through grokemu, a cold `add` call answered:       {g:7.0f}   runs {[round(x) for x in ours]}")
+        print(f"  added {g - d:+.0f} ms; target <= 300 ms: {verdict(g - d <= 300)}", flush=True)
+
+
+def stop(kit: Grokemu, cid: str) -> None:
+    entity = kit.client.stop(cid, await_stop=True)
+    assert entity["status"] == "stopped by user", entity["status"]
+
+
+def worker_container(client, instance: str, cid: str):
+    [found] = client.containers.list(filters={"label": [f"grokemu.instance={instance}", f"grokemu.container={cid}"]})
+    return found.attrs
+
+
+def clone_container(client, attrs: dict):
+    """What grokemu's orchestrator would create for this worker, under our own name and label only."""
+    config, host = attrs["Config"], attrs["HostConfig"]
+    network = host.get("NetworkMode") or "bridge"
+    return client.containers.create(
+        config["Image"], command=config.get("Cmd"), entrypoint=config.get("Entrypoint"),
+        environment=config.get("Env"), user=config.get("User") or None, working_dir=config.get("WorkingDir") or None,
+        name=f"bench-queue-{uuid.uuid4().hex[:8]}", labels=BENCH_LABEL, network=network,
+        nano_cpus=host.get("NanoCpus") or None, mem_limit=host.get("Memory") or None,
+        shm_size=host.get("ShmSize") or None, extra_hosts=host.get("ExtraHosts") or None)
+
+
+def make_csv(size: int) -> str:
+    """About `size` bytes of CSV: four float columns of 12 decimals (compact in pandas, so the worker's memory
+    holds it), a block of random-looking rows repeated."""
+    import random
+
+    rnd = random.Random(18)
+    block = "".join(f"{rnd.random():.12f},{rnd.random() * 1000:.12f},{rnd.random():.12f},{rnd.random():.12f}\n"
+                    for _ in range(10_000))
+    return "a,b,c,d\n" + block * max(1, size // len(block))
+
+
+class RssWatch:
+    """Peak RSS of a process while a block runs: the kernel's high-water mark (VmHWM, reset through clear_refs
+    when allowed) and a 10 ms sampler of VmRSS, whichever is higher."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._stop = threading.Event()
+        self.how = "VmRSS sampled every 10 ms"
+
+    def _status(self, key: str) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def __enter__(self):
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+            self.hwm = True
+            self.how = "VmHWM reset before, and VmRSS sampled every 10 ms"
+        except OSError:
+            self.hwm = False
+        self.before = self.peak = self._status("VmRSS")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._status("VmRSS"))
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._status("VmRSS"), self._status("VmHWM") if self.hwm else 0)
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.before) / MiB
+
+
+# -- set-up -------------------------------------------------------------------------------------------------------
+def publish_worker(server: GrokemuProcess, token: str) -> tuple[dict, dict]:
+    """samples/queue's hand-written worker under a unique name and namespace, started; (container, functions)."""
+    suffix = uuid.uuid4().hex[:6]
+
+    def edit(files):
+        for path in [p for p in files if p.startswith("python/")]:
+            del files[path]  # the grok CLI's folder: one worker is enough here
+        meta = json.loads(files["package.json"])
+        meta["friendlyName"] = f"Queue Bench {suffix}"
+        files["package.json"] = json.dumps(meta).encode()
+        config = "dockerfiles/worker/container.json"
+        files[config] = json.dumps({**json.loads(files[config]), "memory": 2048}).encode()
+
+    package, files = sample_copy("queue", edit=edit)
+    container = publish_ready(server.api, token, package, files, timeout=600)
+    kit = Grokemu(server.url)
+    started = kit.client.run(container["id"], await_start=True)
+    assert started["status"] == "started", started
+    [namespace] = {f["namespace"] for f in kit.client.json("GET", "docker/functions")
+                   if f["package"]["name"] == package}  # "QueueBenchAb12cd:", as the registry derived it
+    funcs = {name: find_function(lambda path: kit.client.json("GET", path), f"{namespace}{name}")
+             for name in ("add", "add_total")}
+    return started, funcs
+
+
+def broker_url(server: GrokemuProcess, client) -> str:
+    """grokemu's own broker: credentials from <data>/broker.json, the AMQP port it published on 127.0.0.1."""
+    creds = json.loads((server.data_dir / "broker.json").read_text())
+    [broker] = client.containers.list(filters={"label": [f"{k}={v}" for k, v in
+                                                         {**managed_labels(server.instance),
+                                                          "grokemu.role": "broker"}.items()]})
+    port = broker.attrs["NetworkSettings"]["Ports"]["5672/tcp"][0]["HostPort"]
+    return f"amqp://{creds['user']}:{creds['password']}@127.0.0.1:{port}//"
+
+
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPUs, {mem:.0f} GiB, {platform.system()} {platform.release()}, Python " \
+           f"{platform.python_version()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=200, help="sequential scalar calls per path")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--concurrent", type=int, default=50, help="calls at once")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of concurrent calls")
+    parser.add_argument("--df-mb", type=float, default=100, help="dataframe size in MiB")
+    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--only", default="scalar,concurrent,dataframe,cold", help="comma-separated sections")
+    parser.add_argument("--quick", action="store_true", help="50 calls, 1 round, a 20 MiB frame, 1 cold run")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.warmup, args.rounds, args.df_mb, args.cold_runs = 50, 5, 1, 20, 1
+    only = set(args.only.split(","))
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # still clean up when killed
+    client = docker.from_env()
+    data_dir = Path(tempfile.mkdtemp(prefix="grokemu-bench-queue-"))
+    server = GrokemuProcess(data_dir)
+    server.start()
+    direct = None
+    try:
+        token = server.login()
+        worker, funcs = publish_worker(server, token)
+        direct = Direct(broker_url(server, client), funcs["add"]["messageQueueName"], token,
+                        batch_size=Settings().call_batch_size)  # the aux.batchSize grokemu sends
+        print(f"grokemu on :{server.port} (pid {server.proc.pid}); worker {worker['name']} on queue "
+              f"{direct.queue}; {machine()}", flush=True)
+        bench = Bench(server, token, worker, funcs, direct)
+        if "scalar" in only:
+            bench.scalar(args.calls, args.warmup)
+        if "concurrent" in only:
+            bench.concurrent(args.concurrent, args.rounds)
+        if "dataframe" in only:
+            bench.dataframe(args.df_mb)
+        if "cold" in only:
+            bench.cold(args.cold_runs, client)
+    finally:
+        if direct is not None:
+            direct.close()
+        for c in client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in BENCH_LABEL.items()]}):
+            c.remove(force=True)
+        try:
+            server.reset()  # removes the worker, the broker and the image it built
+        except OSError:
+            pass
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
