@@ -1,6 +1,6 @@
 """Issue 18 benchmark: queue functions through grokemu versus straight to the same broker and worker, in one run.
 
-    python benchmarks/bench_queue.py [--calls 200] [--concurrent 50] [--df-mb 100] [--cold-runs 3] [--only ...]
+    python benchmarks/bench_queue.py [--calls 200] [--concurrent 50] [--df-mb 100] [--cold-runs 5] [--only ...]
     python benchmarks/bench_queue.py --quick          # fewer calls, a 20 MB frame, one cold start: a smoke run
 
 Starts `grokemu up` (a subprocess, its own data dir and instance label), publishes samples/queue's hand-written
@@ -50,6 +50,12 @@ MiB = 2**20
 # on the clones this run creates itself, and nothing else (other runs on the same daemon have their own)
 BENCH_LABEL = {"grokemu.test": f"bench-queue-{uuid.uuid4().hex[:8]}"}
 CALLS_FANOUT = Exchange("calls_fanout", type="fanout", durable=False, auto_delete=False)
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system) a process has used, in ms: what grokemu itself spends, apart from the wait."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values, q: float) -> float:
@@ -254,16 +260,19 @@ class Bench:
             for _, call in self.paths:
                 assert call("add", a=i, b=1) == i + 1
         times: list[list[float]] = [[] for _ in self.paths]
+        cpu = [0.0] * len(self.paths)
+        pid = self.server.proc.pid
         for i in range(calls):  # alternating call by call, so drift of the machine hits every path alike
-            for (_, call), kept in zip(self.paths, times):
-                t0 = time.perf_counter()
+            for j, ((_, call), kept) in enumerate(zip(self.paths, times)):
+                c0, t0 = cpu_ms(pid), time.perf_counter()
                 assert call("add", a=i, b=2) == i + 2
                 kept.append((time.perf_counter() - t0) * 1000)
+                cpu[j] += cpu_ms(pid) - c0
         print(f"scalar `add` round trip, {calls} sequential calls per path after {warmup} warm-up (ms):")
         d50, d99 = percentile(times[0], 50), percentile(times[0], 99)
         for i, ((label, _), kept) in enumerate(zip(self.paths, times)):
             p50, p99 = percentile(kept, 50), percentile(kept, 99)
-            line = f"  {label:<52} p50 {p50:6.2f}  p99 {p99:6.2f}"
+            line = f"  {label:<52} p50 {p50:6.2f}  p99 {p99:6.2f}  grokemu CPU/call {cpu[i] / calls:5.2f}"
             if i:
                 line += (f"   added p50 {p50 - d50:+.2f} (target <= 5: {verdict(p50 - d50 <= 5)}), "
                          f"p99 {p99 - d99:+.2f} (target <= 20: {verdict(p99 - d99 <= 20)})")
@@ -307,15 +316,18 @@ class Bench:
     def concurrent(self, n: int, rounds: int) -> None:
         for burst in self.bursts:
             burst(n)  # warm-up: threads, connections
-        elapsed = [0.0] * len(self.paths)
+        elapsed, cpu = [0.0] * len(self.paths), [0.0] * len(self.paths)
+        pid = self.server.proc.pid
         for _ in range(rounds):
             for i, burst in enumerate(self.bursts):
+                c0 = cpu_ms(pid)
                 elapsed[i] += burst(n)
+                cpu[i] += cpu_ms(pid) - c0
         print(f"{n} concurrent `add` calls, {rounds} alternating rounds (calls/s):")
         direct = n * rounds / elapsed[0]
         for i, ((label, _), spent) in enumerate(zip(self.paths, elapsed)):
             rate = n * rounds / spent
-            line = f"  {label:<52} {rate:7.1f}"
+            line = f"  {label:<52} {rate:7.1f}   grokemu CPU/call {cpu[i] / (n * rounds):5.2f} ms"
             if i:
                 line += f"   {rate / direct:.2f} of direct; target >= 0.80: {verdict(rate / direct >= 0.8)}"
             print(line)
@@ -502,8 +514,9 @@ def broker_url(server: GrokemuProcess, client) -> str:
 
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return f"{os.cpu_count()} CPUs, {mem:.0f} GiB, {platform.system()} {platform.release()}, Python " \
-           f"{platform.python_version()}"
+           f"{platform.python_version()}, load average {load} (other work on the machine shows here)"
 
 
 def main() -> int:
@@ -513,7 +526,7 @@ def main() -> int:
     parser.add_argument("--concurrent", type=int, default=50, help="calls at once")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of concurrent calls")
     parser.add_argument("--df-mb", type=float, default=100, help="dataframe size in MiB")
-    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--only", default="scalar,concurrent,dataframe,cold", help="comma-separated sections")
     parser.add_argument("--quick", action="store_true", help="50 calls, 1 round, a 20 MiB frame, 1 cold run")
     args = parser.parse_args()
