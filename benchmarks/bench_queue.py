@@ -338,16 +338,17 @@ class Bench:
         rows = csv.count("\n") - 1
         pid = self.server.proc.pid
         with RssWatch(pid) as rss:
-            t0 = time.perf_counter()
+            c0, t0 = cpu_ms(pid), time.perf_counter()
             out = self.via_grokemu("add_total", table=csv)
-            elapsed = time.perf_counter() - t0
+            elapsed, spent = time.perf_counter() - t0, (cpu_ms(pid) - c0) / 1000
         text = out if isinstance(out, str) else out.to_csv(index=False)  # CSV text unless pandas is on the host
         header, _, _ = text.partition("\n")
         assert header == "a,b,c,d,total" and text.count("\n") - 1 == rows, (header, text.count("\n"), rows)
         size_in, size_out = len(csv.encode()), len(text.encode())
         print(f"dataframe in and out through the pipe (`add_total`, {rows} rows):")
         print(f"  {size_in / MiB:.1f} MiB in + {size_out / MiB:.1f} MiB out in {elapsed:.2f} s: "
-              f"{(size_in + size_out) / MiB / elapsed:.1f} MiB/s (the worker's pandas parse and write included)")
+              f"{(size_in + size_out) / MiB / elapsed:.1f} MiB/s (the worker's pandas parse and write included; "
+              f"grokemu's CPU {spent:.1f} s of it)")
         print(f"  grokemu RSS {rss.before / MiB:.1f} MiB before, peak {rss.peak / MiB:.1f} MiB "
               f"({rss.how}): growth {rss.growth_mb:.1f} MiB; target <= 64 MB: {verdict(rss.growth_mb <= 64)}",
               flush=True)
@@ -355,11 +356,12 @@ class Bench:
         blob = csv.encode()
         del csv, out, text
         with RssWatch(pid) as rss:
-            t0 = time.perf_counter()
+            c0, t0 = cpu_ms(pid), time.perf_counter()
             assert self.via_grokemu("byte_count", data=blob) == len(blob)
-            elapsed = time.perf_counter() - t0
+            elapsed, spent = time.perf_counter() - t0, (cpu_ms(pid) - c0) / 1000
         print(f"  for comparison, the same {len(blob) / MiB:.1f} MiB as a blob into `byte_count` (in only, no pandas): "
-              f"{len(blob) / MiB / elapsed:.1f} MiB/s; grokemu RSS growth {rss.growth_mb:.1f} MiB", flush=True)
+              f"{len(blob) / MiB / elapsed:.1f} MiB/s in {elapsed:.2f} s (grokemu's CPU {spent:.2f} s); grokemu RSS "
+              f"growth {rss.growth_mb:.1f} MiB", flush=True)
 
     def cold(self, runs: int, docker_client) -> None:
         kit = Grokemu(self.server.url)
