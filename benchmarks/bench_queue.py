@@ -367,7 +367,7 @@ class Bench:
         kit = Grokemu(self.server.url)
         cid = self.worker["id"]
         template = worker_container(docker_client, self.server.instance, cid)
-        creates, ready, first, ours = [], [], [], []
+        creates, ready, first, ours, cpu = [], [], [], [], []
         # each cold run split at the container's own start (Docker's State.StartedAt) and at the moment its worker
         # consumes (polled every 5 ms): before the start and after consuming is the client's side (grokemu's or
         # ours); in between the worker boots, the same image either way
@@ -402,10 +402,11 @@ class Bench:
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
-            t0, w0 = time.perf_counter(), time.time()
+            c0, t0, w0 = cpu_ms(self.server.proc.pid), time.perf_counter(), time.time()
             assert self.via_grokemu("add", a=1, b=1) == 2
             t1, w1 = time.perf_counter(), time.time()
             ours.append((t1 - t0) * 1000)
+            cpu.append(cpu_ms(self.server.proc.pid) - c0)
             watcher.join(5)
             status = kit.client.container(cid)["status"]
             assert status == "started", status
@@ -437,6 +438,7 @@ class Bench:
             before, boot, after = (median([x[k] for x in split[side]]) for k in range(3))
             print(f"  {side:<8} split (median ms): call to the container's start {before:6.0f}, worker boot "
                   f"{boot:6.0f}, consuming to the answer {after:6.0f}")
+        print(f"  grokemu's CPU during a cold call (median): {median(cpu):.0f} ms")
         own = median([b + a for b, _, a in split["grokemu"]]) - median([b + a for b, _, a in split["direct"]])
         print(f"  added by grokemu outside the worker's boot (its side before the start and after consuming): "
               f"{own:+.0f} ms; target <= 300 ms: {verdict(own <= 300)}")
