@@ -14,8 +14,11 @@ worker (memory 2048 MB: pandas holds a 100 MB CSV several times over), starts it
 "Direct" is the same task sent to the same broker and the same worker with Celery's `send_task` (task id = call id,
 the FuncCall grokemu would publish), its `calls_fanout` answer awaited on a queue of our own; without celery on the
 host (`pip install -e '.[bench]'`) it falls back to kombu publishing grokemu's own message, and says so. Through
-grokemu: the kit's client of the call socket (grokemu/function_call.py), the function resolved once, one socket per
-call as `grokemu.call` opens it. Both paths alternate call by call. Loopback only; everything it creates is removed.
+grokemu two ways: the kit's client of the call socket (grokemu/function_call.py), the function resolved once, a
+socket per call as `grokemu.call` opens it; and one socket kept open with numbered calls, as the JS client keeps it.
+The paths alternate call by call. Each line also prints grokemu's own CPU time. The cold call is also split at the
+container's start (Docker's StartedAt) and at its worker consuming, so grokemu's part can be told from the worker's
+boot, which alone spreads by seconds on a loaded machine. Loopback only; everything it creates is removed.
 """
 from __future__ import annotations
 
