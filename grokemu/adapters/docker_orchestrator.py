@@ -293,7 +293,9 @@ class DockerOrchestrator:
                                 labels=(attrs.get("Config") or {}).get("Labels") or {},
                                 state=state.get("Status", "unknown"), host_port=host_port, health=health,
                                 exit_code=state.get("ExitCode"), app_ip=_container_ip(attrs),
-                                app_port=_container_port(attrs))
+                                app_port=_container_port(attrs), oom_killed=bool(state.get("OOMKilled")),
+                                mem_limit=(attrs.get("HostConfig") or {}).get("Memory") or None,
+                                status_message=state.get("Error") or "")
 
     def stop(self, container_id: str, timeout: float = 10) -> None:
         try:

@@ -257,3 +257,33 @@ def test_a_healthcheck_decides_and_an_accepting_port_starts_at_once(w):
     other = w.add(name="db-db")
     c = w.spawner.run(other, "admin", await_start=True)
     assert c.status is S.STARTED and c.warnings == []
+
+
+def test_oom_kill_is_explained_with_the_limit_and_the_last_lines(w):
+    cid = w.add({"memory": 64})
+    c = w.spawner.run(cid, "admin", await_start=True)
+    w.orch.crash(c.docker_id, log="allocating 400 MB\n", oom_killed=True)
+    w.spawner.tick()
+    c = w.get(cid)
+    assert c.status is S.ERROR
+    assert c.error.startswith("the container was killed for running out of memory: its limit is 64 MB "
+                              "(container.json `memory`)")
+    assert "last log lines:\n" in c.error and c.error.endswith("  allocating 400 MB")
+
+
+def test_a_signal_is_explained(w):
+    cid = w.add()
+    c = w.spawner.run(cid, "admin", await_start=True)
+    w.orch.crash(c.docker_id, exit_code=137, log="")
+    w.spawner.tick()
+    assert w.get(cid).error.splitlines()[0] == "the container was killed by signal SIGKILL (9)"
+
+
+def test_explain_broken_fails_an_ended_container_at_once(w):
+    cid = w.add({"memory": 64})
+    c = w.spawner.run(cid, "admin", await_start=True)
+    assert w.spawner.explain_broken(cid, within=0) is None  # still running: nothing to explain
+    w.orch.crash(c.docker_id, oom_killed=True)
+    reason = w.spawner.explain_broken(cid)
+    assert "out of memory: its limit is 64 MB" in reason
+    assert w.get(cid).status is S.ERROR and w.get(cid).error == reason

@@ -1,0 +1,77 @@
+"""Faults a plugin author meets, on the real Docker daemon (docs/faults.md): a container over its memory limit, and
+the grace between SIGTERM and SIGKILL on stop (`stop_timeout`)."""
+from __future__ import annotations
+
+import requests
+import pytest
+
+from tests.e2e.test_spawner_docker import Api, labelled, sample_files, unique
+
+pytestmark = pytest.mark.e2e
+
+# One small app for both faults: /alloc?mb=N allocates (and touches) N MB; SIGTERM is ignored, as an app that
+# installs no handler does as PID 1.
+FAULTY_APP = b'''
+import signal, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+HELD = []
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        url = urlparse(self.path)
+        if url.path == "/alloc":
+            mb = int(parse_qs(url.query)["mb"][0])
+            print(f"allocating {mb} MB", flush=True)
+            for _ in range(mb // 8):
+                HELD.append(b"\\x01" * (8 * 1024 * 1024))
+            print("allocated", flush=True)
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("faulty app listening on 5353", flush=True)
+    ThreadingHTTPServer(("0.0.0.0", 5353), Handler).serve_forever()
+'''
+
+
+@pytest.fixture
+def api(grokemu_server, base_image):
+    return Api(grokemu_server)
+
+
+def publish_faulty(api, container: dict) -> dict:
+    name = unique("fault")
+    api.publish(f"@grokemu/{name}", sample_files(f"@grokemu/{name}", container,
+                                                 {"dockerfiles/squares/app.py": FAULTY_APP}))
+    api.wait_image_ready(name)
+    return api.container(name)
+
+
+def test_out_of_memory_is_explained_on_the_entity_and_to_the_fetchproxy_caller(api, grokemu_server):
+    c = publish_faulty(api, {"memory": 64, "on_demand": True})
+    c = api.run(c["id"], await_start=True).json()
+    assert c["status"] == "started", c
+    proxy = f"{grokemu_server.api}/docker/containers/proxy/{c['id']}"
+    assert requests.get(f"{proxy}/alloc?mb=8", headers=api.h, timeout=60).status_code == 200  # within the limit
+
+    resp = requests.get(f"{proxy}/alloc?mb=400", headers=api.h, timeout=60)
+    assert resp.status_code == 500 and resp.json()["#type"] == "ApiError", resp.text
+    message = resp.json()["message"]
+    assert "killed for running out of memory: its limit is 64 MB (container.json `memory`)" in message, message
+    assert "allocating 400 MB" in message  # the last log lines
+
+    c = api.wait(c["id"], {"error"}, timeout=30)
+    assert c["errorMessage"].startswith("the container was killed for running out of memory: its limit is 64 MB "
+                                        "(container.json `memory`)"), c["errorMessage"]
+    assert "allocating 400 MB" in c["errorMessage"] and "allocating 400 MB" in c["lastLogs"]
+    assert labelled(grokemu_server.instance) == []  # removed, the reason and logs kept on the entity
+    # a later fetchProxy call says the same
+    again = requests.get(f"{proxy}/alloc?mb=1", headers=api.h, timeout=60)
+    assert again.status_code == 400 and "out of memory" in again.json()["message"]
