@@ -34,6 +34,9 @@ class Settings:
     # seconds a running container without a HEALTHCHECK gets for its port to accept before it is reported `started`
     # anyway, with a warning (databases, queue workers: docs/real-plugins.md)
     listen_timeout: float = 30.0
+    # seconds a container gets between SIGTERM and SIGKILL on every stop: by a user, idle shutdown, a replacement, a
+    # reset (Docker's `stop -t`, a Swarm service's stop_grace_period); Docker's default 10 (docs/faults.md §2)
+    stop_timeout: float = 10.0
     scheduler_interval: float = 0.2  # seconds between background passes
     ignore_gpu: bool = False  # run gpu containers without a GPU, as Datagrok's CI does by stripping `gpu`
     threads: int = 8  # waitress worker threads (HTTP only; WebSockets run on their own threads)

@@ -8,6 +8,7 @@ that Docker network and grokemu reaches them at their address on it (`RunningCon
 from __future__ import annotations
 
 import ipaddress
+import math
 import logging
 import socket
 import threading
@@ -299,7 +300,8 @@ class DockerOrchestrator:
 
     def stop(self, container_id: str, timeout: float = 10) -> None:
         try:
-            self.client.api.stop(container_id, timeout=int(timeout))
+            # the Engine API takes whole seconds: round a fraction up, never to "no grace"
+            self.client.api.stop(container_id, timeout=max(0, math.ceil(timeout)))
         except NotFound:
             pass
 

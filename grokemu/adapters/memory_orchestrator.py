@@ -50,6 +50,7 @@ class MemoryOrchestrator:
         self.apps_ready = True
         self.fixed_host_port: int | None = None  # test control: publish every container on this port (a test server)
         self.gpu_available = False  # like a laptop's daemon: no GPU runtime
+        self.stops: list[tuple[str, float]] = []  # (container id, timeout) of every stop of a running container
 
     def ping(self) -> bool:
         return self.reachable
@@ -162,6 +163,7 @@ class MemoryOrchestrator:
         with self._lock:
             c = self.containers.get(container_id)
             if c and c.running.state == "running":
+                self.stops.append((container_id, timeout))
                 c.running.state = "exited"
                 c.running.exit_code = 0
                 c.log.append("stopped\n")

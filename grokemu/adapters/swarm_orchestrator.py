@@ -100,7 +100,9 @@ class SwarmOrchestrator(DockerOrchestrator):
                             networks=[self.network_name], mode=ServiceMode("replicated", replicas=1),
                             # DNS round robin, no virtual IP: the service name resolves to its task (no IPVS needed,
                             # which some kernels lack) and nothing is published on the ingress network
-                            endpoint_spec=EndpointSpec(mode="dnsrr"), hosts=hosts or None)
+                            endpoint_spec=EndpointSpec(mode="dnsrr"), hosts=hosts or None,
+                            # what a scale to 0 (stop) gives the task between SIGTERM and SIGKILL, in nanoseconds
+                            stop_grace_period=int(spec.stop_timeout * 1e9))
         existing = self._service_named(spec.name)
         earlier = frozenset(t["ID"] for t in self._tasks(existing.id)) if existing is not None else frozenset()
         try:

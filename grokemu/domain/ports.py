@@ -87,6 +87,7 @@ class RunSpec:
     gpus: int = 0
     storage_gb: float | None = None
     extra_hosts: dict[str, str] = field(default_factory=dict)
+    stop_timeout: float = 10.0  # seconds between SIGTERM and SIGKILL (Swarm: the service's stop_grace_period)
 
 
 @dataclass

@@ -128,5 +128,5 @@ class RunSpecs:
             nano_cpus=limit("cpu", 0.25, 1e9, 10_000_000, 1024e9, "CPU"),
             mem_bytes=limit("memory", 512, MB, 6 * MB, float(2**60), "MB"),
             shm_bytes=limit("shm_size", 64, MB, 1, float(2**60), "MB"), gpus=gpus, storage_gb=cfg.get("storage"),
-            extra_hosts={"host.docker.internal": "host-gateway"})
+            extra_hosts={"host.docker.internal": "host-gateway"}, stop_timeout=self._settings.stop_timeout)
         return spec, warnings

@@ -313,7 +313,8 @@ class Spawner:
             return True
         try:
             orch = self._require_orchestrator()
-            if c.docker_id:  # a replacement, or a leftover of an earlier run
+            if c.docker_id:  # a replacement (its grace first), or a leftover of an earlier run
+                orch.stop(c.docker_id, timeout=self._settings.stop_timeout)
                 orch.remove(c.docker_id)
             image = self._store.get_image(c.image_id)
             if image is None or image.status is not ImageStatus.READY:
@@ -409,7 +410,7 @@ class Spawner:
         logs = c.last_logs
         if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
             logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
-            self._orchestrator.stop(c.docker_id)
+            self._orchestrator.stop(c.docker_id, timeout=self._settings.stop_timeout)
             if not self._orchestrator.keeps_stopped:
                 self._orchestrator.remove(c.docker_id)
         c = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None, last_logs=logs,

@@ -2,10 +2,13 @@
 the grace between SIGTERM and SIGKILL on stop (`stop_timeout`)."""
 from __future__ import annotations
 
-import requests
-import pytest
+import time
 
-from tests.e2e.test_spawner_docker import Api, labelled, sample_files, unique
+import pytest
+import requests
+
+from grokemu.testing import GrokemuProcess
+from tests.e2e.test_spawner_docker import Api, inspect, labelled, sample_files, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +78,43 @@ def test_out_of_memory_is_explained_on_the_entity_and_to_the_fetchproxy_caller(a
     # a later fetchProxy call says the same
     again = requests.get(f"{proxy}/alloc?mb=1", headers=api.h, timeout=60)
     assert again.status_code == 400 and "out of memory" in again.json()["message"]
+
+
+@pytest.fixture
+def quick_stop_server(tmp_path_factory, base_image):
+    server = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--stop-timeout", "1")
+    server.start()
+    yield server
+    server.close()
+
+
+def timed_stop(api, cid) -> float:
+    began = time.monotonic()
+    r = api.stop(cid, await_stop=True)
+    took = time.monotonic() - began
+    assert r.status_code == 200, r.text
+    return took
+
+
+def test_stop_timeout_bounds_the_stop_of_a_sigterm_ignoring_container(quick_stop_server):
+    api = Api(quick_stop_server)
+    c = publish_faulty(api, {"on_demand": True})
+    c = api.run(c["id"], await_start=True).json()
+    assert c["status"] == "started", c
+    docker_id = inspect(c["serviceName"])["Id"]
+    took = timed_stop(api, c["id"])
+    c = api.get(c["id"])
+    assert c["status"] == "stopped by user" and not c["errorMessage"], c
+    assert took < 6, f"stop took {took:.1f} s with stop_timeout 1"  # Docker's default grace alone is 10 s
+    assert inspect(docker_id) is None  # SIGKILLed after the grace, then removed
+    print(f"stop with stop_timeout 1: {took:.2f} s")
+
+
+def test_the_default_grace_is_dockers_ten_seconds(api):
+    # the counterpart: the same app under the default waits the whole grace, so the bound above is the setting's
+    c = publish_faulty(api, {"on_demand": True})
+    c = api.run(c["id"], await_start=True).json()
+    took = timed_stop(api, c["id"])
+    assert api.get(c["id"])["status"] == "stopped by user"
+    assert took >= 10, f"stop took {took:.1f} s: the app ignored SIGTERM, so Docker's 10 s grace should apply"
+    print(f"stop with the default stop_timeout: {took:.2f} s")

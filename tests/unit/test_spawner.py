@@ -287,3 +287,29 @@ def test_explain_broken_fails_an_ended_container_at_once(w):
     reason = w.spawner.explain_broken(cid)
     assert "out of memory: its limit is 64 MB" in reason
     assert w.get(cid).status is S.ERROR and w.get(cid).error == reason
+
+
+def test_stop_timeout_is_the_grace_of_every_stop(tmp_path):
+    w = World(tmp_path, stop_timeout=1.5)
+    cid = w.add({"shutdown_timeout": 1, "on_demand": True})
+    first = w.spawner.run(cid, "admin", await_start=True).docker_id
+    w.spawner.stop(cid, await_stop=True)  # by a user
+    second = w.spawner.run(cid, "admin", await_start=True).docker_id
+    w.clock.advance(61)
+    w.spawner.tick()  # idle shutdown
+    assert w.get(cid).status is S.SYSTEM_STOPPED
+    third = w.spawner.run(cid, "admin", await_start=True).docker_id
+    image = w.store.get_image(w.get(cid).image_id)
+    image.docker_id = w.orch.add_image("datagrok/squares-squares:1.0.1", [8000])
+    w.store.put_image(image)
+    w.spawner.image_ready(image)  # a replacement stops the old container first
+    assert w.get(cid).status is S.STARTED and w.get(cid).docker_id != third
+    assert w.orch.stops == [(first, 1.5), (second, 1.5), (third, 1.5)]
+    assert w.orch.spec_of(w.get(cid).docker_id).stop_timeout == 1.5  # Swarm's stop_grace_period
+
+
+def test_stop_timeout_defaults_to_dockers_ten_seconds(w):
+    cid = w.add()
+    docker_id = w.spawner.run(cid, "admin", await_start=True).docker_id
+    w.spawner.stop(cid, await_stop=True)
+    assert w.orch.stops == [(docker_id, 10.0)]
