@@ -159,7 +159,11 @@ class ProxyService:
             # the container was stopped between two requests: the next look goes to the spawner
             self._started.pop(cid, None)
 
-        return FastForward(cid, c.name, address, head, method, done, refused)
+        def explain() -> str | None:
+            self._started.pop(cid, None)
+            return self._spawner.explain_broken(cid)
+
+        return FastForward(cid, c.name, address, head, method, done, refused, explain)
 
     # webSocketProxy ---------------------------------------------------------------------------------------------
     def websocket(self, cid: str, login: str, target: str, environ: dict, client: socket.socket,

@@ -494,8 +494,8 @@ class Spawner:
 
     def explain_broken(self, cid: str, within: float = 2.0) -> str | None:
         """A proxied request broke off: did the container end? Its reason (and the entity becomes `error` now, not
-        at the next watch), or None when it still runs after `within` real seconds. The daemon records the exit a
-        moment after the connection drops, hence the short poll."""
+        at the next watch), or None when its app still accepts connections, or it still runs after `within` real
+        seconds: the daemon records the exit a moment after the connection drops, hence the short poll."""
         deadline = time.monotonic() + within
         while True:
             c = self._store.get_container(cid)
@@ -510,8 +510,8 @@ class Spawner:
                 self._watch(c)
                 fresh = self._store.get_container(cid)
                 return fresh.error if fresh is not None and fresh.error else None
-            if time.monotonic() >= deadline:
-                return None
+            if time.monotonic() >= deadline or self._orchestrator.app_ready(running):
+                return None  # alive: the app itself closed that connection
             time.sleep(0.05)
 
     def reconcile(self) -> None:

@@ -282,7 +282,14 @@ def test_a_signal_is_explained(w):
 def test_explain_broken_fails_an_ended_container_at_once(w):
     cid = w.add({"memory": 64})
     c = w.spawner.run(cid, "admin", await_start=True)
-    assert w.spawner.explain_broken(cid, within=0) is None  # still running: nothing to explain
+    looks = []
+    inspect = w.orch.inspect
+    w.orch.inspect = lambda docker_id: (looks.append(docker_id), inspect(docker_id))[1]
+    assert w.spawner.explain_broken(cid, within=600) is None  # its app accepts: alive, answered without waiting
+    assert looks == [c.docker_id]
+    w.orch.apps_ready = False  # running, not accepting: it may be ending; after `within` it is not blamed
+    assert w.spawner.explain_broken(cid, within=0) is None and w.get(cid).status is S.STARTED
+    w.orch.inspect = inspect
     w.orch.crash(c.docker_id, oom_killed=True)
     reason = w.spawner.explain_broken(cid)
     assert "out of memory: its limit is 64 MB" in reason
