@@ -68,12 +68,16 @@ bench-compose: $(STAMP)
 wheels: $(STAMP)
 	$(VPY) compose/wheelhouse.py
 
-stand: wheels
+# compose/.env: the stand's broker password, made once (random; compose reads the file next to the compose file)
+compose/.env:
+	@umask 077; echo "GROKEMU_BROKER_PASSWORD=$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(24))')" > $@
+
+stand: wheels compose/.env
 	$(STAND) up -d --build
 	@echo "grokemu stand: http://localhost:$${GROKEMU_PORT:-8080}/  (make stand-down removes it)"
 
 # reset first: grokemu removes its plugin containers (off the network) and images, then compose removes the rest
-stand-down: $(STAMP)
+stand-down: $(STAMP) compose/.env
 	-$(VPY) -c "from grokemu.client import Client; Client('http://localhost:$${GROKEMU_PORT:-8080}').request('POST', '/_grokemu/reset', timeout=120)"
 	$(STAND) down -v --rmi local --remove-orphans
 

@@ -126,12 +126,18 @@ def _demo(settings, key: str, docker_ok: bool) -> None:
             package, _ = client.publish(folder, progress=lambda m: print(f"demo: {m}", flush=True))
             for c in client.containers(package):
                 c = client.run(c["id"])
-                lines.append(f"  {c['name']}: {c['status']}   {base}/api/docker/containers/proxy/{c['id']}/")
+                if c.get("taskQueue"):  # a Celery worker: its functions, not a URL, are what callers use
+                    names = sorted(f["nqName"] for f in client.json("GET", "docker/functions")
+                                   if (f.get("container") or {}).get("id") == c["id"])
+                    lines.append(f"  {c['name']}: {c['status']}   functions: {', '.join(names)}")
+                else:
+                    lines.append(f"  {c['name']}: {c['status']}   {base}/api/docker/containers/proxy/{c['id']}/")
         except GrokemuError as e:
             print(f"demo: {folder.name} failed: {e}\n{getattr(e, 'logs', '')}", flush=True)
     print("demo ready. Open the dashboard and sign in with the dev key "
           f"'{key}': {base}/", flush=True)
-    print("  proxied URLs (send the session token from POST /api/users/login/dev in Authorization):", flush=True)
+    print("  proxied URLs (send the session token from POST /api/users/login/dev in Authorization) and queue "
+          "functions (grok.functions.call, or grokemu.testing.Grokemu(url).call):", flush=True)
     for line in lines:
         print(line, flush=True)
 

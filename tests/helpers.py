@@ -178,3 +178,21 @@ def remove_images(*shorts: str) -> None:
     for ref in refs:
         if any(short in ref for short in shorts):
             subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+
+
+def publish_queue_worker(api: str, token: str, timeout: float = 600) -> dict:
+    """samples/queue's hand-written worker under a unique name (its python/ folder left out: only the grok CLI turns
+    that into a worker), validated; its container with `namespace_`, the prefix callers write (`QueueDemoAb12cd:`)."""
+    suffix = uuid.uuid4().hex[:6]
+
+    def edit(files):
+        for path in [p for p in files if p.startswith("python/")]:
+            del files[path]
+        meta = json.loads(files["package.json"])
+        meta["friendlyName"] = f"Queue Demo {suffix}"
+        files["package.json"] = json.dumps(meta).encode()
+
+    c = publish_ready(api, token, *sample_copy("queue", edit=edit), timeout=timeout)
+    funcs = requests.get(f"{api}/docker/functions", headers={"Authorization": token}, timeout=30).json()
+    c["namespace_"] = next(f["namespace"] for f in funcs if f["container"]["id"] == c["id"])
+    return c

@@ -77,6 +77,7 @@ class DockerOrchestrator:
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        self._network_lock = threading.Lock()
         self._storage_opt_supported: bool | None = None
 
     @property
@@ -230,6 +231,9 @@ class DockerOrchestrator:
             # nothing published: the app's address on the network and its port (labels: read back by inspect)
             kwargs.update(network=self.network, labels={**spec.labels, NETWORK_LABEL: self.network,
                                                         APP_PORT_LABEL: str(spec.container_port)})
+        elif spec.network:
+            self._ensure_own_network(spec.network, spec.labels)
+            kwargs["network"] = spec.network
         warnings: list[str] = []
         if spec.gpus:
             kwargs["device_requests"] = [DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])]
@@ -252,6 +256,26 @@ class DockerOrchestrator:
         running = self.inspect(container.id) or info
         running.warnings = warnings
         return running
+
+    def _ensure_own_network(self, name: str, labels: dict[str, str]) -> None:
+        """RunSpec.network: a bridge network carrying grokemu's labels (so reset removes it), created once."""
+        with self._network_lock:  # Docker may accept two networks of one name: create it once
+            if self.client.networks.list(names=[name]):
+                return
+            own = {k: v for k, v in labels.items() if k in ("grokemu.managed", "grokemu.instance")}
+            self.client.networks.create(name, driver="bridge", labels=own)
+
+    def remove_networks(self, labels: dict[str, str]) -> int:
+        removed = 0
+        for network in self.client.networks.list(filters={"label": [f"{k}={v}" for k, v in labels.items()]}):
+            if network.name == self.network:
+                continue  # the stand's shared network is the stand's own to remove
+            try:
+                network.remove()
+                removed += 1
+            except (APIError, NotFound) as e:
+                log.info("network %s not removed: %s", network.name, e)
+        return removed
 
     def _create_and_start(self, image: str, kwargs: dict):
         try:

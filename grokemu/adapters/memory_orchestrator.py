@@ -118,6 +118,9 @@ class MemoryOrchestrator:
             with self._lock:
                 found.tags.add(_norm(target))
 
+    def remove_networks(self, labels: dict[str, str]) -> int:
+        return 0  # containers here have no networks
+
     def remove_images(self, labels: dict[str, str]) -> int:
         with self._lock:
             doomed = [i for i, img in self.images.items() if _matches(img.info.labels, labels)]

@@ -87,6 +87,10 @@ class RunSpec:
     gpus: int = 0
     storage_gb: float | None = None
     extra_hosts: dict[str, str] = field(default_factory=dict)
+    # A network of its own to run on instead of the default bridge (created, labelled like the container, when
+    # missing): the broker and its workers share one, so other containers on the machine cannot reach the broker.
+    # Ignored where every container runs on one network already (docker_network, Swarm).
+    network: str = ""
     stop_timeout: float = 10.0  # seconds between SIGTERM and SIGKILL (Swarm: the service's stop_grace_period)
 
 
@@ -147,6 +151,10 @@ class Orchestrator(Protocol):
     def pull_image(self, ref: str) -> bool: ...
     def tag_image(self, source: str, target: str) -> None: ...
     def remove_images(self, labels: dict[str, str]) -> int: ...
+
+    def remove_networks(self, labels: dict[str, str]) -> int:
+        """Remove the networks grokemu created with these labels (RunSpec.network); how many."""
+        ...
 
     # containers
     def run(self, spec: RunSpec) -> RunningContainer: ...

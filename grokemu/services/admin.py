@@ -67,6 +67,7 @@ class AdminService:
                 self._orchestrator.remove(running.id)
                 removed_containers += 1
             removed_images = self._orchestrator.remove_images(self.labels())
+            self._orchestrator.remove_networks(self.labels())  # the queue network, once its containers are gone
         else:
             docker_note = "Docker daemon unreachable: nothing removed from Docker"
         self._calls.reset()  # every caller gets its answer before the workers go

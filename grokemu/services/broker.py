@@ -3,8 +3,8 @@
 By default grokemu runs it itself, as a Docker container, the first time a queue container or a call needs it:
 labelled like every container grokemu creates (so a restart re-adopts it and reset removes it), with credentials
 made for this stand (never guest/guest, kept in `<data>/broker.json`, readable by the owner only), its AMQP port
-published on 127.0.0.1 only. Plugin containers reach it at its address on their Docker network, never through
-the host's interfaces. The `amqp_url` setting uses an existing broker instead (the compose stand's service).
+published on 127.0.0.1 only. It runs on a bridge network of its own that only the queue workers join, so they
+reach it at its address there and no other container on the machine reaches it at all. The `amqp_url` setting uses an existing broker instead (the compose stand's service).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from grokemu.config import Settings
 from grokemu.domain.errors import BrokerUnavailable, DockerUnavailable, GrokemuError
-from grokemu.domain.labels import managed_labels
+from grokemu.domain.labels import managed_labels, queue_network
 from grokemu.domain.ports import Broker, CallEventHandler, Orchestrator, RunningContainer, RunSpec
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,8 @@ class BrokerService:
             self._write_creds(creds)
             spec = RunSpec(name=self._container_name(), image=self._settings.broker_image, container_port=AMQP_PORT,
                            labels=self.labels(), nano_cpus=1_000_000_000, mem_bytes=768 * MB, shm_bytes=64 * MB,
-                           env={"RABBITMQ_DEFAULT_USER": creds["user"], "RABBITMQ_DEFAULT_PASS": creds["password"]})
+                           env={"RABBITMQ_DEFAULT_USER": creds["user"], "RABBITMQ_DEFAULT_PASS": creds["password"]},
+                           network=queue_network(self._settings.instance))
             try:
                 running = orch.run(spec)
             except (GrokemuError, DockerUnavailable):

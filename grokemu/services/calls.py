@@ -134,7 +134,7 @@ class CallService:
     def start(self, session: CallSession, n: int, body: str) -> Call | None:
         try:
             request = json.loads(body)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than Python's stack
             self._refuse(session, n, {}, f"The CALL frame holds no FuncCall JSON: {e}")
             return None
         if not isinstance(request, dict) or not isinstance(request.get("id"), str) or not request["id"] \
@@ -307,7 +307,7 @@ class CallService:
         elif data.startswith("CALL "):
             try:
                 result = json.loads(data[5:])
-            except ValueError:
+            except (ValueError, RecursionError):
                 self.finish(call, None, status="Error", error="The worker sent a CALL that is not JSON")
                 return
             self.finish(call, result if isinstance(result, dict) else None)

@@ -109,7 +109,7 @@ def register_websockets(sock) -> None:
                     continue
                 try:
                     wanted = json.loads(message).get("follow")
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, RecursionError):
                     continue
                 if wanted is None or (isinstance(wanted, str) and len(wanted) <= 100):
                     follow, last_logs, next_logs = wanted, None, 0.0

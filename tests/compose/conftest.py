@@ -9,6 +9,7 @@ plugin network are unique per session, so a developer's own stand (`make stand`)
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def docker_compose_command() -> str:
 def stand_env(docker_compose_command):
     """The stand's settings, in the environment docker-compose interpolates the file with."""
     env = {"GROKEMU_PORT": str(free_port()), "GROKEMU_NETWORK": f"{PROJECT}-plugins",
-           "GROKEMU_INSTANCE": PROJECT}
+           "GROKEMU_INSTANCE": PROJECT, "GROKEMU_BROKER_PASSWORD": secrets.token_hex(24)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
@@ -85,7 +86,8 @@ def docker_cleanup():
 
 def container_healthy(project: str) -> bool:
     """Docker's verdict on the stand's grokemu (the image's HEALTHCHECK)."""
-    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+                          "--filter", "label=com.docker.compose.service=grokemu"],
                          capture_output=True, text=True).stdout.split()
     if len(ids) != 1:
         return False

@@ -108,8 +108,10 @@ def docker_json(*args: str):
 def test_stand_publishes_on_loopback_only_with_socket_and_volume(stand):
     ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={stand.project}"],
                          capture_output=True, text=True).stdout.split()
-    assert len(ids) == 1, ids
-    [attrs] = docker_json("inspect", ids[0])
+    services = {a["Config"]["Labels"]["com.docker.compose.service"]: a for a in docker_json("inspect", *ids)}
+    assert sorted(services) == ["grokemu", "rabbitmq"], list(services)
+    assert not any((services["rabbitmq"]["NetworkSettings"]["Ports"] or {}).values())  # the broker: published nowhere
+    attrs = services["grokemu"]
     bindings = [b for spec in (attrs["NetworkSettings"]["Ports"] or {}).values() for b in spec or []]
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings  # never 0.0.0.0
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
@@ -222,6 +224,23 @@ def test_example_plugin_test_runs_against_the_stand(stand):
                           timeout=900, env={**os.environ, "GROKEMU_URL": stand.url})
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "3 passed" in done.stdout
+
+
+def test_a_queue_function_through_the_stands_broker_service(stand, token):
+    """The stand's `rabbitmq` service (nothing published) carries the call; the worker reaches it by name on the
+    stand's network and grokemu as http://grokemu:PORT."""
+    from grokemu.testing import Grokemu
+    from tests.helpers import publish_queue_worker
+
+    worker = publish_queue_worker(stand.api, token)
+    assert Grokemu(stand.url).call(worker["namespace_"] + "add", a=20, b=22) == 42
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={stand.project}",
+                          "--filter", "label=com.docker.compose.service=rabbitmq"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert len(ids) == 1, ids
+    info = docker_json("inspect", ids[0])[0]
+    assert not any(info["NetworkSettings"]["Ports"].values())  # published nowhere
+    assert list(info["NetworkSettings"]["Networks"]) == [stand.network]
 
 
 def test_zz_teardown_leaves_nothing_of_the_project(stand, docker_compose_command):

@@ -53,3 +53,29 @@ class TestDockerOrchestrator(DaemonContract):
         finally:
             del orch.client.api.stop
             orch.remove(running.id)
+
+    def test_a_spec_network_of_its_own_is_made_once_joined_and_removed_with_the_instance(self, orch, base_image):
+        """RunSpec.network (the broker and its workers): created labelled as the instance's, shared by the containers
+        that name it, unreachable from the default bridge, and removed by remove_networks once they are gone."""
+        import uuid
+
+        from grokemu.domain.labels import managed_labels, queue_network
+
+        instance = f"nettest-{uuid.uuid4().hex[:6]}"
+        labels, network = managed_labels(instance), queue_network(instance)
+        started = []
+        try:
+            for _ in range(2):
+                started.append(orch.run(self.spec(base_image, labels, network=network)))
+            [made] = orch.client.networks.list(names=[network])
+            assert made.attrs["Labels"] == labels
+            for running in started:
+                attached = orch.client.api.inspect_container(running.id)["NetworkSettings"]["Networks"]
+                assert list(attached) == [network]
+                assert orch.inspect(running.id).app_ip == attached[network]["IPAddress"]
+            assert orch.remove_networks(managed_labels(f"{instance}-other")) == 0  # another instance's: none
+        finally:
+            for running in started:
+                orch.remove(running.id)
+        assert orch.remove_networks(labels) == 1
+        assert orch.client.networks.list(names=[network]) == []

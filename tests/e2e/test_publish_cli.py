@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from grokemu.testing import GrokemuProcess
+from grokemu.testing import Grokemu, GrokemuProcess
 from tests.helpers import remove_images, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -110,6 +110,15 @@ def test_up_demo_publishes_and_starts_the_samples(tmp_path, base_image):
             answer = requests.get(f"{proc.api}/docker/containers/proxy/{c['id']}/health",
                                   headers={"Authorization": token}, timeout=60)
             assert answer.status_code == 200, (c["name"], answer.text)
+        # samples/queue's worker: started, its functions listed in the demo's output, and they answer
+        [worker] = [c for c in containers if c["name"] == "queue-demo-worker"]
+        assert worker["status"] == "started", worker
+        for _ in range(len(containers)):
+            line = proc.proc.stdout.readline()
+            if line.startswith("  queue-demo-worker:"):
+                break
+        assert "functions: " in line and "QueueDemo:add" in line, line
+        assert Grokemu(proc.url).call("QueueDemo:add", a=1, b=2) == 3
     finally:
         proc.close()
 

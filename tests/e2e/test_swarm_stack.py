@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -32,7 +33,8 @@ class Stack:
         self.image = f"grokemu-stack-test:{self.name}"
         self.network = f"{self.name}-plugins"
         self.env = {**os.environ, "GROKEMU_IMAGE": self.image, "GROKEMU_PORT": str(self.port),
-                    "GROKEMU_NETWORK": self.network, "GROKEMU_INSTANCE": self.name}
+                    "GROKEMU_NETWORK": self.network, "GROKEMU_INSTANCE": self.name,
+                    "GROKEMU_BROKER_PASSWORD": secrets.token_hex(24)}
         self.url = f"http://localhost:{self.port}"
         self.api = f"{self.url}/api"
 
@@ -141,3 +143,16 @@ def test_web_socket_proxy_through_the_stack(stack):
 def _network_id(name: str) -> str:
     return subprocess.run(["docker", "network", "inspect", "-f", "{{.Id}}", name], capture_output=True, text=True,
                           timeout=30).stdout.strip()
+
+
+def test_a_queue_function_through_the_stacks_broker_service(stack):
+    """The stack's `rabbitmq` service carries the call: the worker runs as a Swarm service on the plugins network."""
+    from grokemu.testing import Grokemu
+    from tests.helpers import publish_queue_worker
+
+    token = stack.login()
+    worker = publish_queue_worker(stack.api, token)
+    assert Grokemu(stack.url).call(worker["namespace_"] + "add", a=20, b=22) == 42
+    [service] = [s for s in plugin_services(stack.name) if s["Spec"]["Labels"].get("grokemu.container") == worker["id"]]
+    env = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert "DATAGROK_AMPQ_HOST=rabbitmq" in env

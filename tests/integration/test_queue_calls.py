@@ -139,6 +139,7 @@ def test_the_container_environment_of_a_worker(client, token, broker):
     assert (env["DATAGROK_PIPE_HOST"], env["DATAGROK_PIPE_PORT"]) == ("host.docker.internal", "8080")
     assert env["TASK_QUEUE_NAME"] == container.task_queue and env["DATAGROK_CELERY_NAME"] == "queue_probe_worker"
     assert env["WORKERS_PROCESSES"] == "2" and len(env["DATAGROK_PIPE_KEY"]) >= 32
+    assert spec.network == ""  # an existing broker (amqp_url) is reached as configured, from the default bridge
     again, _ = ctx.spawner.run_specs.build(container, ctx.store.get_image(container.image_id))
     assert again.env["CELERY_HOSTNAME"] != env["CELERY_HOSTNAME"]  # unique per start
     assert again.env["DATAGROK_PIPE_KEY"] != env["DATAGROK_PIPE_KEY"]

@@ -364,6 +364,16 @@ def test_manifest_errors(client):
     assert_oci_error(r, 400, "MANIFEST_INVALID")
 
 
+@pytest.mark.parametrize("body", [b"[" * 200_000 + b"]" * 200_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000])
+def test_a_manifest_nested_deeper_than_pythons_stack_is_invalid_not_a_crash(client, body):
+    headers = push_token(client, "r")
+    for content_type in (DOCKER_MANIFEST, OCI_INDEX, ""):  # "": the type is guessed from the body
+        r = client.put("/v2/r/manifests/v1", data=body, headers={**headers, "Content-Type": content_type})
+        assert_oci_error(r, 400, "MANIFEST_INVALID")
+        assert "nested too deeply" in r.json["errors"][0]["message"]
+    assert_oci_error(client.get("/v2/r/manifests/v1", headers=headers), 404, "MANIFEST_UNKNOWN")  # nothing kept
+
+
 def test_oci_manifest_and_index_keep_type_and_bytes(client):
     headers = push_token(client, "r")
     config = b"{}"

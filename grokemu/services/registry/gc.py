@@ -71,7 +71,7 @@ def _descriptors(body: bytes | None) -> Iterable[dict]:
         return []
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     if not isinstance(doc, dict):
         return []
@@ -93,5 +93,5 @@ def _children(body: bytes | None) -> set[str]:
     try:
         doc = json.loads(body or b"{}")
         return {d["digest"] for d in doc.get("manifests") or [] if isinstance(d, dict) and "digest" in d}
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return set()

@@ -55,6 +55,8 @@ class Manifests:
             digest = digest_of(body)
         try:
             doc = json.loads(body)
+        except RecursionError:
+            raise ManifestInvalid("manifest is not valid JSON: nested too deeply") from None
         except ValueError as e:
             raise ManifestInvalid(f"manifest is not valid JSON: {e}") from None
         if not isinstance(doc, dict):
@@ -187,7 +189,7 @@ def _guess_type(body: bytes) -> str:
     try:
         doc = json.loads(body)
         return doc.get("mediaType") or (OCI_INDEX if "manifests" in doc else OCI_MANIFEST)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return OCI_MANIFEST
 
 
