@@ -30,6 +30,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
                    help="seconds a container may stay in a transient status before it becomes error (default 300)")
     p.add_argument("--proxy-request-timeout", type=float,
                    help="seconds a proxied request waits for its container to start (default 60)")
+    p.add_argument("--stop-timeout", type=float,
+                   help="seconds a container gets between SIGTERM and SIGKILL when stopped (default 10, as Docker)")
     p.add_argument("--instance", help="label value that tells this grokemu's containers from another's")
     p.add_argument("--docker-network", help="run plugin containers on this Docker network (created or joined), "
                                             "publishing no port; grokemu reaches them at their address on it")
@@ -41,6 +43,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 def _load(args):
     overrides = {k: getattr(args, k, None) for k in ("host", "port", "data_dir", "dev_keys", "ignore_gpu",
                                                       "container_status_timeout", "proxy_request_timeout",
+                                                      "stop_timeout",
                                                       "instance", "log_level", "docker_network", "orchestrator")}
     return load_settings(args.config, overrides=overrides)
 

@@ -411,6 +411,9 @@ def pytest_addoption(parser):
                          "as a `grokemu up` subprocess (default $GROKEMU_IN_PROCESS=1)")
 
 
+KIT_STOP_TIMEOUT = 2.0  # seconds between SIGTERM and SIGKILL for the kit's own grokemu (Docker's default: 10)
+
+
 @pytest.fixture(scope="session")
 def grokemu(request, tmp_path_factory):
     """The test kit: a running grokemu (`--grokemu-url` / `GROKEMU_URL`) or one started for the session."""
@@ -419,10 +422,13 @@ def grokemu(request, tmp_path_factory):
     in_process = request.config.getoption("--grokemu-in-process") or os.environ.get("GROKEMU_IN_PROCESS") == "1"
     process = None
     if not url:
+        # a test suite starts and stops containers often: a short grace, unless GROKEMU_STOP_TIMEOUT says otherwise
+        grace = {} if "GROKEMU_STOP_TIMEOUT" in os.environ else {"stop_timeout": KIT_STOP_TIMEOUT}
         if in_process:
-            process = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,)).start()
+            process = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,), **grace).start()
         else:
-            process = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--dev-key", key).start()
+            flags = [f"--stop-timeout={grace['stop_timeout']:g}"] if grace else []
+            process = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--dev-key", key, *flags).start()
         url = process.url
     kit = Grokemu(url, key, process)
     if not kit.client.healthy():

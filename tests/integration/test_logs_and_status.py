@@ -91,7 +91,32 @@ def test_a_follow_brings_new_lines_and_ends_when_the_container_stops(client, tok
     threading.Thread(target=later, daemon=True).start()
     r = logs(client, token, container="web", follow="true", tail="1")  # the test client reads to the end
     assert r.status_code == 200
-    assert r.get_data() == b"second line\nthird line\nstopped\n"
+    # stopped behind grokemu's back (the entity still says started): the last line says how it ended
+    assert r.get_data() == b"second line\nthird line\nstopped\n[grokemu] the container exited with code 0\n"
+
+
+def test_a_follow_of_a_container_killed_for_memory_ends_saying_so(client, token, ctx, orchestrator, started):
+    def later():
+        time.sleep(0.3)
+        orchestrator.crash(started.docker_id, log="allocating 400 MB\n", oom_killed=True)
+
+    threading.Thread(target=later, daemon=True).start()
+    r = logs(client, token, container="web", follow="true", tail="0")
+    memory = started.config.get("memory") or 512
+    assert r.get_data().decode() == ("allocating 400 MB\n[grokemu] the container was killed for running out of "
+                                     f"memory: its limit is {memory:g} MB (container.json `memory`)\n")
+    ctx.spawner.tick()  # the watch: error, removed, the logs kept
+    c = ctx.store.get_container(started.id)
+    assert c.status.value == "error" and c.docker_id == ""
+    r = logs(client, token, container="web")
+    assert r.get_data().decode().endswith("allocating 400 MB\n[grokemu] the container was killed for running out "
+                                          f"of memory: its limit is {memory:g} MB (container.json `memory`)\n")
+
+
+def test_a_stop_by_grokemu_adds_no_line(client, token, ctx, started):
+    ctx.spawner.stop(started.id)
+    ctx.scheduler.run_once()
+    assert not logs(client, token, container="web").get_data(as_text=True).count("[grokemu]")
 
 
 def test_a_stopped_container_has_the_logs_kept_on_it(client, token, ctx, started):
