@@ -9,7 +9,7 @@ STAND := $(COMPOSE) -p grokemu -f compose/docker-compose.yml
 # the venv is refreshed when the declared dependencies change
 STAMP := $(VENV)/.grokemu-installed
 
-.PHONY: up demo install venv lint test unit integration docker e2e compose example security bench bench-compose \
+.PHONY: up demo install venv lint test unit integration docker e2e compose example security bench bench-compose bench-queue \
         wheels stand stand-down clean
 
 up: $(STAMP)
@@ -70,6 +70,11 @@ bench: $(STAMP)
 
 bench-compose: $(STAMP)
 	$(VPY) benchmarks/bench_compose.py
+
+# queue functions through grokemu vs Celery's send_task to the same broker and worker (celery: the bench extra)
+bench-queue: $(STAMP)
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(VPY) benchmarks/bench_queue.py
 
 # the compose stand (compose/): wheelhouse on the host, image built offline, API on 127.0.0.1:8080
 wheels: $(STAMP)

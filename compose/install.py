@@ -3,8 +3,8 @@
     python3 install.py WHEELHOUSE REQUIREMENT...
 
 - The real python:3.12-slim has pip: `python3 -m pip`.
-- The offline stand-in (debootstrap'ed Debian) has neither pip nor ensurepip: pip runs from its own wheel in the
-  wheelhouse (a wheel is importable: `python3 pip-X.whl/pip install ...`).
+- The offline stand-in (docs/offline-images.md) has Debian's pip; a base with neither pip nor ensurepip (older
+  stand-ins) runs pip from its own wheel in the wheelhouse (a wheel is importable: `python3 pip-X.whl/pip install`).
 First `--no-index` (offline); when the wheelhouse lacks a wheel for this Python and the index is reachable (a laptop
 with internet), pip fetches what is missing.
 """

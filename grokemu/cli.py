@@ -31,6 +31,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
                    help="seconds a container may stay in a transient status before it becomes error (default 300)")
     p.add_argument("--proxy-request-timeout", type=float,
                    help="seconds a proxied request waits for its container to start (default 60)")
+    p.add_argument("--stop-timeout", type=float,
+                   help="seconds a container gets between SIGTERM and SIGKILL when stopped (default 10, as Docker)")
     p.add_argument("--instance", help="label value that tells this grokemu's containers from another's")
     p.add_argument("--docker-network", help="run plugin containers on this Docker network (created or joined), "
                                             "publishing no port; grokemu reaches them at their address on it")
@@ -42,6 +44,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 def _load(args):
     overrides = {k: getattr(args, k, None) for k in ("host", "port", "data_dir", "dev_keys", "ignore_gpu",
                                                       "container_status_timeout", "proxy_request_timeout",
+                                                      "stop_timeout",
                                                       "instance", "log_level", "docker_network", "orchestrator")}
     return load_settings(args.config, overrides=overrides)
 
@@ -184,15 +187,35 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
+def ago(seconds: float) -> str:
+    """An age as `grokemu status` shows it: the largest whole unit (`45s ago`, `12m ago`, `3h ago`, `2d ago`)."""
+    seconds = max(0, int(seconds))  # a server clock a little ahead of the record is "now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
 def status_report(client) -> dict:
-    """What `grokemu status` shows: the server, then every container (with its fetchProxy URL) and image."""
+    """What `grokemu status` shows: the server, then every container (with its fetchProxy URL) and image, each with
+    when it entered its status (ISO 8601, and its age by the server's clock)."""
+    from grokemu.domain.clock import iso
+
     health = client.health()
+    snapshot = client.snapshot()
+    now = snapshot["now"]
+
+    def since(entity: dict) -> dict:
+        at = (entity.get("grokemu") or {}).get("statusSince") or 0
+        return {"statusSince": iso(at) if at else None, "statusAge": ago(now - at) if at else ""}
+
     containers = [{"id": c["id"], "name": c["name"], "package": (c.get("package") or {}).get("name") or "",
-                   "status": c["status"], "url": client.proxy_url(c["id"]), "error": c.get("errorMessage")}
-                  for c in sorted(client.containers(), key=lambda c: (c["name"], c["id"]))]
+                   "status": c["status"], **since(c), "url": client.proxy_url(c["id"]), "error": c.get("errorMessage")}
+                  for c in sorted(snapshot["containers"], key=lambda c: (c["name"], c["id"]))]
     images = [{"id": i["id"], "name": i["name"], "package": (i.get("package") or {}).get("name") or "",
-               "status": i["status"], "version": i.get("version") or "", "reference": i.get("dockerFullName") or ""}
-              for i in sorted(client.images(), key=lambda i: (i["name"], i["id"]))]
+               "tag": i.get("version") or "", "status": i["status"], **since(i),
+               "reference": i.get("dockerFullName") or ""}
+              for i in sorted(snapshot["images"], key=lambda i: (i["name"], i.get("version") or "", i["id"]))]
     return {"url": client.url, "version": health.get("version"),
             "docker": (health.get("docker") or {}).get("reachable"), "containers": containers, "images": images}
 
@@ -216,8 +239,8 @@ def cmd_status(args) -> int:
     print(f"grokemu {report['version']} at {report['url']} (Docker daemon {docker})")
     print()
     if report["containers"]:
-        print(table(["CONTAINER", "PACKAGE", "STATUS", "URL"],
-                    [[c["name"], c["package"], c["status"], c["url"]] for c in report["containers"]]))
+        print(table(["CONTAINER", "PACKAGE", "STATUS", "SINCE", "URL"],
+                    [[c["name"], c["package"], c["status"], c["statusAge"], c["url"]] for c in report["containers"]]))
         for c in report["containers"]:
             if c["status"] == "error" and c["error"]:
                 print(f"  {c['name']}: {c['error']}")
@@ -225,8 +248,9 @@ def cmd_status(args) -> int:
         print("no containers")
     print()
     if report["images"]:
-        print(table(["IMAGE", "PACKAGE", "STATUS", "VERSION", "REFERENCE"],
-                    [[i["name"], i["package"], i["status"], i["version"], i["reference"]] for i in report["images"]]))
+        print(table(["IMAGE", "PACKAGE", "TAG", "STATUS", "SINCE", "REFERENCE"],
+                    [[i["name"], i["package"], i["tag"], i["status"], i["statusAge"], i["reference"]]
+                     for i in report["images"]]))
     else:
         print("no images")
     return 0
@@ -234,15 +258,19 @@ def cmd_status(args) -> int:
 
 def cmd_logs(args) -> int:
     """`grokemu logs NAME [-f] [--tail N]`: a container's logs, by id, container, package or image name; with -f
-    new output as it comes, until Ctrl-C or the container stops."""
+    new output as it comes, until Ctrl-C or the container stops. Exit 2 when NAME means no container or several."""
     from grokemu.client import GrokemuError
 
     client = _client(args)
     out = sys.stdout.buffer
     try:
-        for chunk in client.container_logs(args.name, tail=args.tail, follow=args.follow):
+        container = client.find_container(args.name)  # domain/names.py, as the test kit resolves names
+        for chunk in client.container_logs(container["id"], tail=args.tail, follow=args.follow):
             out.write(chunk)
             out.flush()
+    except LookupError as e:
+        print(f"grokemu logs: {e}", file=sys.stderr)
+        return 2
     except GrokemuError as e:
         print(f"grokemu logs: {e}", file=sys.stderr)
         return 1
@@ -320,3 +348,5 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"grokemu: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in any command: the shell's code for SIGINT, no traceback
+        return 130

@@ -16,6 +16,8 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from grokemu.domain.names import resolve_container
+
 # never part of an upload (the CLI's webpack output and node_modules do not matter to containers)
 ALWAYS_SKIPPED = ("node_modules", ".git", "__pycache__", ".pytest_cache", ".venv", "*.pyc", ".DS_Store")
 SETTLED = ("ready", "error")
@@ -184,6 +186,16 @@ class Client:
 
     def container(self, cid: str) -> dict:
         return self.json("GET", f"docker/containers/{urllib.parse.quote(cid)}")
+
+    def find_container(self, name: str) -> dict:
+        """The one container `name` means, by any name `grokemu.container` takes (domain/names.py): raises
+        UnknownContainer or AmbiguousContainer (both LookupErrors) with the candidates in the message."""
+        return dict(resolve_container(name, self.containers(), self.images()))
+
+    def snapshot(self) -> dict:
+        """Every container and image without their logs, with when each entered its status
+        (`grokemu.statusSince`) and the server's clock (`now`): the dashboard's snapshot (services/dashboard.py)."""
+        return self.json("GET", "/_grokemu/dashboard/snapshot")
 
     # -- publishing -------------------------------------------------------------------------------------------------
     def upload(self, name: str, files: dict[str, bytes], *, release: bool = False) -> dict:

@@ -38,6 +38,9 @@ class Settings:
     # on SIGTERM/Ctrl-C remove the plugin containers (and the broker) grokemu runs, and run again at the next start
     # those that were running: the compose stand sets it, so `docker compose down` leaves nothing (docs/design.md)
     remove_containers_on_exit: bool = False
+    # seconds a container gets between SIGTERM and SIGKILL on every stop: by a user, idle shutdown, a replacement, a
+    # reset (Docker's `stop -t`, a Swarm service's stop_grace_period); Docker's default 10 (docs/faults.md §2)
+    stop_timeout: float = 10.0
     scheduler_interval: float = 0.2  # seconds between background passes
     ignore_gpu: bool = False  # run gpu containers without a GPU, as Datagrok's CI does by stripping `gpu`
     threads: int = 8  # waitress worker threads (HTTP only; WebSockets run on their own threads)

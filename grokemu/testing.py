@@ -137,7 +137,8 @@ class ThreadedGrokemu:
     ThreadedMotoServer. The interface of GrokemuProcess (`url`, `api`, `port`, `login`, `reset`, `stop`, `close`),
     and a context manager. `orchestrator` is the container engine (default: what `grokemu up` uses, the host's
     Docker daemon; grokemu's own tests pass the in-memory one); `dev_keys` as `--dev-key` takes them (`key` or
-    `key=login`; the first signs in for `login` / `reset`); `settings` are more settings by name
+    `key=login`; the first signs in for `login` / `reset`); `clock` the server's clock (domain/clock.py; default
+    the system's: a ManualClock lets a test move the server's time); `settings` are more settings by name
     (`proxy_request_timeout=5`); the GROKEMU_* environment applies as for `grokemu up`.
 
         with ThreadedGrokemu() as server:
@@ -145,12 +146,13 @@ class ThreadedGrokemu:
     """
 
     def __init__(self, data_dir: str | os.PathLike | None = None, *, dev_keys: tuple[str, ...] = ("admin",),
-                 orchestrator=None, instance: str | None = None, **settings):
+                 orchestrator=None, instance: str | None = None, clock=None, **settings):
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.instance = instance or f"test-{uuid.uuid4().hex[:8]}"
         self.dev_keys = tuple(dev_keys)
         self.orchestrator = orchestrator
+        self.clock = clock
         self.extra_settings = settings
         self.serving: Serving | None = None
 
@@ -190,7 +192,7 @@ class ThreadedGrokemu:
                                             "dev_keys": list(self.dev_keys)})
         orchestrator = self.orchestrator if self.orchestrator is not None else orchestrator_for(settings)
         try:
-            self.serving = prepare(settings, orchestrator).start()
+            self.serving = prepare(settings, orchestrator, clock=self.clock).start()
         except BaseException:
             self.stop()  # a temporary data dir goes again
             raise
@@ -420,6 +422,9 @@ def pytest_addoption(parser):
                          "as a `grokemu up` subprocess (default $GROKEMU_IN_PROCESS=1)")
 
 
+KIT_STOP_TIMEOUT = 2.0  # seconds between SIGTERM and SIGKILL for the kit's own grokemu (Docker's default: 10)
+
+
 @pytest.fixture(scope="session")
 def grokemu(request, tmp_path_factory):
     """The test kit: a running grokemu (`--grokemu-url` / `GROKEMU_URL`) or one started for the session."""
@@ -428,10 +433,15 @@ def grokemu(request, tmp_path_factory):
     in_process = request.config.getoption("--grokemu-in-process") or os.environ.get("GROKEMU_IN_PROCESS") == "1"
     process: ThreadedGrokemu | GrokemuProcess | None = None
     if not url:
+        # a test suite starts and stops containers often: a short grace, unless GROKEMU_STOP_TIMEOUT says otherwise
+        grace = None if "GROKEMU_STOP_TIMEOUT" in os.environ else KIT_STOP_TIMEOUT
         if in_process:
-            process = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,)).start()
+            server = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,)) if grace is None else \
+                ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,), stop_timeout=grace)
+            process = server.start()
         else:
-            process = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--dev-key", key).start()
+            flags = [f"--stop-timeout={grace:g}"] if grace is not None else []
+            process = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--dev-key", key, *flags).start()
         url = process.url
     kit = Grokemu(url, key, process)
     if not kit.client.healthy():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import socket
 import threading
 
@@ -329,11 +330,14 @@ class DockerOrchestrator:
                                 labels=(attrs.get("Config") or {}).get("Labels") or {},
                                 state=state.get("Status", "unknown"), host_port=host_port, health=health,
                                 exit_code=state.get("ExitCode"), app_ip=_container_ip(attrs),
-                                app_port=_container_port(attrs))
+                                app_port=_container_port(attrs), oom_killed=bool(state.get("OOMKilled")),
+                                mem_limit=(attrs.get("HostConfig") or {}).get("Memory") or None,
+                                status_message=state.get("Error") or "")
 
     def stop(self, container_id: str, timeout: float = 10) -> None:
         try:
-            self.client.api.stop(container_id, timeout=int(timeout))
+            # the Engine API takes whole seconds: round a fraction up, never to "no grace"
+            self.client.api.stop(container_id, timeout=max(0, math.ceil(timeout)))
         except NotFound:
             pass
 

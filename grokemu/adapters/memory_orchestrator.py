@@ -50,6 +50,7 @@ class MemoryOrchestrator:
         self.apps_ready = True
         self.fixed_host_port: int | None = None  # test control: publish every container on this port (a test server)
         self.gpu_available = False  # like a laptop's daemon: no GPU runtime
+        self.stops: list[tuple[str, float]] = []  # (container id, timeout) of every stop of a running container
 
     def ping(self) -> bool:
         return self.reachable
@@ -146,7 +147,8 @@ class MemoryOrchestrator:
             running = RunningContainer(id=container_id, name=spec.name, labels=dict(spec.labels), state="running",
                                        host_port=self.fixed_host_port or next(self._ports),
                                        health="starting" if image.info.healthcheck else None,
-                                       app_ip="10.0.0.2", app_port=spec.container_port)
+                                       app_ip="10.0.0.2", app_port=spec.container_port, oom_killed=False,
+                                       mem_limit=spec.mem_bytes or None)
             self.containers[container_id] = _Container(running, spec, [f"started {spec.name}\n"])
             return replace(running)
 
@@ -164,6 +166,7 @@ class MemoryOrchestrator:
         with self._lock:
             c = self.containers.get(container_id)
             if c and c.running.state == "running":
+                self.stops.append((container_id, timeout))
                 c.running.state = "exited"
                 c.running.exit_code = 0
                 c.log.append("stopped\n")
@@ -193,12 +196,15 @@ class MemoryOrchestrator:
             return bool(c and c.running.state == "running" and self.apps_ready)  # the HEALTHCHECK agrees
 
     # test controls --------------------------------------------------------------------------------------------
-    def crash(self, container_id: str, exit_code: int = 1, log: str = "Traceback: boom\n") -> None:
+    def crash(self, container_id: str, exit_code: int = 1, log: str = "Traceback: boom\n",
+              oom_killed: bool = False) -> None:
+        """The container ends by itself; `oom_killed`: as the kernel's OOM killer ends one (code 137)."""
         with self._lock:
             c = self.containers[container_id]
             c.log.append(log)
             c.running.state = "exited"
-            c.running.exit_code = exit_code
+            c.running.exit_code = 137 if oom_killed else exit_code
+            c.running.oom_killed = oom_killed
             self._changed.notify_all()
 
     def emit(self, container_id: str, text: str) -> None:

@@ -101,7 +101,9 @@ class SwarmOrchestrator(DockerOrchestrator):
                             networks=[self.network_name], mode=ServiceMode("replicated", replicas=1),
                             # DNS round robin, no virtual IP: the service name resolves to its task (no IPVS needed,
                             # which some kernels lack) and nothing is published on the ingress network
-                            endpoint_spec=EndpointSpec(mode="dnsrr"), hosts=hosts or None)
+                            endpoint_spec=EndpointSpec(mode="dnsrr"), hosts=hosts or None,
+                            # what a scale to 0 (stop) gives the task between SIGTERM and SIGKILL, in nanoseconds
+                            stop_grace_period=int(spec.stop_timeout * 1e9))
         existing = self._service_named(spec.name)
         earlier = frozenset(t["ID"] for t in self._tasks(existing.id)) if existing is not None else frozenset()
         try:
@@ -195,21 +197,34 @@ class SwarmOrchestrator(DockerOrchestrator):
         labels = spec.get("Labels") or {}
         replicas = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0)
         task = self._latest_task(service["ID"])
-        state, exit_code, health, ip = "exited", None, None, None
+        state, health, ip = "exited", None, None
+        status = (task or {}).get("Status") or {}
+        container_status = status.get("ContainerStatus") or {}
+        exit_code = container_status.get("ExitCode")
+        oom_killed = None  # the task does not say; its container, when still on this node, does
         if task is not None and replicas:
-            task_state = task["Status"].get("State")
+            task_state = status.get("State")
             state = "running" if task_state in _RUNNING else "created" if task_state in _STARTING else "exited"
-            exit_code = ((task["Status"].get("ContainerStatus") or {}).get("ExitCode"))
-            container_id_ = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
-            if container_id_ and state == "running":
-                health, ip = self._task_container(container_id_)
-        elif task is not None:
-            exit_code = ((task["Status"].get("ContainerStatus") or {}).get("ExitCode"))
+            if container_status.get("ContainerID") and state == "running":
+                health, ip = self._task_container(container_status["ContainerID"])
+        if state == "exited" and container_status.get("ContainerID"):
+            oom_killed = self._task_container_oom(container_status["ContainerID"])
+        limits = ((spec.get("TaskTemplate") or {}).get("Resources") or {}).get("Limits") or {}
         port = labels.get(PORT_LABEL)
         address = spec.get("Name") if self._in_swarm and state == "running" else ip
         return RunningContainer(id=service["ID"], name=spec.get("Name", ""), labels=labels, state=state,
                                 host_port=None, health=health, exit_code=exit_code, app_ip=address,
-                                app_port=int(port) if port and port.isdigit() else None)
+                                app_port=int(port) if port and port.isdigit() else None, oom_killed=oom_killed,
+                                mem_limit=limits.get("MemoryBytes") or None,
+                                status_message=status.get("Err") or "" if state == "exited" else "")
+
+    def _task_container_oom(self, container_id: str) -> bool | None:
+        """State.OOMKilled of an ended task's container on this node; None when it is gone or elsewhere."""
+        try:
+            attrs = self.client.api.inspect_container(container_id)
+        except (NotFound, APIError):
+            return None
+        return bool((attrs.get("State") or {}).get("OOMKilled"))
 
     def _task_container(self, container_id: str) -> tuple[str | None, str | None]:
         """(health, address on the plugin network) of a task's container on this node; (None, None) when the task

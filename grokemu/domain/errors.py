@@ -50,6 +50,27 @@ class Busy(GrokemuError):
     status = 503
 
 
+class DiskFull(GrokemuError):
+    """The disk under the data directory is full (ENOSPC/EDQUOT, or SQLite's "database or disk is full"): 507, and
+    the write that hit it leaves nothing behind (each writer cleans up its temporary files)."""
+
+    status = 507
+
+
+def disk_full(e: BaseException, data_dir: object = "") -> DiskFull | None:
+    """The DiskFull that `e` means, or None when it is something else."""
+    import errno
+    import sqlite3
+
+    full = (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+        (isinstance(e, sqlite3.OperationalError) and "disk is full" in str(e))
+    if not full:
+        return None
+    where = f" ({data_dir})" if data_dir else ""
+    return DiskFull(f"Insufficient storage: the disk of grokemu's data directory{where} is full; nothing of this "
+                    f"request was kept. Free some space and try again", type(e).__name__)
+
+
 class GatewayTimeout(GrokemuError):
     status = 504
 

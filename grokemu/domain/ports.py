@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from grokemu.domain.exits import ExitFacts
 from grokemu.domain.model import DockerContainer, DockerImage
 
 
@@ -91,6 +92,7 @@ class RunSpec:
     # missing): the broker and its workers share one, so other containers on the machine cannot reach the broker.
     # Ignored where every container runs on one network already (docker_network, Swarm).
     network: str = ""
+    stop_timeout: float = 10.0  # seconds between SIGTERM and SIGKILL (Swarm: the service's stop_grace_period)
 
 
 @dataclass
@@ -102,11 +104,20 @@ class RunningContainer:
     host_port: int | None
     health: str | None = None  # None (no HEALTHCHECK) | starting | healthy | unhealthy
     exit_code: int | None = None
+    # how it ended, as the engine says (domain/exits.py): OOMKilled (None: not known), the memory limit applied
+    # (bytes), the engine's own message (Docker State.Error, a Swarm task's Err)
+    oom_killed: bool | None = None
+    mem_limit: int | None = None
+    status_message: str = ""
     warnings: list[str] = field(default_factory=list)
     # the app's own address: the container's IP on its network and the port it listens on inside (not the
     # published host port, whose docker-proxy accepts before the app listens)
     app_ip: str | None = None
     app_port: int | None = None
+
+    def exit_facts(self) -> ExitFacts:
+        return ExitFacts(exit_code=self.exit_code, oom_killed=self.oom_killed, mem_limit=self.mem_limit,
+                         message=self.status_message)
 
     def endpoint(self) -> tuple[str | None, int | None]:
         """Where grokemu sends proxied requests: 127.0.0.1 and the published port, or, on a shared Docker network

@@ -62,7 +62,10 @@ class FastForward:
     `done(status)` is called exactly once: with the container's status when its answer went out, with None when the
     exchange broke off; it records the request and ends the idle hold. `refused()`: the container's port refused the
     connection before anything was sent; the request then goes the full way (a status check, a restart of an
-    on_demand container)."""
+    on_demand container).
+
+    `explain()` (blocking: never on the loop's thread) says why the exchange broke off when the container ended
+    under it (domain/exits.py), or None."""
 
     cid: str
     name: str
@@ -71,6 +74,7 @@ class FastForward:
     method: str
     done: Callable[[int | None], None]
     refused: Callable[[], None]
+    explain: Callable[[], str | None] | None = None
 
 
 class HttpUpstream(Protocol):

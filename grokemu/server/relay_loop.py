@@ -290,6 +290,7 @@ class RelayLoop:
         self.fast = fast  # FastProxy.handle, for the blocking relay
         self._selector = selectors.DefaultSelector()
         self._incoming: deque[tuple] = deque()
+        self._explained: deque[tuple] = deque()  # (exchange, reason or None) from explaining threads
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -370,6 +371,13 @@ class RelayLoop:
                 pass
         except (BlockingIOError, OSError):
             pass
+        while True:
+            with self._lock:
+                if not self._explained:
+                    break
+                ex, error = self._explained.popleft()
+            if not ex.finished and not ex.client.closed:
+                self._fail(ex, error)
         while True:
             with self._lock:
                 if not self._incoming:
@@ -761,8 +769,31 @@ class RelayLoop:
             ex.unsent = b""
             self._connect(ex)
             return
-        self._fail(ex, UpstreamFailed(f"Container {ex.plan.name} did not answer on {ex.plan.address[0]}:"
-                                      f"{ex.plan.address[1]}: the connection was closed"))
+        error = UpstreamFailed(f"Container {ex.plan.name} did not answer on {ex.plan.address[0]}:"
+                               f"{ex.plan.address[1]}: the connection was closed")
+        if ex.plan.explain is None:
+            self._fail(ex, error)
+            return
+        # did the container end under it (out of memory, a signal)? Asking the daemon blocks: on a thread of its
+        # own, the answer comes back through _woken; the sweep's proxy_request_timeout still bounds the exchange
+        self._drop_upstream(ex)
+        threading.Thread(target=self._explain, args=(ex, ex.plan.explain, error), name="grokemu-relay-explain",
+                         daemon=True).start()
+
+    def _explain(self, ex: _Exchange, explain: Callable[[], str | None], error: UpstreamFailed) -> None:
+        try:
+            reason = explain()
+        except Exception:
+            log.exception("explaining a broken relayed request failed")
+            reason = None
+        if reason:
+            error = UpstreamFailed(f"Container {ex.plan.name} did not answer: {reason}", error.message)
+        with self._lock:
+            self._explained.append((ex, error))
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # a wake-up is pending already, or the loop is closed
 
     def _upstream_eof(self, ex: _Exchange) -> None:
         if ex.status is None:

@@ -202,7 +202,7 @@ class Serving:
         trigger = getattr(server, "trigger", None) or next(
             (d for d in list((socket_map or {}).values()) if type(d).__name__ == "trigger"), None)
         if self._thread is not None and self._thread.is_alive() and trigger is not None:
-            trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
+            _run_on_loop(trigger, lambda: wasyncore.close_all(socket_map))
             self._thread.join(timeout)
         self.context.scheduler.stop()
         try:
@@ -212,6 +212,18 @@ class Serving:
         server.task_dispatcher.shutdown(timeout=timeout)
         for sock in self.sockets:
             sock.close()
+
+
+def _run_on_loop(trigger, thunk) -> None:
+    """Have the event loop run `thunk` on its thread. Not `trigger.pull_trigger(thunk)`: it queues the thunk, then
+    writes to the trigger's pipe without its lock, so a loop already woken by another thread's pull can run the
+    thunk (which closes the trigger) first, and the write fails with EBADF or lands on whatever took the
+    descriptor's number (seen in the follow tests). The loop runs thunks only under `trigger.lock`: hold it."""
+    with trigger.lock:
+        if trigger._closed:  # the loop has closed everything already
+            return
+        trigger.thunks.append(thunk)
+        trigger._physical_pull()
 
 
 def prepare(settings, orchestrator, *, clock=None, background: bool = True) -> Serving:

@@ -6,6 +6,7 @@ the store and then calls them all, so nothing from before a reset is served afte
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from grokemu.config import Settings
@@ -44,11 +45,25 @@ class AdminService:
     def labels(self) -> dict[str, str]:
         return managed_labels(self._settings.instance)
 
+    def _stop_all(self, doomed: list) -> None:
+        """Every running container gets its stop_timeout grace, all at once: a reset waits one grace, not one each."""
+        running = [r for r in doomed if r.state == "running"]
+        if not running:
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(running)), thread_name_prefix="grokemu-reset-stop") as pool:
+            for done in [pool.submit(self._orchestrator.stop, r.id, self._settings.stop_timeout) for r in running]:
+                try:
+                    done.result()
+                except Exception as e:  # removed next anyway (force)
+                    log.warning("reset: stopping a container failed: %s", e)
+
     def reset(self) -> dict:
         removed_containers = removed_images = 0
         docker_note = "ok"
         if self._orchestrator.ping():
-            for running in list(self._orchestrator.list_labelled(self.labels())):
+            doomed = list(self._orchestrator.list_labelled(self.labels()))
+            self._stop_all(doomed)
+            for running in doomed:
                 self._orchestrator.remove(running.id)
                 removed_containers += 1
             removed_images = self._orchestrator.remove_images(self.labels())

@@ -10,7 +10,7 @@ waiting in a read until the container prints again. Memory is bounded by the que
 are at most 16 KiB, one log line or part of one), and a caller that reads slowly holds the pump back, not memory.
 A follow ends when the stream ends (Docker ends it when the container stops), or when the entity has stopped or
 been replaced for STOP_GRACE_TICKS ticks (a Swarm service scaled to 0 keeps its stream open), or when the reader
-closes it.
+closes it. A container that ended by itself gets one last line saying how (domain/exits.py), marked `[grokemu]`.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import queue
 import threading
 from collections.abc import Generator, Iterator
 
+from grokemu.domain.container_config import DEFAULTS
+from grokemu.domain.exits import how_it_ended
 from grokemu.domain.lifecycle import ContainerStatus as S
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.names import resolve_container
@@ -55,6 +57,7 @@ class ContainerLogs:
             if tail is not None:
                 lines = lines[len(lines) - tail:] if tail else []
             yield "".join(lines).encode()
+            yield self._how_it_ended(container)
             return
         source = orch.stream_logs(container.docker_id, tail, follow)
         if follow:
@@ -103,11 +106,30 @@ class ContainerLogs:
                         return
                     continue
                 if item is _END:
+                    yield self._how_it_ended(container)
                     return
                 yield item
         finally:
             done.set()
             source.close()
+
+    def _how_it_ended(self, container: DockerContainer) -> bytes:
+        """`[grokemu] the container was killed for running out of memory: ...` for one in error, or one whose
+        stream ended because it exited by itself; nothing for a stop or a container still running."""
+        now = self._store.get_container(container.id)
+        if now is None:
+            return b""
+        if now.status is S.ERROR and now.error:
+            reason = now.error.splitlines()[0]
+        elif now.status is S.STARTED and container.docker_id and now.docker_id == container.docker_id:
+            running = self._orchestrator.inspect(container.docker_id)  # not yet seen by the spawner's watch
+            if running is None or running.state not in ("exited", "dead"):
+                return b""
+            reason = "the container " + how_it_ended(running.exit_facts(), now.config.get("memory") or
+                                                     DEFAULTS["memory"])
+        else:
+            return b""
+        return f"[grokemu] {reason}\n".encode()
 
     def _stopped(self, container: DockerContainer) -> bool:
         now = self._store.get_container(container.id)

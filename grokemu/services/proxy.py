@@ -21,7 +21,7 @@ Idle shutdown: every request touches the container; a response still streaming o
 from __future__ import annotations
 
 import socket
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from typing import IO, TYPE_CHECKING
 
@@ -101,19 +101,9 @@ class ProxyService:
         release = ExitStack()
         release.enter_context(self._activity.hold(cid))
         try:
-            try:
-                answer = send(c, method, target, environ, body, length, release.close)
-            except UpstreamRefused:
-                # Nothing was sent. The container may have been stopped (idle, by a user) between the status check
-                # and the connect: look again, which starts an on_demand one, and try once more.
-                self._started.pop(cid, None)
-                c, again_ms = self.reachable(cid, login)
-                cold_ms = cold_ms if again_ms is None else again_ms
-                try:
-                    answer = send(c, method, target, environ, body, length, release.close)
-                except UpstreamRefused as e:
-                    raise UpstreamFailed(f"Container {c.name} did not answer on {c.address or LOOPBACK}:{c.port}: "
-                                         f"connection refused") from e
+            with self._explained(c):
+                answer, cold_ms = self._send(cid, login, c, cold_ms, send, method, target, environ, body, length,
+                                             release)
             if cold_ms is not None:
                 answer.headers.append((COLD_START_HEADER, str(round(cold_ms))))
             self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers (issue 10)
@@ -121,6 +111,36 @@ class ProxyService:
         except BaseException:
             release.close()
             raise
+
+    @contextmanager
+    def _explained(self, c: DockerContainer):
+        """A container that ended under a request (out of memory, a signal, a crash): the caller reads why
+        (domain/exits.py), not only that the connection broke."""
+        try:
+            yield
+        except UpstreamFailed as e:
+            self._started.pop(c.id, None)
+            reason = self._spawner.explain_broken(c.id)
+            if reason:
+                raise UpstreamFailed(f"Container {c.name} did not answer: {reason}", e.message) from e
+            raise
+
+    def _send(self, cid: str, login: str, c: DockerContainer, cold_ms: float | None, send, method: str,
+              target: str, environ: dict, body: IO[bytes] | None, length: int,
+              release: ExitStack) -> tuple[Forwarded, float | None]:
+        try:
+            return send(c, method, target, environ, body, length, release.close), cold_ms
+        except UpstreamRefused:
+            # Nothing was sent. The container may have been stopped (idle, by a user) between the status check
+            # and the connect: look again, which starts an on_demand one, and try once more.
+            self._started.pop(cid, None)
+            c, again_ms = self.reachable(cid, login)
+            cold_ms = cold_ms if again_ms is None else again_ms
+            try:
+                return send(c, method, target, environ, body, length, release.close), cold_ms
+            except UpstreamRefused as e:
+                raise UpstreamFailed(f"Container {c.name} did not answer on {c.address or LOOPBACK}:{c.port}: "
+                                     f"connection refused") from e
 
     def fast_forward(self, cid: str, method: str, target: str, environ: dict,
                      token: str | None = None) -> FastForward | None:
@@ -147,7 +167,11 @@ class ProxyService:
             # the container was stopped between two requests: the next look goes to the spawner
             self._started.pop(cid, None)
 
-        return FastForward(cid, c.name, address, head, method, done, refused)
+        def explain() -> str | None:
+            self._started.pop(cid, None)
+            return self._spawner.explain_broken(cid)
+
+        return FastForward(cid, c.name, address, head, method, done, refused, explain)
 
     # webSocketProxy ---------------------------------------------------------------------------------------------
     def websocket(self, cid: str, login: str, target: str, environ: dict, client: socket.socket,
@@ -157,7 +181,8 @@ class ProxyService:
         was linked (the caller is closed with its reason); OSError, that the caller went away."""
         c, _ = self.reachable(cid, login)
         with self._activity.hold(cid):
-            link = self._websockets.connect(c, target, environ, identity=token)
+            with self._explained(c):
+                link = self._websockets.connect(c, target, environ, identity=token)
             try:
                 client.sendall(WS_CONNECTED + link.early)
                 link.relay(client, partial(self._activity.touch, cid))

@@ -128,7 +128,7 @@ class RunSpecs:
             nano_cpus=limit("cpu", 0.25, 1e9, 10_000_000, 1024e9, "CPU"),
             mem_bytes=limit("memory", 512, MB, 6 * MB, float(2**60), "MB"),
             shm_bytes=limit("shm_size", 64, MB, 1, float(2**60), "MB"), gpus=gpus, storage_gb=cfg.get("storage"),
-            extra_hosts={"host.docker.internal": "host-gateway"},
+            extra_hosts={"host.docker.internal": "host-gateway"}, stop_timeout=self._settings.stop_timeout,
             # a worker joins the network of the broker grokemu runs (an existing broker, amqp_url, is reached as
             # configured); host.docker.internal still leads to grokemu's bridge listener from there
             network=queue_network(self._settings.instance) if c.is_worker and not self._settings.amqp_url else "")

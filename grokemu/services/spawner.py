@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock
+from grokemu.domain.container_config import DEFAULTS
 from grokemu.domain.errors import BadRequest, DockerUnavailable, GatewayTimeout, GrokemuError, NotFound
+from grokemu.domain.exits import LOG_LINES_SHOWN, explain_exit
 from grokemu.domain.lifecycle import (
     CONTAINER_TRANSIENT,
     CONTAINER_TRANSITIONS,
@@ -30,7 +32,7 @@ from grokemu.domain.lifecycle import (
     next_status,
 )
 from grokemu.domain.model import DockerContainer, DockerImage
-from grokemu.domain.ports import Orchestrator, Store
+from grokemu.domain.ports import Orchestrator, RunningContainer, Store
 from grokemu.services.activity import ActivityTracker
 from grokemu.services.run_specs import RunSpecs
 
@@ -321,7 +323,8 @@ class Spawner:
         c = begun
         try:
             orch = self._require_orchestrator()
-            if c.docker_id:  # a replacement, or a leftover of an earlier run
+            if c.docker_id:  # a replacement (its grace first), or a leftover of an earlier run
+                orch.stop(c.docker_id, timeout=self._settings.stop_timeout)
                 orch.remove(c.docker_id)
             image = self._store.get_image(c.image_id)
             if image is None or image.status is not ImageStatus.READY:
@@ -351,8 +354,9 @@ class Spawner:
         orch = self._orchestrator
         running = orch.inspect(c.docker_id) if c.docker_id else None
         if running is None or running.state in ("exited", "dead"):
-            code = running.exit_code if running else None
-            self._fail(c.id, f"the container exited (code {code}) before it was ready", expect=(S.CHECKING,))
+            reason = self._exit_reason(c, running, when="before it was ready") if running else \
+                "the container was removed before it was ready"
+            self._fail(c.id, reason, expect=(S.CHECKING,))
             return False
         if c.is_worker:
             # a Celery worker answers no port: it is ready once it consumes its queue (a message published
@@ -417,7 +421,7 @@ class Spawner:
         logs = c.last_logs
         if c.docker_id and self._orchestrator.ping():
             logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
-            self._orchestrator.stop(c.docker_id)
+            self._orchestrator.stop(c.docker_id, timeout=self._settings.stop_timeout)
             if not self._orchestrator.keeps_stopped:
                 self._orchestrator.remove(c.docker_id)
         stopped = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None,
@@ -491,7 +495,35 @@ class Spawner:
             self._transition(c.id, "vanished", expect=(S.STARTED,), docker_id="", address=None, port=None,
                              desired_instances=0, error="the container was removed outside grokemu")
         elif running.state in ("exited", "dead"):
-            self._fail(c.id, f"the container exited by itself (code {running.exit_code})", expect=(S.STARTED,))
+            self._fail(c.id, self._exit_reason(c, running), expect=(S.STARTED,))
+
+    def _exit_reason(self, c: DockerContainer, running: RunningContainer, when: str = "") -> str:
+        """How an ended container ended, in words (domain/exits.py), with its last log lines."""
+        logs = self._orchestrator.logs(running.id, LOG_LINES_SHOWN * 2)
+        return explain_exit(running.exit_facts(), c.config.get("memory") or DEFAULTS["memory"], logs or c.last_logs,
+                            when)
+
+    def explain_broken(self, cid: str, within: float = 2.0) -> str | None:
+        """A proxied request broke off: did the container end? Its reason (and the entity becomes `error` now, not
+        at the next watch), or None when its app still accepts connections, or it still runs after `within` real
+        seconds: the daemon records the exit a moment after the connection drops, hence the short poll."""
+        deadline = time.monotonic() + within
+        while True:
+            c = self._store.get_container(cid)
+            if c is None:
+                return None
+            if c.status is S.ERROR:
+                return c.error
+            if c.status is not S.STARTED or not c.docker_id:
+                return None
+            running = self._orchestrator.inspect(c.docker_id)
+            if running is None or running.state in ("exited", "dead"):
+                self._watch(c)
+                fresh = self._store.get_container(cid)
+                return fresh.error if fresh is not None and fresh.error else None
+            if time.monotonic() >= deadline or self._orchestrator.app_ready(running):
+                return None  # alive: the app itself closed that connection
+            time.sleep(0.05)
 
     # -- leaving with the stand (remove_containers_on_exit) ------------------------------------------------------
     def _resume_path(self) -> Path:
@@ -545,7 +577,7 @@ class Spawner:
             adopted[cid] = running.id
             if running.state in ("exited", "dead"):  # it crashed while grokemu was not watching
                 if c.docker_id == running.id and c.status not in STOPPED and c.status is not S.ERROR:
-                    self._fail(cid, f"the container exited by itself (code {running.exit_code})")
+                    self._fail(cid, self._exit_reason(c, running))
                 elif orch.keeps_stopped and c.status in STOPPED:
                     pass  # a stopped entity's service, scaled to 0: kept for its next start
                 else:

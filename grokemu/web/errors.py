@@ -10,7 +10,7 @@ import logging
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
-from grokemu.domain.errors import GrokemuError
+from grokemu.domain.errors import GrokemuError, disk_full
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):
+        full = disk_full(e)  # the data directory's disk: 507, not a crash (docs/design.md)
+        if full is not None:
+            log.error("disk full on %s %s: %s", request.method, request.path, e)
+            return _answered_on_taken_socket(domain_error_response(full, request.path, request.blueprint))
         log.exception("unhandled error on %s %s", request.method, request.path)
         if _is_registry_path():
             return oci_error_response(500, "UNKNOWN", f"internal error: {e}")

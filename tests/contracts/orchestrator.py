@@ -182,3 +182,20 @@ class DaemonContract(OrchestratorContract):
                                  'CMD ["python3", "-m", "http.server", "8000"]\n', labels)
         assert result.ok, result.logs
         return tag
+
+    def test_an_oom_kill_is_reported_with_the_limit(self, orch, base_image, labels, tmp_path):
+        # listens (so a Swarm start sees it running), then allocates past its 32 MB limit
+        app = ("import socket, time\ns = socket.socket(); s.bind(('0.0.0.0', 8000)); s.listen()\ntime.sleep(2)\n"
+               "held = [b'1' * (8 << 20) for _ in range(50)]\n")
+        context = tmp_path / "oom"
+        context.mkdir()
+        tag, result = self.build(orch, context, f'FROM {base_image}\nCOPY app.py /app.py\nCMD ["python3", "/app.py"]\n',
+                                 labels, {"app.py": app})
+        assert result.ok, result.logs
+        running = orch.run(self.spec(tag, labels, mem_bytes=32 * 1024 * 1024))
+        try:
+            assert wait_for(lambda: orch.inspect(running.id).state == "exited", timeout=60)
+            ended = orch.inspect(running.id)
+            assert (ended.oom_killed, ended.exit_code, ended.mem_limit) == (True, 137, 32 * 1024 * 1024)
+        finally:
+            orch.remove(running.id)

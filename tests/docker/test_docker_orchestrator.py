@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from grokemu.adapters.docker_orchestrator import DockerOrchestrator
-from tests.contracts.orchestrator import DaemonContract
+from tests.contracts.orchestrator import DaemonContract, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -30,6 +30,28 @@ class TestDockerOrchestrator(DaemonContract):
             bindings = orch.client.api.inspect_container(running.id)["HostConfig"]["PortBindings"]["8000/tcp"]
             assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
         finally:
+            orch.remove(running.id)
+
+    def test_a_kill_is_a_signal_not_an_oom(self, orch, base_image, labels):
+        running = orch.run(self.spec(base_image, labels))
+        try:
+            orch.client.api.kill(running.id, signal="SIGKILL")
+            assert wait_for(lambda: orch.inspect(running.id).state == "exited")
+            ended = orch.inspect(running.id)
+            assert (ended.state, ended.oom_killed, ended.exit_code) == ("exited", False, 137)
+        finally:
+            orch.remove(running.id)
+
+    def test_stop_rounds_a_fraction_up_never_to_no_grace(self, orch, base_image, labels):
+        calls = []
+        real = orch.client.api.stop
+        orch.client.api.stop = lambda container_id, timeout: (calls.append(timeout), real(container_id, timeout))
+        running = orch.run(self.spec(base_image, labels))
+        try:
+            orch.stop(running.id, timeout=0.5)
+            assert calls == [1] and orch.inspect(running.id).state == "exited"
+        finally:
+            del orch.client.api.stop
             orch.remove(running.id)
 
     def test_a_spec_network_of_its_own_is_made_once_joined_and_removed_with_the_instance(self, orch, base_image):

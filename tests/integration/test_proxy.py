@@ -535,3 +535,27 @@ def test_pipelined_requests_behind_a_big_answer_are_not_lost(live, live_upstream
         while chunk := s.recv(2**20):
             answer += chunk
     assert answer.count(b"HTTP/1.1 200") == 2 and len(answer) > size
+
+
+# -- a container that ends under a request -----------------------------------------------------------------------------
+def test_a_container_killed_under_a_request_is_explained_to_the_caller(client, token, ctx, orchestrator, upstream):
+    cid = add_container(ctx, {"memory": 64})
+    c = ctx.spawner.run(cid, "admin", await_start=True)
+    assert client.get(proxy_url(cid, "/warm"), headers={"Authorization": token}).status_code == 200
+    # the OOM killer ends the app while the request is in flight: the connection closes without an answer
+    orchestrator.crash(c.docker_id, log="allocating 400 MB\n", oom_killed=True)
+    resp = client.get(proxy_url(cid, "/hangup"), headers={"Authorization": token})
+    assert resp.status_code == 500 and resp.get_json()["#type"] == "ApiError"
+    message = resp.get_json()["message"]
+    assert "killed for running out of memory: its limit is 64 MB (container.json `memory`)" in message
+    assert "allocating 400 MB" in message
+    assert status(ctx, cid) == "error"  # at once, not at the next watch
+    assert ctx.store.get_container(cid).error in message
+
+
+def test_a_broken_connection_of_a_running_container_is_not_blamed_on_an_exit(client, token, ctx, upstream):
+    cid = add_container(ctx, {"memory": 64})
+    ctx.spawner.run(cid, "admin", await_start=True)
+    resp = client.get(proxy_url(cid, "/hangup"), headers={"Authorization": token})
+    assert resp.status_code == 500 and "memory" not in resp.get_json()["message"]
+    assert status(ctx, cid) == "started"

@@ -607,3 +607,18 @@ def test_a_caller_that_half_closes_after_its_request_still_gets_the_answer(live,
     got = answers.read()
     assert got.status == 200 and json.loads(got.body) == {"path": "/sleep/0.2"}
     assert served == [proxy_url(a, "/sleep/0.2")]
+
+
+def test_a_container_killed_under_a_relayed_request_is_explained(live, looped):
+    up, a, served, sock, answers = looped
+    context = live.ctx
+    sock.sendall(_get(live, a, "/hot"))
+    assert answers.read().status == 200
+    context.orchestrator.crash(context.store.get_container(a).docker_id, log="allocating 400 MB\n", oom_killed=True)
+    sock.sendall(_get(live, a, "/hangup"))
+    got = answers.read()
+    assert got.status == 500 and got.headers["connection"] == "close"
+    message = _api_error(got)["message"]
+    assert "killed for running out of memory" in message and "allocating 400 MB" in message, message
+    assert served == [proxy_url(a, "/hot"), proxy_url(a, "/hangup")]  # the loop sent it, and explained it
+    assert context.store.get_container(a).status.value == "error"

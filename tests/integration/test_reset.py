@@ -27,3 +27,18 @@ def test_a_deleted_container_is_404_after_reset_and_its_upstream_is_never_reache
     assert len(upstream.seen) == reached  # the old upstream got nothing after the reset
     assert ctx.activity.last_active(cid) is None and ctx.activity.active(cid) == 0
     assert ctx.store.get_container(cid) is None
+
+
+def test_reset_gives_running_containers_their_stop_timeout_grace(tmp_path, orchestrator, clock):
+
+    from grokemu.app import create_app
+    from grokemu.config import Settings
+    from grokemu.web.context import app_context
+
+    settings = Settings(data_dir=tmp_path / "data", port=8080, stop_timeout=3)
+    context = app_context(create_app(settings, orchestrator=orchestrator, clock=clock, background=False))
+    running = [context.spawner.run(add_container(context, name=f"app{i}"), "admin", await_start=True).docker_id
+               for i in range(2)]
+    context.admin.reset()
+    assert sorted(orchestrator.stops) == sorted((docker_id, 3) for docker_id in running)
+    assert all(orchestrator.inspect(docker_id) is None for docker_id in running)

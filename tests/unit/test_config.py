@@ -52,3 +52,15 @@ def test_unknown_file_keys_are_rejected(tmp_path):
 def test_settings_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_stop_timeout_from_file_env_and_flag(tmp_path):
+    from grokemu.cli import _load, build_parser
+
+    assert load_settings(environ={}).stop_timeout == 10.0  # Docker's default
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stop_timeout: 4\n")
+    assert load_settings(cfg, environ={}).stop_timeout == 4.0
+    assert load_settings(cfg, environ={"GROKEMU_STOP_TIMEOUT": "2.5"}).stop_timeout == 2.5
+    args = build_parser().parse_args(["up", "--stop-timeout", "1"])
+    assert _load(args).stop_timeout == 1.0

@@ -278,3 +278,66 @@ def test_a_healthcheck_decides_and_an_accepting_port_starts_at_once(w):
     other = w.add(name="db-db")
     c = w.spawner.run(other, "admin", await_start=True)
     assert c.status is S.STARTED and c.warnings == []
+
+
+def test_oom_kill_is_explained_with_the_limit_and_the_last_lines(w):
+    cid = w.add({"memory": 64})
+    c = w.spawner.run(cid, "admin", await_start=True)
+    w.orch.crash(c.docker_id, log="allocating 400 MB\n", oom_killed=True)
+    w.spawner.tick()
+    c = w.get(cid)
+    assert c.status is S.ERROR
+    assert c.error.startswith("the container was killed for running out of memory: its limit is 64 MB "
+                              "(container.json `memory`)")
+    assert "last log lines:\n" in c.error and c.error.endswith("  allocating 400 MB")
+
+
+def test_a_signal_is_explained(w):
+    cid = w.add()
+    c = w.spawner.run(cid, "admin", await_start=True)
+    w.orch.crash(c.docker_id, exit_code=137, log="")
+    w.spawner.tick()
+    assert w.get(cid).error.splitlines()[0] == "the container was killed by signal SIGKILL (9)"
+
+
+def test_explain_broken_fails_an_ended_container_at_once(w):
+    cid = w.add({"memory": 64})
+    c = w.spawner.run(cid, "admin", await_start=True)
+    looks = []
+    inspect = w.orch.inspect
+    w.orch.inspect = lambda docker_id: (looks.append(docker_id), inspect(docker_id))[1]
+    assert w.spawner.explain_broken(cid, within=600) is None  # its app accepts: alive, answered without waiting
+    assert looks == [c.docker_id]
+    w.orch.apps_ready = False  # running, not accepting: it may be ending; after `within` it is not blamed
+    assert w.spawner.explain_broken(cid, within=0) is None and w.get(cid).status is S.STARTED
+    w.orch.inspect = inspect
+    w.orch.crash(c.docker_id, oom_killed=True)
+    reason = w.spawner.explain_broken(cid)
+    assert "out of memory: its limit is 64 MB" in reason
+    assert w.get(cid).status is S.ERROR and w.get(cid).error == reason
+
+
+def test_stop_timeout_is_the_grace_of_every_stop(tmp_path):
+    w = World(tmp_path, stop_timeout=1.5)
+    cid = w.add({"shutdown_timeout": 1, "on_demand": True})
+    first = w.spawner.run(cid, "admin", await_start=True).docker_id
+    w.spawner.stop(cid, await_stop=True)  # by a user
+    second = w.spawner.run(cid, "admin", await_start=True).docker_id
+    w.clock.advance(61)
+    w.spawner.tick()  # idle shutdown
+    assert w.get(cid).status is S.SYSTEM_STOPPED
+    third = w.spawner.run(cid, "admin", await_start=True).docker_id
+    image = w.store.get_image(w.get(cid).image_id)
+    image.docker_id = w.orch.add_image("datagrok/squares-squares:1.0.1", [8000])
+    w.store.put_image(image)
+    w.spawner.image_ready(image)  # a replacement stops the old container first
+    assert w.get(cid).status is S.STARTED and w.get(cid).docker_id != third
+    assert w.orch.stops == [(first, 1.5), (second, 1.5), (third, 1.5)]
+    assert w.orch.spec_of(w.get(cid).docker_id).stop_timeout == 1.5  # Swarm's stop_grace_period
+
+
+def test_stop_timeout_defaults_to_dockers_ten_seconds(w):
+    cid = w.add()
+    docker_id = w.spawner.run(cid, "admin", await_start=True).docker_id
+    w.spawner.stop(cid, await_stop=True)
+    assert w.orch.stops == [(docker_id, 10.0)]

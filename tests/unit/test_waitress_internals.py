@@ -148,3 +148,26 @@ def test_adjustments_and_dispatcher():
         assert hasattr(Adjustments(), name), f"waitress Adjustments lost the setting {name!r} (create_server sets it)"
     assert callable(getattr(ThreadedTaskDispatcher, "set_thread_count", None)), \
         "ThreadedTaskDispatcher.set_thread_count is gone"
+
+
+def test_the_trigger_internals_the_in_process_stop_uses():
+    """Serving.stop (server/serve.py `_run_on_loop`) queues the closing on waitress's trigger and writes to its pipe
+    while holding `trigger.lock`, the lock under which the loop runs thunks, so the loop cannot close the pipe
+    between the queueing and the write; a closed trigger gets no write at all."""
+    from waitress import trigger as waitress_trigger
+
+    from grokemu.server.serve import _run_on_loop
+
+    trigger = waitress_trigger.trigger({})
+    for name in ("lock", "thunks", "_closed", "_physical_pull", "handle_read", "close"):
+        _check(trigger, name, "method" if name in ("_physical_pull", "handle_read", "close") else "attr", "trigger")
+    pulls, ran = [], []
+    physical_pull = trigger._physical_pull
+    trigger._physical_pull = lambda: (pulls.append(trigger.lock.locked()), physical_pull())
+    _run_on_loop(trigger, lambda: ran.append(1))
+    assert pulls == [True] and ran == []  # written under the lock; run by the loop, not the caller
+    trigger.handle_read()  # what the loop does on the pipe's byte
+    assert ran == [1] and trigger.thunks == []
+    trigger.close()
+    _run_on_loop(trigger, lambda: ran.append(2))  # would be os.write on a closed descriptor
+    assert pulls == [True] and ran == [1] and trigger.thunks == []

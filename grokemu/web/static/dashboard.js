@@ -77,7 +77,8 @@
       out.push(el('div', { class: 'countdown', 'data-field': 'countdown', 'data-idle-at': g.idleAt || '',
         text: countdownText(c) }));
     }
-    if (c.errorMessage) out.push(el('div', { class: 'problem', text: c.errorMessage }));
+    // the first line says why (domain/exits.py); the details show the last log lines too
+    if (c.errorMessage) out.push(el('div', { class: 'problem', text: c.errorMessage.split('\n')[0] }));
     return out;
   }
   function countdownText(c) {
