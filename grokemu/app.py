@@ -6,7 +6,7 @@ in one direction: each gets what it uses through its constructor, and nothing is
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask
 from flask_sock import Sock
@@ -15,6 +15,7 @@ from grokemu import __version__
 from grokemu.adapters.amqp_broker import AmqpBroker
 from grokemu.adapters.fs_blobs import FsBlobStore
 from grokemu.adapters.http_upstream import HttpUpstreamPools
+from grokemu.adapters.no_daemon import NoDaemon
 from grokemu.adapters.package_files import PackageFiles
 from grokemu.adapters.sqlite_store import SqliteStore
 from grokemu.adapters.websocket_upstream import WebSocketDialer
@@ -26,8 +27,8 @@ from grokemu.services.admin import AdminService
 from grokemu.services.auth import AuthService
 from grokemu.services.broker import BrokerService
 from grokemu.services.calls import CallService
-from grokemu.services.functions import FunctionRegistry
 from grokemu.services.container_logs import ContainerLogs
+from grokemu.services.functions import FunctionRegistry
 from grokemu.services.images import ImageService
 from grokemu.services.packages import PackageService
 from grokemu.services.proxy import ProxyService
@@ -50,9 +51,11 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     """`background=False` runs image validation inline when the scheduler runs (tests drive it with
     `ctx.scheduler.run_once()`); the CLI keeps it on a worker thread. `bridge_addresses`: the Docker bridge
     gateway addresses grokemu also listens on (containers call the API there; web/guard.py limits what they get).
-    `connect_broker`: url → Broker (tests pass an in-memory one)."""
+    `connect_broker`: url → Broker (tests pass an in-memory one). No `orchestrator`: NoDaemon, an engine that is
+    never reachable (every service then answers as it does when Docker is down)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock()
+    orchestrator = orchestrator if orchestrator is not None else NoDaemon()
     store = store if store is not None else SqliteStore(settings.db_path)
     auth = AuthService(settings.dev_keys, store, clock, session_ttl=settings.session_ttl)
     tokens = TokenService(settings.data_dir / "keys", clock)

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from grokemu import __version__
-from grokemu.config import ConfigError, load_settings
+from grokemu.config import ConfigError, Settings, load_settings
+from grokemu.domain.ports import Orchestrator
 
 EPILOG = """settings precedence (later wins): embedded defaults < YAML file (--config or GROKEMU_CONFIG)
 < GROKEMU_<NAME> environment variables < command-line flags. Example: --data-dir, GROKEMU_DATA_DIR, data_dir:."""
@@ -48,7 +49,7 @@ def _load(args):
     return load_settings(args.config, overrides=overrides)
 
 
-def orchestrator_for(settings):
+def orchestrator_for(settings: Settings) -> Orchestrator:
     """The Orchestrator adapter the settings name (docs/swarm.md for `swarm`)."""
     if settings.orchestrator == "swarm":
         from grokemu.adapters.swarm_orchestrator import SwarmOrchestrator
@@ -183,7 +184,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     """Rows under their headers, each column as wide as its widest cell, two spaces apart."""
     cells = [headers] + [[str(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 def ago(seconds: float) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.task import WSGITask
@@ -42,6 +43,12 @@ class PlainHttpChannel(HTTPChannel):
     engine gives up. Closing at once makes the fallback immediate."""
 
     task_class = GrokemuTask
+    # waitress's channel attributes this class assigns (waitress ships no types)
+    request: Any
+    requests: list[Any]
+    sent_continue: bool
+    close_when_flushed: bool
+    connected: bool
     _first_bytes_seen = False
     _refusing = False  # a refusal is being written; then the connection lingers (see _refuse) and closes
     _linger_until = 0.0

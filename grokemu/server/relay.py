@@ -23,8 +23,9 @@ import logging
 import select
 import socket
 import time
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from waitress.parser import HTTPRequestParser
 
@@ -63,8 +64,8 @@ class Relay:
     `takeover` is the ConnectionTakeover (its settings, WebSocket start); `fast(environ)` answers fetchProxy
     requests (None: not one, run the WSGI app); `loop` is the relay loop the connection goes to afterwards."""
 
-    def __init__(self, takeover, channel, sock: "TrackedSocket",
-                 fast: Callable[[dict], "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None"], loop):
+    def __init__(self, takeover, channel, sock: TrackedSocket,
+                 fast: Callable[[dict], tuple[str, list[tuple[str, str]], Iterable[bytes]] | None], loop):
         self.takeover = takeover
         self.channel = channel  # detached: only its server, address and adjustments are used (GrokemuTask)
         self.server = channel.server
@@ -168,7 +169,7 @@ class Relay:
                 return b""
 
     # -- one request ----------------------------------------------------------------------------------------------
-    def _environ(self, request) -> dict:
+    def _environ(self, request) -> tuple[dict, str]:
         task = GrokemuTask(self.channel, request)
         environ = task.get_environment()
         environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
@@ -182,9 +183,8 @@ class Relay:
             if streamed is not None:
                 already, send_continue = streamed
                 length = request.content_length
-                body = io.BufferedReader(_SocketBody(already, self.sock, length - len(already), send_continue),
-                                         STREAM_BLOCK)
-                environ["wsgi.input"] = body
+                environ["wsgi.input"] = io.BufferedReader(
+                    _SocketBody(already, self.sock, length - len(already), send_continue), STREAM_BLOCK)
             if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
                 self._handed_off = True
                 self.takeover.start_websocket(environ, self.sock)
@@ -323,7 +323,7 @@ class Relay:
         self.sock.sendall(_raw_answer(status, headers, body))
 
 
-def _no_write(data: bytes) -> None:
+def _no_write(_data: bytes) -> None:
     raise RuntimeError("the write() callable of start_response is not supported on a relayed connection")
 
 

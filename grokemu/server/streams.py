@@ -7,7 +7,8 @@ import logging
 import socket
 import threading
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 from wsgiref.handlers import SimpleHandler
 
 log = logging.getLogger("grokemu.server")
@@ -135,7 +136,8 @@ def _run_on_socket(app, environ, stdin, sock: socket.socket) -> None:
     """Serve one request on a connection grokemu took from waitress: the standard library's wsgiref writes the
     HTTP/1.1 answer; then the connection is closed."""
     try:
-        out = sock.makefile("wb", buffering=STREAM_BLOCK)
+        # a BufferedWriter (typeshed says IOBase for a buffering it cannot see)
+        out = cast(io.BufferedWriter, sock.makefile("wb", buffering=STREAM_BLOCK))
         handler = SimpleHandler(stdin, out, _LogStream(), environ, multithread=True, multiprocess=False)
         handler.os_environ = {}  # never mix the process environment into the request's (httpoxy)
         handler.origin_server = True

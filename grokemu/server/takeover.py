@@ -8,7 +8,8 @@ import logging
 import os
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from waitress.channel import HTTPChannel
 
@@ -17,6 +18,9 @@ from grokemu.server.streams import STREAM_BLOCK, StreamPool, _close, _run_on_soc
 from grokemu.server.watchdog import TrackedSocket
 from grokemu.web import takeover as web_takeover
 from grokemu.web.websocket import reject_websocket
+
+if TYPE_CHECKING:
+    from grokemu.server.relay_loop import RelayLoop
 
 log = logging.getLogger("grokemu.server")
 
@@ -34,7 +38,7 @@ class ConnectionTakeover:
         self.app = app
         self.settings = settings or Settings()
         self.streamed_prefixes = tuple(streamed_prefixes)
-        self.loop = None  # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py); create_server
+        self.loop: RelayLoop | None = None  # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py); create_server
         self.streams = StreamPool(self.settings.max_streams)
         self._open = 0
         self._lock = threading.Lock()
@@ -174,7 +178,7 @@ class ConnectionTakeover:
         sock = self._detach(environ["waitress.client_disconnected"].__self__, self.settings.stream_timeout,
                             f"answer to {environ.get('PATH_INFO')} for {environ.get('REMOTE_ADDR')}")
 
-        def answer(env, start_response):
+        def answer(_env, start_response):
             start_response(status, headers)
             return body
 
@@ -191,7 +195,7 @@ class ConnectionTakeover:
         sock = self._detach(environ["waitress.client_disconnected"].__self__, self.settings.stream_timeout,
                             f"stream to {environ.get('PATH_INFO')} for {environ.get('REMOTE_ADDR')}")
 
-        def answer(env, start_response):
+        def answer(_env, start_response):
             start_response(status, headers)
             return _until_caller_leaves(body, sock)
 
@@ -202,7 +206,7 @@ class ConnectionTakeover:
 
     def _serve(self, environ, sock: socket.socket) -> None:
         try:
-            result = self.app(environ, lambda status, headers, exc_info=None: (lambda data: None))
+            result = self.app(environ, lambda _status, _headers, _exc_info=None: (lambda _data: None))
             close = getattr(result, "close", None)
             if close:
                 close()

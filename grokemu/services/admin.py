@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class AdminService:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, settings: Settings, *,
-                 package_files: PackageFiles, registry: "RegistryService", auth: "AuthService",
-                 images: "ImageService", spawner: "Spawner", proxy: "ProxyService", broker: "BrokerService",
-                 calls: "CallService"):
+    def __init__(self, store: Store, orchestrator: Orchestrator, settings: Settings, *,
+                 package_files: PackageFiles, registry: RegistryService, auth: AuthService,
+                 images: ImageService, spawner: Spawner, proxy: ProxyService, broker: BrokerService,
+                 calls: CallService):
         self._broker = broker
         self._calls = calls
         self._store = store
@@ -60,7 +60,7 @@ class AdminService:
     def reset(self) -> dict:
         removed_containers = removed_images = 0
         docker_note = "ok"
-        if self._orchestrator is not None and self._orchestrator.ping():
+        if self._orchestrator.ping():
             doomed = list(self._orchestrator.list_labelled(self.labels()))
             self._stop_all(doomed)
             for running in doomed:

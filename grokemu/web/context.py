@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from grokemu.services.auth import AuthService
     from grokemu.services.broker import BrokerService
     from grokemu.services.calls import CallService
-    from grokemu.services.functions import FunctionRegistry
     from grokemu.services.container_logs import ContainerLogs
+    from grokemu.services.functions import FunctionRegistry
     from grokemu.services.images import ImageService
     from grokemu.services.packages import PackageService
     from grokemu.services.proxy import ProxyService
@@ -44,26 +44,26 @@ class ConnectionCount(Protocol):
 class Context:
     """Everything a request handler or background job may need; one per app."""
 
-    settings: "Settings"
-    store: "Store"
-    clock: "Clock"
-    orchestrator: "Orchestrator | None"
-    auth: "AuthService"
-    tokens: "TokenService"
-    registry: "RegistryService"
-    package_files: "PackageFiles"
-    activity: "ActivityTracker"
-    spawner: "Spawner"
-    images: "ImageService"
-    packages: "PackageService"
-    scheduler: "Scheduler"
-    proxy: "ProxyService"
-    admin: "AdminService"
-    guard: "Guard"
-    broker: "BrokerService"
-    functions: "FunctionRegistry"
-    calls: "CallService"
-    logs: "ContainerLogs"
+    settings: Settings
+    store: Store
+    clock: Clock
+    orchestrator: Orchestrator
+    auth: AuthService
+    tokens: TokenService
+    registry: RegistryService
+    package_files: PackageFiles
+    activity: ActivityTracker
+    spawner: Spawner
+    images: ImageService
+    packages: PackageService
+    scheduler: Scheduler
+    proxy: ProxyService
+    admin: AdminService
+    guard: Guard
+    broker: BrokerService
+    functions: FunctionRegistry
+    calls: CallService
+    logs: ContainerLogs
     started_at: float = field(default_factory=time.time)
     # the server's connection takeover, once a server serves this app (None under the Flask test client)
     takeover: ConnectionCount | None = None

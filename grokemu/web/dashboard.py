@@ -72,7 +72,7 @@ def register_websockets(sock) -> None:
         svc = service()
         token = g.token
         changed = threading.Event()
-        unsubscribe = c.activity.subscribe(lambda kind: changed.set())
+        unsubscribe = c.activity.subscribe(lambda _kind: changed.set())
         changed.set()
         follow, last_logs, next_logs = None, None, 0.0
         last_sent, next_resync = None, 0.0

@@ -9,9 +9,8 @@ an unusual method, an Upgrade, a path Flask would redirect) returns None and goe
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import logging
+from collections.abc import Iterable
 
 from grokemu.domain.errors import GrokemuError
 from grokemu.domain.upstream import FastForward
@@ -61,7 +60,7 @@ class FastProxy:
         """grokemu's own answer for a failed exchange (502/504 ApiError JSON, as the Flask route's)."""
         return raw_error(error, path)
 
-    def handle(self, environ: dict) -> "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None":
+    def handle(self, environ: dict) -> tuple[str, list[tuple[str, str]], Iterable[bytes]] | None:
         """The answer (status line, headers, body whose close() releases the container) or None: not a fetchProxy
         request this path serves; the caller runs the WSGI app."""
         if not self.recognises(environ):
