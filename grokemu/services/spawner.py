@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock
 from grokemu.domain.container_config import DEFAULTS
-from grokemu.domain.errors import BadRequest, DockerUnavailable, GatewayTimeout, GrokemuError, NotFound
+from grokemu.domain.errors import (
+    BadRequest,
+    ContainerStartFailed,
+    DockerUnavailable,
+    GatewayTimeout,
+    GrokemuError,
+    NotFound,
+)
 from grokemu.domain.exits import LOG_LINES_SHOWN, explain_exit
 from grokemu.domain.lifecycle import (
     CONTAINER_TRANSIENT,
@@ -47,12 +54,6 @@ STARTING_UP = (S.PENDING_START, S.STARTING, S.CHECKING)
 STOPPING_DOWN = (S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP, S.STOPPING)
 LOG_LINES_KEPT = 200
 NOT_LISTENING = "nothing listens on port"  # the warning on a started container whose port never accepted
-
-
-class ContainerFailed(GrokemuError):
-    """An awaited start ended in `error`."""
-
-    status = 500
 
 
 class Spawner:
@@ -135,7 +136,7 @@ class Spawner:
             return self._get(cid)
         c = self._wait(cid, timeout or self._settings.container_status_timeout)
         if c.status is S.ERROR:
-            raise ContainerFailed(f"Container {c.name} failed to start: {c.error}", c.last_logs[-2000:])
+            raise ContainerStartFailed(f"Container {c.name} failed to start: {c.error}", c.last_logs[-2000:])
         if c.status is not S.STARTED:
             raise GatewayTimeout(f"Container {c.name} did not start in time (status '{c.status.value}')")
         return c
@@ -219,7 +220,7 @@ class Spawner:
         if c.status is S.STARTED:
             return c, (time.monotonic() - began) * 1000
         if c.status is S.ERROR:
-            raise ContainerFailed(f"Container {c.name} failed to start: {c.error}")
+            raise ContainerStartFailed(f"Container {c.name} failed to start: {c.error}")
         raise GatewayTimeout(f"Container {c.name} was not ready within {timeout:g} s (status '{c.status.value}')")
 
     @property
@@ -236,11 +237,10 @@ class Spawner:
         return self._run_specs
 
     def reset(self) -> None:
-        """Admin reset (after the store is emptied): no driver lock, no activity is kept, and the generation moves
-        on, so whatever a reader cached about a container (the proxy's started-cache) is stale."""
+        """Admin reset (after the store is emptied): no driver lock is kept, and the generation moves on, so
+        whatever a reader cached about a container (the proxy's started-cache) is stale."""
         with self._locks_guard:
             self._locks.clear()
-        self._activity.reset()
         self._notify()
 
     # -- events from other services ----------------------------------------------------------------------------
