@@ -6,6 +6,9 @@ until close), with the connection's reuse.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy Proxy-Connection; Host is set for the upstream hop.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "trailers", "transfer-encoding", "upgrade", "proxy-connection"})
@@ -51,3 +54,49 @@ def response_framing(version: str, raw: list[tuple[str, str]]) -> tuple[int | No
             elif "keep-alive" in tokens and version == "HTTP/1.0":
                 keep = True
     return length, chunked, keep
+
+
+_NO_BODY_STATUS = ("1", "204", "304")  # 1xx, 204 and 304 answers never have a body (RFC 9112 §6.3)
+
+
+class AnswerFraming(NamedTuple):
+    head: bytes  # the status line and header lines, with the blank line
+    length: int | None  # Content-Length, or None: chunked, or until close
+    chunked: bool
+    no_body: bool  # HEAD, 1xx, 204, 304
+    keep: bool  # the connection stays open after this answer
+
+
+def frame_answer(version: str, status: str, headers: list[tuple[str, str]], method: str, keep: bool,
+                 sized_body: Sequence[bytes] | None, server: str, date: Callable[[], str]) -> AnswerFraming:
+    """How an answer the WSGI app gave is framed on the wire, as waitress frames it: Content-Length kept (or
+    counted from a body given whole, `sized_body`), chunked when unsized on a connection that stays open, else
+    `Connection: close`; Server and Date added when the app set none."""
+    length = None
+    has_date = has_server = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "content-length":
+            length = int(value)
+        elif lower == "date":
+            has_date = True
+        elif lower == "server":
+            has_server = True
+        elif lower == "connection" and value.lower() == "close":
+            keep = False
+    no_body = method == "HEAD" or status.startswith(_NO_BODY_STATUS)
+    if length is None and not no_body and sized_body is not None:
+        length = sum(len(b) for b in sized_body)
+        headers = headers + [("Content-Length", str(length))]
+    chunked = length is None and not no_body and keep
+    lines = [f"HTTP/{version} {status}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if not has_server:
+        lines.append(f"Server: {server}")
+    if not has_date:
+        lines.append(f"Date: {date()}")
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    if not keep:
+        lines.append("Connection: close")
+    return AnswerFraming(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length, chunked, no_body, keep)
