@@ -258,7 +258,7 @@ def test_logs_follow_prints_new_lines_until_the_container_stops(server):
     try:
         # the tail line says the follow is attached: what the container prints from now on is followed
         assert lines.get(timeout=20) == b"before\n"
-        assert server.context.takeover.streams.busy == 1  # on a stream thread, not a waitress worker
+        assert server.serving.takeover.streams.busy == 1  # on a stream thread, not a waitress worker
         server.orchestrator.emit(docker_id, "new line\n")
         assert lines.get(timeout=20) == b"new line\n"  # as it comes, not when the answer ends
         Client(server.url).stop(c["id"])
@@ -268,7 +268,7 @@ def test_logs_follow_prints_new_lines_until_the_container_stops(server):
     finally:
         follower.kill()
         follower.wait()
-    wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
+    wait_until(lambda: server.serving.takeover.streams.busy == 0 or None, 10, "the stream thread released")
 
 
 def test_a_follower_that_leaves_frees_its_stream(server):
@@ -279,14 +279,14 @@ def test_a_follower_that_leaves_frees_its_stream(server):
     lines = line_reader(follower)
     try:
         assert lines.get(timeout=20).startswith(b"started ")
-        assert server.context.takeover.streams.busy == 1
+        assert server.serving.takeover.streams.busy == 1
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=20) == 130
         assert follower.stderr.read() == b""  # no traceback, nothing at all
     finally:
         follower.kill()
         follower.wait()
-    wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
+    wait_until(lambda: server.serving.takeover.streams.busy == 0 or None, 10, "the stream thread released")
     assert Client(server.url).container(c["id"])["status"] == "started"  # leaving stops nothing
 
 
