@@ -15,7 +15,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import requests
 
 from grokemu.testing import GrokemuProcess
 from tests.e2e.test_registry_clients import DockerCli
-from tests.helpers import SAMPLES, docker_available, remove_images, require
+from tests.helpers import SAMPLES, docker_available, remove_images, require, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -122,6 +121,8 @@ def test_docker_push_onto_a_full_disk_fails_cleanly_and_succeeds_once_freed(serv
         # docker retries the layer 5 times, then prints the status: distribution's client reads the OCI envelope
         # of a 4xx only (its message is in grokemu's log and reaches clients that read it, tests/integration)
         assert "507 INSUFFICIENT STORAGE" in out, out
+        print("docker push on a full disk:", out.splitlines()[-1])
+        assert "disk full on PATCH" in server.log_path.read_text()  # the operator's side names the cause
         assert leftovers(data) == []
         assert requests.get(f"{server.url}/v2/e2e/diskfull/tags/list", timeout=10).status_code == 404
 
@@ -157,13 +158,17 @@ def package(tmp_path):
     remove_images(short)
 
 
-def test_grok_publish_and_the_store_on_a_full_disk(server, small_disk, grok, package, base_image):
+def test_grok_publish_and_the_store_on_a_full_disk(server, small_disk, grok, package, base_image, tmp_path):
     pkg, short = package
     data = server.data_dir
     token = server.login()
     auth = {"Authorization": token}
     grok("config", "add", "--alias", "emu", "--server", server.api, "--key", "admin", "--default")
-    no_docker = {"PATH": f"/nonexistent:{os.environ['PATH']}"}  # the CLI only uploads; grokemu builds
+    shim = tmp_path / "no-docker"  # a CLI that cannot run docker only uploads (`image: null`): grokemu builds
+    shim.mkdir()
+    (shim / "docker").write_text("#!/bin/sh\necho 'docker: not available here' >&2\nexit 1\n")
+    (shim / "docker").chmod(0o755)
+    no_docker = {"PATH": f"{shim}:{os.environ['PATH']}"}
 
     # publish: the package's files do not fit
     filler = fill(small_disk, leave=2 * MiB)
@@ -171,6 +176,7 @@ def test_grok_publish_and_the_store_on_a_full_disk(server, small_disk, grok, pac
     out = failed.stdout + failed.stderr
     assert failed.returncode == 1, out
     assert "Insufficient storage" in out and "is full" in out, out
+    print("grok publish on a full disk:", out.strip())  # shown with -s, and with the failure
     assert leftovers(data) == []
     timestamps = requests.get(f"{server.api}/packages/dev/@grokemu/{short}/timestamps", headers=auth, timeout=10)
     assert timestamps.status_code == 200 and timestamps.json() == {}  # no package version was recorded
@@ -183,6 +189,7 @@ def test_grok_publish_and_the_store_on_a_full_disk(server, small_disk, grok, pac
     assert refused.status_code == 507, refused.text
     body = refused.json()
     assert body["#type"] == "ApiError" and "Insufficient storage" in body["message"], body
+    print("a store write on a full disk:", refused.status_code, body["message"])
     assert requests.get(f"{server.api}/docker/images", headers=auth, timeout=10).status_code == 200  # reads work
     assert integrity(data) == "ok"
     assert leftovers(data) == []
@@ -193,14 +200,12 @@ def test_grok_publish_and_the_store_on_a_full_disk(server, small_disk, grok, pac
     again = requests.post(f"{server.api}/users/login/dev", headers={"Authorization": "Dev admin"}, timeout=10)
     assert again.status_code == 200, again.text
     published = grok("publish", "emu", "--skip-check", cwd=pkg, env=no_docker)
-    assert published.returncode == 0, published.stdout + published.stderr
-    deadline = time.monotonic() + 300
-    while True:
-        images = requests.get(f"{server.api}/docker/images", params={"text": short}, headers=auth, timeout=10).json()
-        if images and images[0]["status"] in ("ready", "error") or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    assert published.returncode == 0 and "Published" in published.stdout, published.stdout + published.stderr
+    images = wait_until(lambda: [i for i in requests.get(f"{server.api}/docker/images", params={"text": short},
+                                                        headers=auth, timeout=10).json()
+                                 if i["status"] in ("ready", "error")], 300, "the image validated")
     assert [i["status"] for i in images] == ["ready"], images
+    assert "Successfully built" in images[0]["logs"]  # grokemu's own build, from the files it kept
     assert requests.get(f"{server.api}/packages/dev/@grokemu/{short}/timestamps", headers=auth,
                         timeout=10).json() != {}
     assert integrity(data) == "ok"
