@@ -38,8 +38,9 @@ def small_disk(tmp_path):
     require(os.geteuid() == 0, "root (to mount a small tmpfs as the data directory)")
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)], check=True,
-                   capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    require(mounted.returncode == 0, f"mounting a tmpfs ({mounted.stderr.strip()})")
     try:
         yield disk
     finally:
