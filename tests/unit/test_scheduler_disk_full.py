@@ -6,11 +6,38 @@ import errno
 import logging
 import sqlite3
 
+import pytest
+
 from grokemu.domain.clock import ManualClock
+from grokemu.services import scheduler as scheduler_module
 from grokemu.services.scheduler import Scheduler
 
 
-def test_a_job_on_a_full_disk_is_logged_once_and_retried_until_it_gets_through(caplog):
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def records():
+    """The scheduler's own records, on its logger: another test's logging.config (disable_existing_loggers) may
+    have disabled it or stopped it propagating to caplog's root handler."""
+    handler, logger = _Records(), scheduler_module.log
+    level, disabled = logger.level, logger.disabled
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.disabled = False
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+    logger.disabled = disabled
+
+
+def test_a_job_on_a_full_disk_is_logged_once_and_retried_until_it_gets_through(records):
     runs, failures = [], [OSError(errno.ENOSPC, "No space left on device")] * 3 + [None] + \
         [sqlite3.OperationalError("database or disk is full")] * 2
 
@@ -22,19 +49,17 @@ def test_a_job_on_a_full_disk_is_logged_once_and_retried_until_it_gets_through(c
 
     scheduler = Scheduler(ManualClock())
     scheduler.add("write", job)
-    with caplog.at_level(logging.INFO, logger="grokemu.services.scheduler"):
-        for _ in range(8):
-            scheduler.run_once()
+    for _ in range(8):
+        scheduler.run_once()
     assert len(runs) == 8  # retried on every pass
-    waits = [r for r in caplog.records if "waits for disk space" in r.getMessage()]
+    waits = [r for r in records.records if "waits for disk space" in r.getMessage()]
     assert len(waits) == 2 and all(r.exc_info is None for r in waits)  # once per spell, no traceback
-    assert sum("got through" in r.getMessage() for r in caplog.records) == 2
+    assert sum("got through" in r.getMessage() for r in records.records) == 2
 
 
-def test_any_other_failure_still_logs_its_traceback_every_pass(caplog):
+def test_any_other_failure_still_logs_its_traceback_every_pass(records):
     scheduler = Scheduler(ManualClock())
     scheduler.add("broken", lambda: 1 / 0)
-    with caplog.at_level(logging.ERROR, logger="grokemu.services.scheduler"):
-        scheduler.run_once()
-        scheduler.run_once()
-    assert [r.exc_info is not None for r in caplog.records] == [True, True]
+    scheduler.run_once()
+    scheduler.run_once()
+    assert [r.exc_info is not None for r in records.records] == [True, True]
