@@ -145,8 +145,11 @@ def upload(server, name: str, files: dict) -> list[dict]:
     client = Client(server.url)
     client.upload(name, {k: v.encode() if isinstance(v, str) else v for k, v in files.items()})
     client.wait_images(name, timeout=30)
-    return wait_until(lambda: [c for c in client.containers(name) if c["status"] == "started"] or None, 10,
-                      f"the containers of {name} started")
+    def all_started():  # every container, not the first one up (two folders start one after the other)
+        found = client.containers(name)
+        return found if found and all(c["status"] == "started" for c in found) else None
+
+    return wait_until(all_started, 10, f"the containers of {name} started")
 
 
 @pytest.fixture
