@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -82,10 +81,11 @@ def test_logs_errors_are_api_errors(client, token, ctx, started):
 
 
 def test_a_follow_brings_new_lines_and_ends_when_the_container_stops(client, token, orchestrator, started):
-    def later():
-        time.sleep(0.3)
+    attached = orchestrator.log_streams_opened
+
+    def later():  # once the follow is attached: a line printed before it would be the tail instead
+        wait_until(lambda: orchestrator.log_streams_opened > attached or None, 20, "the follow attached")
         orchestrator.emit(started.docker_id, "third line\n")
-        time.sleep(0.2)
         orchestrator.stop(started.docker_id)
 
     threading.Thread(target=later, daemon=True).start()
@@ -96,8 +96,10 @@ def test_a_follow_brings_new_lines_and_ends_when_the_container_stops(client, tok
 
 
 def test_a_follow_of_a_container_killed_for_memory_ends_saying_so(client, token, ctx, orchestrator, started):
-    def later():
-        time.sleep(0.3)
+    attached = orchestrator.log_streams_opened
+
+    def later():  # once the follow is attached (with tail 0, a crash before it would be read as nothing)
+        wait_until(lambda: orchestrator.log_streams_opened > attached or None, 20, "the follow attached")
         orchestrator.crash(started.docker_id, log="allocating 400 MB\n", oom_killed=True)
 
     threading.Thread(target=later, daemon=True).start()
