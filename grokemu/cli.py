@@ -108,7 +108,7 @@ def _samples_dir() -> Path | None:
 
 def _demo(settings, key: str, docker_ok: bool) -> None:
     """`grokemu up --demo`: publish the samples, start their containers, print what to open."""
-    from grokemu.client import Client, GrokemuError
+    from grokemu.client import Client, ClientError
 
     samples = _samples_dir()
     if samples is None or not docker_ok:
@@ -133,7 +133,7 @@ def _demo(settings, key: str, docker_ok: bool) -> None:
                     lines.append(f"  {c['name']}: {c['status']}   functions: {', '.join(names)}")
                 else:
                     lines.append(f"  {c['name']}: {c['status']}   {base}/api/docker/containers/proxy/{c['id']}/")
-        except GrokemuError as e:
+        except ClientError as e:
             print(f"demo: {folder.name} failed: {e}\n{getattr(e, 'logs', '')}", flush=True)
     print("demo ready. Open the dashboard and sign in with the dev key "
           f"'{key}': {base}/", flush=True)
@@ -160,7 +160,7 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 def cmd_publish(args) -> int:
     """`grokemu publish DIR`: the upload of `grok publish` without Node, with progress; non-zero with the build log
     when an image fails."""
-    from grokemu.client import GrokemuError, PublishFailed
+    from grokemu.client import ClientError, PublishFailed
 
     client = _client(args)
     try:
@@ -170,7 +170,7 @@ def cmd_publish(args) -> int:
         print(f"grokemu publish: {e}", file=sys.stderr)
         print(e.logs, file=sys.stderr)
         return 1
-    except GrokemuError as e:
+    except ClientError as e:
         print(f"grokemu publish: {e}", file=sys.stderr)
         return 1
     for image in images:
@@ -189,7 +189,7 @@ def cmd_dev(args) -> int:
         print("grokemu dev: the watchfiles package is missing: pip install watchfiles", file=sys.stderr)
         return 1
     from grokemu.adapters.docker_orchestrator import DockerOrchestrator
-    from grokemu.client import GrokemuError
+    from grokemu.client import ClientError
     from grokemu.dev_session import Board, DevSession
 
     docker = DockerOrchestrator()
@@ -200,13 +200,13 @@ def cmd_dev(args) -> int:
     board = Board(sys.stdout)
     try:
         session = DevSession(_client(args), args.dir, docker, board)
-    except GrokemuError as e:
+    except ClientError as e:
         print(f"grokemu dev: {e}", file=sys.stderr)
         return 1
     try:
         session.start()
         session.watch()
-    except GrokemuError as e:
+    except ClientError as e:
         print(f"grokemu dev: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -265,12 +265,12 @@ def cmd_status(args) -> int:
     """`grokemu status`: a running grokemu's containers and images, with their status and URLs."""
     import json
 
-    from grokemu.client import GrokemuError
+    from grokemu.client import ClientError
 
     client = _client(args)
     try:
         report = status_report(client)
-    except GrokemuError as e:
+    except ClientError as e:
         print(f"grokemu status: {e}", file=sys.stderr)
         return 1
     if args.json:
@@ -300,7 +300,7 @@ def cmd_status(args) -> int:
 def cmd_logs(args) -> int:
     """`grokemu logs NAME [-f] [--tail N]`: a container's logs, by id, container, package or image name; with -f
     new output as it comes, until Ctrl-C or the container stops. Exit 2 when NAME means no container or several."""
-    from grokemu.client import GrokemuError
+    from grokemu.client import ClientError
 
     client = _client(args)
     out = sys.stdout.buffer
@@ -312,7 +312,7 @@ def cmd_logs(args) -> int:
     except LookupError as e:
         print(f"grokemu logs: {e}", file=sys.stderr)
         return 2
-    except GrokemuError as e:
+    except ClientError as e:
         print(f"grokemu logs: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

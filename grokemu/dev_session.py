@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from grokemu.client import Client, GrokemuError, PublishFailed, api_message, package_files
+from grokemu.client import Client, ClientError, PublishFailed, api_message, package_files
 from grokemu.dev_loop import (
     Debouncer,
     Note,
@@ -101,7 +101,7 @@ class DevSession:
         self.client = client
         self.root = Path(root).resolve()
         if not (self.root / "package.json").is_file():
-            raise GrokemuError(f"{self.root} is not a package folder (no package.json)")
+            raise ClientError(f"{self.root} is not a package folder (no package.json)")
         self.package: str = json.loads((self.root / "package.json").read_text())["name"]
         self.docker = docker
         self.board = board
@@ -199,7 +199,7 @@ class DevSession:
         began = self.clock()
         try:
             result = self.client.upload(self.package, body)
-        except GrokemuError as e:
+        except ClientError as e:
             self.board.log(f"upload of {self.package} failed: {e}")
             return
         for p in changed:
@@ -212,7 +212,7 @@ class DevSession:
                 self.client.wait_images(self.package, self.wait_timeout, ids=ids)
             except PublishFailed as e:
                 self.board.log(f"grokemu: {e}\n{e.logs}")
-            except GrokemuError as e:
+            except ClientError as e:
                 self.board.log(f"grokemu: {e}")
 
     def handle(self, changed: Iterable[str]) -> None:
@@ -256,7 +256,7 @@ class DevSession:
         began = self.clock()
         try:
             replaced = self.client.replace(c["id"], self.image_ref(docker_dir))
-        except GrokemuError as e:
+        except ClientError as e:
             if e.status in (400, 409) or e.status == 0:
                 return False
             why = api_message(e.body.encode())
@@ -300,7 +300,7 @@ class DevSession:
     def _run(self, c: dict) -> None:
         try:
             self.client.run(c["id"])
-        except GrokemuError as e:
+        except ClientError as e:
             self.board.log(f"{c['name']} did not start: {e}")
 
     # -- the status lines -------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class DevSession:
         self._last_refresh = self.clock()
         try:
             found = self.containers()
-        except GrokemuError as e:
+        except ClientError as e:
             self.board.show({"": f"grokemu unreachable: {e}"})
             return
         by_name = {container_name(self.package, d): self.notes.get(d) for d in self.notes}
@@ -354,7 +354,7 @@ class DevSession:
         images dev built."""
         try:
             self.client.delete_package(self.package)
-        except GrokemuError as e:
+        except ClientError as e:
             self.board.log(f"clean: {e}")
         # its tags first (an image someone else also tagged keeps that tag), then the builds no tag names any more
         removed = sum(self.docker.remove_image(self.image_ref(d)) for d in self.built)

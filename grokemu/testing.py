@@ -4,7 +4,7 @@
         grokemu.publish("path/to/my-package")            # upload as `grok publish` does, wait until images are ready
         squares = grokemu.container("squares")            # by id, container, docker folder, package or image name
         squares.start()
-        assert squares.fetch("/square?number=4").json() == 16   # through fetchProxy, as the JS client calls it
+        assert squares.fetch("/square?number=4").json() == {"result": 16.0}  # through fetchProxy
         with squares.websocket("/ws") as ws:                # through webSocketProxy (after its CONNECTED frame)
             ws.send("hi"); assert ws.recv() == "hi"
         print(squares.logs()); squares.stop()
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from grokemu.client import Client, GrokemuError, PublishFailed
+from grokemu.client import Client, ClientError, PublishFailed
 from grokemu.domain.names import resolve_container
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ class ThreadedGrokemu:
         if self.serving is not None:
             try:
                 self.reset(key)
-            except GrokemuError:
+            except ClientError:
                 pass
         self.stop()
 
@@ -403,7 +403,7 @@ class Grokemu:
             try:
                 current = self.client.images(package) or images
                 self.client.delete_package(package)
-            except GrokemuError:
+            except ClientError:
                 current = images
             for image in current if docker else ():
                 ref = image.get("dockerFullName")

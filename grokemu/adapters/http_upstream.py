@@ -281,7 +281,7 @@ class HttpUpstreamPools:
                                  f"{reason}") from None
 
 
-# -- body-less requests over kept-alive raw sockets (issue 14) ------------------------------------------------------
+# -- body-less requests over kept-alive raw sockets (docs/design.md decision 2) ------------------------------------
 # urllib3 + http.client (its email-parser header parsing) cost half of grokemu's CPU per small proxied GET. A request
 # without a body is sent as one head, built once, on a socket kept alive per container; the answer's head is parsed
 # here, and its body passed on as it is (Content-Length, chunked or up to the container's close). Same rules as the

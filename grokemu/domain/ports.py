@@ -266,7 +266,7 @@ class BlobStore(Protocol):
 
 
 class PackageFiles(Protocol):
-    """The published packages' files, rooted once at `<data>/packages` (adapters/package_files.py). `record` is a
+    """The published packages' files, rooted once at `<data>/packages` (adapters/fs_package_files.py). `record` is a
     package's database row: every reader resolves the current version through it."""
 
     @property

@@ -1,6 +1,6 @@
-"""The relay loop (issue 14): every keep-alive connection that left waitress after a fetchProxy request lives here,
-on one thread with one selector, and its body-less fetchProxy requests to a started container are relayed without
-a thread, without a WSGI environ of waitress's and without Flask.
+"""The relay loop (docs/design.md decision 2): every keep-alive connection that left waitress after a fetchProxy
+request lives here, on one thread with one selector, and its body-less fetchProxy requests to a started container are
+relayed without a thread, without a WSGI environ of waitress's and without Flask.
 
 Why one loop and not a thread per connection: measured with 8 keep-alive clients, a thread per connection spent most
 of grokemu's core on waitress's pure-Python parser, on environ and response building and on handing the GIL from
@@ -43,7 +43,7 @@ import httptools
 from grokemu.adapters.http_upstream import HOP_BY_HOP, parse_response_head, response_framing
 from grokemu.domain.errors import Busy, GatewayTimeout
 from grokemu.domain.upstream import FastForward, UpstreamFailed
-from grokemu.server.channel import _raw_answer
+from grokemu.server.channel import raw_answer
 from grokemu.server.relay import Relay, http_date
 from grokemu.server.watchdog import WATCHDOG, TrackedSocket
 
@@ -649,7 +649,7 @@ class RelayLoop:
     def _refuse_busy(self, c: _Client) -> None:
         log.warning("refusing a proxied request from %s: %d streams open (max_streams)", c.remote,
                     self.streams.limit)
-        answer = _raw_answer(*self._failure(Busy(
+        answer = raw_answer(*self._failure(Busy(
             f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
             f"try again later"), ""))
         try:
@@ -919,7 +919,7 @@ class RelayLoop:
             return
         if isinstance(error, GatewayTimeout):
             log.info("%s", error)
-        self._send_client(c, _raw_answer(*self._failure(error, target.split("?", 1)[0])))
+        self._send_client(c, raw_answer(*self._failure(error, target.split("?", 1)[0])))
         c.closing = True
         if not c.out and not c.closed:
             self._close_client(c)

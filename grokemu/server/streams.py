@@ -91,7 +91,7 @@ class StreamPool:
 
 
 
-def _close(sock: socket.socket) -> None:
+def close_socket(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -99,7 +99,7 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
-class _SocketBody(io.RawIOBase):
+class SocketBody(io.RawIOBase):
     """A request body: the bytes that came with the headers, then exactly `remaining` more from the socket."""
 
     def __init__(self, already: bytes, sock: socket.socket, remaining: int, send_continue: bool = False):
@@ -132,7 +132,7 @@ class _SocketBody(io.RawIOBase):
         return n
 
 
-def _run_on_socket(app, environ, stdin, sock: socket.socket) -> None:
+def run_on_socket(app, environ, stdin, sock: socket.socket) -> None:
     """Serve one request on a connection grokemu took from waitress: the standard library's wsgiref writes the
     HTTP/1.1 answer; then the connection is closed."""
     try:
@@ -150,7 +150,7 @@ def _run_on_socket(app, environ, stdin, sock: socket.socket) -> None:
     except Exception:
         log.exception("request to %s on a taken-over connection failed", environ.get("PATH_INFO"))
     finally:
-        _close(sock)
+        close_socket(sock)
 
 
 class _LogStream(io.TextIOBase):

@@ -215,13 +215,6 @@ def _ratio_error(name: str, unpacked: int, packed: int, ratio: float) -> Payload
                            f"more than {ratio:g} times (setting max_compression_ratio)")
 
 
-def read_zip(body: bytes, limits: ZipLimits | None = None) -> dict[str, bytes]:
-    """Entries by POSIX path, in memory (for tools and tests; publish unpacks to disk)."""
-    with tempfile.TemporaryDirectory(prefix="grokemu-zip-") as tmp:
-        files = extract_zip(io.BytesIO(body), Path(tmp), limits or ZipLimits())
-        return {path: p.read_bytes() for path, p in files.items()}
-
-
 def spool_body(stream: IO[bytes], limit: int, directory: Path) -> IO[bytes]:
     """Copy a request body into a temporary file (memory up to 8 MiB, then an unnamed file in `directory`, gone
     whatever happens to the process), refusing more than `limit` bytes whatever Content-Length said."""

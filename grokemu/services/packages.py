@@ -7,7 +7,7 @@ replace the package's files.
 Publish is all-or-nothing, whatever fails and whenever the process is killed. A publish checks the name, unpacks
 the ZIP into a staging folder under the ZIP limits (services/package_archive.py, counted while decompressing),
 checks every file, renames the staging folder to a new version folder, commits the database rows that point to
-it, and only then removes the previous version (adapters/package_files.py has the layout). A crash at any instant
+it, and only then removes the previous version (adapters/fs_package_files.py has the layout). A crash at any instant
 leaves a staging folder or an unreferenced version folder at worst; `sweep()` (called once at startup) removes
 them.
 """
@@ -339,7 +339,7 @@ class PackageService:
 
     # -- startup -----------------------------------------------------------------------------------------------
     def sweep(self) -> int:
-        """Remove what an interrupted publish left (adapters/package_files.py `sweep`). Called once at startup,
+        """Remove what an interrupted publish left (adapters/fs_package_files.py `sweep`). Called once at startup,
         before requests are served. Returns how many entries were removed."""
         return self._files.sweep(self._store.list_packages())
 

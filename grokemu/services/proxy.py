@@ -106,7 +106,7 @@ class ProxyService:
                                              release)
             if cold_ms is not None:
                 answer.headers.append((COLD_START_HEADER, str(round(cold_ms))))
-            self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers (issue 10)
+            self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers
             return answer
         except BaseException:
             release.close()

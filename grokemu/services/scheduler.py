@@ -33,10 +33,6 @@ class Scheduler:
             except Exception:  # one failing job must not stop the others or the loop
                 log.exception("background job %r failed", name)
 
-    def poke(self) -> None:
-        """Run a pass now instead of at the next interval (after a publish or a start request)."""
-        self._wake.set()
-
     def start(self) -> None:
         if self._thread:
             return

@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock
 from grokemu.domain.container_config import DEFAULTS
-from grokemu.domain.errors import BadRequest, Conflict, DockerUnavailable, GatewayTimeout, GrokemuError, NotFound
+from grokemu.domain.errors import (
+    BadRequest,
+    Conflict,
+    ContainerStartFailed,
+    DockerUnavailable,
+    GatewayTimeout,
+    GrokemuError,
+    NotFound,
+)
 from grokemu.domain.exits import LOG_LINES_SHOWN, explain_exit
 from grokemu.domain.lifecycle import (
     CONTAINER_TRANSIENT,
@@ -48,12 +56,6 @@ STARTING_UP = (S.PENDING_START, S.STARTING, S.CHECKING)
 STOPPING_DOWN = (S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP, S.STOPPING)
 LOG_LINES_KEPT = 200
 NOT_LISTENING = "nothing listens on port"  # the warning on a started container whose port never accepted
-
-
-class ContainerFailed(GrokemuError):
-    """An awaited start ended in `error`."""
-
-    status = 500
 
 
 class Spawner:
@@ -136,7 +138,7 @@ class Spawner:
             return self._get(cid)
         c = self._wait(cid, timeout or self._settings.container_status_timeout)
         if c.status is S.ERROR:
-            raise ContainerFailed(f"Container {c.name} failed to start: {c.error}", c.last_logs[-2000:])
+            raise ContainerStartFailed(f"Container {c.name} failed to start: {c.error}", c.last_logs[-2000:])
         if c.status is not S.STARTED:
             raise GatewayTimeout(f"Container {c.name} did not start in time (status '{c.status.value}')")
         return c
@@ -220,7 +222,7 @@ class Spawner:
         if c.status is S.STARTED:
             return c, (time.monotonic() - began) * 1000
         if c.status is S.ERROR:
-            raise ContainerFailed(f"Container {c.name} failed to start: {c.error}")
+            raise ContainerStartFailed(f"Container {c.name} failed to start: {c.error}")
         raise GatewayTimeout(f"Container {c.name} was not ready within {timeout:g} s (status '{c.status.value}')")
 
     @property
@@ -237,11 +239,10 @@ class Spawner:
         return self._run_specs
 
     def reset(self) -> None:
-        """Admin reset (after the store is emptied): no driver lock, no activity is kept, and the generation moves
-        on, so whatever a reader cached about a container (the proxy's started-cache) is stale."""
+        """Admin reset (after the store is emptied): no driver lock is kept, and the generation moves on, so
+        whatever a reader cached about a container (the proxy's started-cache) is stale."""
         with self._locks_guard:
             self._locks.clear()
-        self._activity.reset()
         self._notify()
 
     # -- events from other services ----------------------------------------------------------------------------
@@ -284,7 +285,7 @@ class Spawner:
         """`POST /_grokemu/containers/<id>/replace` {"image": "datagrok/<its image's name>:<tag>"}: run a new build of
         the container's image beside the container that serves and, once the new one is ready, point the same entity
         at it and stop the old one. Requests keep being answered throughout; a new container that does not come up
-        is removed and the old one keeps serving (ContainerFailed says why). The stop-then-start of a republish
+        is removed and the old one keeps serving (ContainerStartFailed says why). The stop-then-start of a republish
         (`image_ready`) is the path for workers (two would share a queue) and for Swarm. A container that is not
         started is left as it is: its next start runs the image its image entity names."""
         orch = self._require_orchestrator()
@@ -324,7 +325,7 @@ class Spawner:
             running = orch.run(spec)
         except Exception as e:
             self._auth.revoke(token)
-            raise ContainerFailed(f"the new container did not start: {getattr(e, 'message', None) or e}; the "
+            raise ContainerStartFailed(f"the new container did not start: {getattr(e, 'message', None) or e}; the "
                                   f"previous one keeps serving") from None
         began = time.monotonic()
         while True:
@@ -333,7 +334,7 @@ class Spawner:
                 reason = self._exit_reason(c, current, when="before it was ready") if current else "it vanished"
                 orch.remove(running.id)
                 self._auth.revoke(token)
-                raise ContainerFailed(f"the new container failed: {reason}; the previous one keeps serving")
+                raise ContainerStartFailed(f"the new container failed: {reason}; the previous one keeps serving")
             waited = time.monotonic() - began
             if orch.app_ready(current) or current.health is None and waited >= self._settings.listen_timeout:
                 break

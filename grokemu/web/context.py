@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from grokemu.services.packages import PackageService
     from grokemu.services.proxy import ProxyService
     from grokemu.services.registry import RegistryService
+    from grokemu.services.resets import Resets
     from grokemu.services.scheduler import Scheduler
     from grokemu.services.spawner import Spawner
     from grokemu.services.tokens import TokenService
@@ -64,6 +65,7 @@ class Context:
     functions: FunctionRegistry
     calls: CallService
     logs: ContainerLogs
+    resets: Resets
     started_at: float = field(default_factory=time.time)
     # the server's connection takeover, once a server serves this app (None under the Flask test client)
     takeover: ConnectionCount | None = None

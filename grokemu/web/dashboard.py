@@ -1,4 +1,4 @@
-"""The dashboard's own routes (issue 10): the live feed, the snapshot, Download context and Rebuild. The page itself
+"""The dashboard's own routes: the live feed, the snapshot, Download context and Rebuild. The page itself
 is web/ui.py; its script and styles are files in web/static/ (the page's CSP is `default-src 'self'`: no inline
 script, no CDN, no build step).
 

@@ -1,6 +1,6 @@
-"""fetchProxy without Flask (issue 14). The server's relay loop (server/relay_loop.py) asks `FastProxy.plan` for each
-request head on a connection it took from waitress: a FastForward it sends to the container itself, or None, and
-the request goes to the blocking relay (server/relay.py), which calls `FastProxy.handle`.
+"""fetchProxy without Flask (docs/design.md decision 2). The server's relay loop (server/relay_loop.py) asks
+`FastProxy.plan` for each request head on a connection it took from waitress: a FastForward it sends to the container
+itself, or None, and the request goes to the blocking relay (server/relay.py), which calls `FastProxy.handle`.
 
 The rules are the ones the Flask route runs: the same guard call (`Guard.check`, with the endpoint the URL map would
 find), the same ProxyService (fast_forward for a started container, forward otherwise), the same error answers

@@ -473,7 +473,7 @@ def test_through_waitress_chunked_upload_and_streamed_download(live, live_upstre
 
 
 def test_big_fixed_length_upload_is_relayed_while_it_arrives(live, live_upstream):
-    """A body over 1 MiB with a Content-Length leaves waitress once its headers are in (server.py stream_request):
+    """A body over 1 MiB with a Content-Length leaves waitress once its headers are in (server/takeover.py stream_request):
     the container gets it byte-exact and the caller the container's answer."""
     up, cid = live_upstream
     blob = bytes(range(256)) * 60000  # ~15 MB with a Content-Length

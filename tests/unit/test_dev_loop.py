@@ -10,7 +10,7 @@ import pytest
 
 from grokemu.dev_loop import (Debouncer, Note, Plan, build_step, container_line, delta, docker_dir_of,
                               docker_dirs_on_disk, image_json_path, plan_changes, upload_after_builds, utc_string)
-from grokemu.client import GrokemuError
+from grokemu.client import ClientError
 from grokemu.dev_session import Board, DevSession
 from grokemu.domain.ports import BuildResult
 
@@ -189,7 +189,7 @@ class FakeClient:
     def replace(self, cid, image):
         self.replaced = [*self.replaced, image]
         if self.replace_fails:
-            raise GrokemuError("POST ...: 500", 500, json.dumps({"#type": "ApiError", "message": "exited with 1"}))
+            raise ClientError("POST ...: 500", 500, json.dumps({"#type": "ApiError", "message": "exited with 1"}))
         self.running = f"sha256:{len(self.builder.builds):064d}"
         return {"id": cid}
 

@@ -93,7 +93,7 @@ def _remove(path: Path) -> None:
         log.warning("could not remove %s", path, exc_info=True)
 
 
-class PackageFiles:
+class FsPackageFiles:
     """Every package's files under one root; the service layer passes the package's database row in."""
 
     def __init__(self, root: Path):
