@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from grokemu.domain.errors import BadRequest, Conflict, NotFound, Unauthorized
+from grokemu.domain.errors import BadRequest, Conflict, ContainerStartFailed, NotFound, Unauthorized
 from grokemu.domain.lifecycle import ContainerStatus as S
-from grokemu.services.spawner import ContainerFailed
 from tests.unit.test_spawner import World
 
 NEXT = "datagrok/squares-squares:admin"
@@ -47,7 +46,7 @@ def test_a_new_container_that_does_not_start_leaves_the_old_one_serving_with_its
     old, old_key = started(w)
     w.orch.add_image(NEXT, [8000])
     w.orch.fail_next_run = "exec format error"
-    with pytest.raises(ContainerFailed, match="exec format error; the previous one keeps serving"):
+    with pytest.raises(ContainerStartFailed, match="exec format error; the previous one keeps serving"):
         w.spawner.replace_image(old.id, NEXT)
     c = w.get(old.id)
     assert c.status is S.STARTED and c.docker_id == old.docker_id and w.orch.inspect(old.docker_id).state == "running"
