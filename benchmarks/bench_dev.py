@@ -13,6 +13,10 @@ median of the rest against the target:
 
   saved change -> new answer through fetchProxy, minus the build     target: median <= 1.5 s
 
+next to a baseline measured in the same run: `docker run` of the same image to its first answer on a published port
+(what Docker and the app's start cost with no grokemu and no dev), median of as many runs; the ratio says how much
+of the rest is that floor.
+
 The fetchProxy requests sent during a replacement wait for the new container (they are not errors): the first new
 answer is the end. Loopback only; `grokemu dev --clean` and grokemu's reset remove what it created.
 """
@@ -70,6 +74,28 @@ class DevOutput:
                 self.changed.wait(1.0)
 
 
+def docker_run_to_answer(image: str) -> float:
+    """Seconds from `docker run` (detached, the port published on 127.0.0.1) to the app's first HTTP answer."""
+    import docker
+
+    client = docker.from_env()
+    began = time.perf_counter()
+    container = client.containers.run(image, detach=True, ports={"5353/tcp": ("127.0.0.1", None)},
+                                      labels={"grokemu.bench": "dev"})
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["5353/tcp"][0]["HostPort"]
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    return time.perf_counter() - began
+            except requests.RequestException:
+                pass
+            time.sleep(0.01)
+    finally:
+        container.remove(force=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -119,6 +145,9 @@ def main() -> int:
             out.wait_for(IDLE, mark)  # the next save finds dev watching, as a person's next save would
             rest.append(turnaround - build)
             print(f"{run:>3}  {turnaround:>9.2f}s  {build:>6.2f}s  {rest[-1]:>7.2f}s", flush=True)
+        floor = [docker_run_to_answer(f"datagrok/{short}-squares:admin") for _ in range(args.runs)]
+        print(f"\nbaseline, `docker run` of the same image to its first answer: median {median(floor):.2f} s "
+              f"(min {min(floor):.2f}, max {max(floor):.2f}); the rest is {median(rest) / median(floor):.2f}x that")
         same = [x["id"] for x in session.get(f"{server.api}/docker/containers", params={"text": short},
                                              timeout=30).json()]
         print(f"\ncontainer id after {args.runs} replacements: {'the same' if same == [c['id']] else same}")
