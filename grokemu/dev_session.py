@@ -48,6 +48,8 @@ class Builder(Protocol):
 
     def remove_image(self, ref: str, untagged_only: bool = False) -> bool: ...
 
+    def tag_image(self, source: str, target: str) -> None: ...
+
 
 class Board:
     """The output: log lines, and under them one status line per container. On a terminal the status lines are
@@ -234,6 +236,11 @@ class DevSession:
         # a started container is replaced live first (the fetchProxy answer changes without waiting for the upload
         # or a stop); the upload then finds the build already running and replaces nothing
         live = {d for d, ok in built.items() if ok and self.replace_live(d)}
+        built = {d: ok and not self.notes[d].failed for d, ok in built.items()}
+        if not upload_after_builds(plan, built):  # the new container failed and nothing else changed
+            self.refresh(force=True)
+            self.board.log(f"up to date, {self.clock() - began:.2f} s after the save (nothing uploaded)")
+            return
         self.publish()
         for c in self.containers():  # a docker folder that is new (or built for the first time) gets run
             if c["status"] in STOPPED and not (c.get("grokemu") or {}).get("runningImageId"):
@@ -262,6 +269,12 @@ class DevSession:
             why = api_message(e.body.encode())
             self.notes[docker_dir].failed = f"its new container failed: {why[:200]}"
             self.board.log(f"{name}: the new build did not come up, the previous container keeps serving: {why}")
+            serving = (c.get("grokemu") or {}).get("runningImageId")
+            if serving:  # the tag back on what serves: a validation (any later upload) must not pick the broken one
+                broken, self.built[docker_dir] = self.built[docker_dir], serving
+                self._superseded.pop(docker_dir, None)
+                self.docker.tag_image(serving, self.image_ref(docker_dir))
+                self.docker.remove_image(broken, untagged_only=True)
             return True
         self.board.log(f"{name}: runs {self.built[docker_dir][:19]}, ready {self.clock() - began:.2f} s after the "
                        f"build, replaced live (container id {replaced['id']}, unchanged)")

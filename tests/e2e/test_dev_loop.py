@@ -192,6 +192,29 @@ def test_a_broken_dockerfile_keeps_the_old_container_answering(server, dev_of):
     assert local.stdout.strip() == ""
 
 
+def test_an_app_that_no_longer_starts_keeps_the_old_container_answering(server, dev_of):
+    """The build succeeds but the new container exits before it is ready (a syntax error in app.py): it is removed,
+    the old one keeps answering, with its key, and the next good save replaces it."""
+    dev, folder, short, c = dev_of()
+    assert proxied(server, c["id"], "/datagrok").json()["status"] == 200  # it calls back with its USER_API_KEY
+    app = folder / "dockerfiles" / "squares" / "app.py"
+    good = app.read_text()
+    mark = dev.mark()
+    app.write_text(good + "\nthis is not python(\n")
+    failed = dev.wait_for("the new build did not come up, the previous container keeps serving", after=mark)
+    assert "SyntaxError" in failed or "exited" in failed, failed
+    dev.wait_for("FAILED, the previous image serves: its new container failed", after=mark)
+    assert proxied(server, c["id"], "/square?number=6").json() == {"result": 36.0}
+    assert proxied(server, c["id"], "/datagrok").json()["status"] == 200  # its key still works
+    assert len(subprocess.run(["docker", "ps", "-aq", "--filter", f"label=grokemu.container={c['id']}"],
+                              capture_output=True, text=True).stdout.split()) == 1  # the failed one is gone
+
+    mark = dev.mark()
+    app.write_text(good.replace('{"result": number * number}', '{"result": -1}'))
+    dev.wait_for(REPLACED, after=mark)
+    assert proxied(server, c["id"], "/square?number=6").json() == {"result": -1}
+
+
 def test_a_burst_of_ten_saves_makes_one_rebuild(server, dev_of):
     dev, folder, short, c = dev_of()
     app = folder / "dockerfiles" / "squares" / "app.py"

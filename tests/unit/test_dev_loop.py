@@ -153,6 +153,11 @@ class FakeBuilder:
         self.removed.append(ref)
         return True
 
+    tagged: list[tuple[str, str]] = []
+
+    def tag_image(self, source, target):
+        self.tagged = [*self.tagged, (source, target)]
+
 
 class FakeClient:
     url = "http://grokemu.test"
@@ -259,11 +264,18 @@ def test_a_new_container_that_fails_leaves_the_old_one_serving_and_its_files_bac
     (root / "dockerfiles" / "squares" / "app.py").write_text("syntax error(\n")
     s.handle(["dockerfiles/squares/app.py"])
     assert "the previous container keeps serving: exited with 1" in out.getvalue()
-    upload = client.uploads[-1]  # nothing of the folder whose new container failed, nor its image.json
-    assert "dockerfiles/squares/app.py" not in upload and "dockerfiles/squares/image.json" not in upload
+    assert len(client.uploads) == 1  # nothing else changed: no upload, so no validation picks the broken build
+    serving, broken = f"sha256:{1:064d}", f"sha256:{2:064d}"
+    assert builder.tagged == [(serving, "datagrok/devpkg-squares:admin")]  # the tag back on what serves
+    assert builder.removed == [broken]
     *_, status, last = out.getvalue().splitlines()
     assert "FAILED, the previous image serves: its new container failed: exited with 1" in status
-    assert last.startswith("up to date, ")
+    assert last.startswith("up to date, ") and "nothing uploaded" in last
+    (root / "package.js").write_text("export function d() {}\n")  # another change: it goes up without the folder
+    s.handle(["package.js"])
+    upload = client.uploads[-1]  # nothing of the folder whose new container failed, nor its image.json
+    assert "package.js" in upload
+    assert "dockerfiles/squares/app.py" not in upload and "dockerfiles/squares/image.json" not in upload
 
 
 def test_a_save_outside_dockerfiles_reuploads_without_a_build(session):
