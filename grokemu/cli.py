@@ -180,6 +180,16 @@ def cmd_publish(args) -> int:
     return 0
 
 
+def _quiet_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds between 0 and 60000")
+    return value
+
+
 def cmd_dev(args) -> int:
     """`grokemu dev DIR`: publish (debug), start the containers, then rebuild, replace and re-upload on every save
     until Ctrl-C (exit 130; `--clean` first removes what it published). grokemu/dev_session.py does the work."""
@@ -199,7 +209,7 @@ def cmd_dev(args) -> int:
         return 1
     board = Board(sys.stdout)
     try:
-        session = DevSession(_client(args), args.dir, docker, board)
+        session = DevSession(_client(args), args.dir, docker, board, quiet=args.quiet_ms / 1000)
     except ClientError as e:
         print(f"grokemu dev: {e}", file=sys.stderr)
         return 1
@@ -367,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(dev)
     dev.add_argument("--clean", action="store_true", help="on Ctrl-C, delete what dev published (the package's "
                                                           "images and containers, and the images it built)")
+    dev.add_argument("--quiet-ms", type=_quiet_ms, default=50, metavar="MS",
+                     help="how long the folder must stay unchanged after a save before dev acts (default 50): "
+                          "saves closer together than this make one rebuild")
     dev.set_defaults(func=cmd_dev)
     status = sub.add_parser("status", help="a running grokemu's containers and images: status and URLs")
     _client_args(status)

@@ -284,3 +284,13 @@ def test_a_save_outside_dockerfiles_reuploads_without_a_build(session):
     s.handle(["package.js"])
     assert len(builder.builds) == 1
     assert set(client.uploads[-1]) == {"package.js", "dockerfiles/squares/image.json", "timestamps.json"}
+
+
+def test_quiet_ms_takes_milliseconds_and_refuses_anything_else():
+    import subprocess
+    import sys
+
+    for bad in ("soon", "-1", "1e9", "nan"):
+        run = subprocess.run([sys.executable, "-m", "grokemu", "dev", ".", "--quiet-ms", bad], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 2 and "between 0 and 60000" in run.stderr, (bad, run.stderr)
