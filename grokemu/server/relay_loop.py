@@ -41,7 +41,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from grokemu.adapters.http_upstream import HOP_BY_HOP, parse_response_head, response_framing
-from grokemu.domain.errors import Busy, GatewayTimeout
+from grokemu.domain.errors import Busy, DockerUnavailable, GatewayTimeout, GrokemuError
 from grokemu.domain.upstream import FastForward, UpstreamFailed
 from grokemu.server.channel import _raw_answer
 from grokemu.server.relay import Relay, http_date
@@ -775,9 +775,12 @@ class RelayLoop:
         self._drop_upstream(ex)
         threading.Thread(target=self._explain, args=(ex, error), name="grokemu-relay-explain", daemon=True).start()
 
-    def _explain(self, ex: _Exchange, error: UpstreamFailed) -> None:
+    def _explain(self, ex: _Exchange, error: GrokemuError) -> None:
         try:
             reason = ex.plan.explain()
+        except DockerUnavailable as gone:  # the daemon is gone: 503, as services/proxy.py `_explained` answers
+            reason = None
+            error = DockerUnavailable(f"Container {ex.plan.name} did not answer: {gone.message}", error.message)
         except Exception:
             log.exception("explaining a broken relayed request failed")
             reason = None
