@@ -8,8 +8,9 @@ Wire facts behind the errors (docs/datagrok-api.md §1.2, §1.3): a container th
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Protocol
+from typing import IO, Protocol
 
 from grokemu.domain.errors import GrokemuError
 from grokemu.domain.model import DockerContainer
@@ -77,7 +78,7 @@ class FastForward:
 
 
 class HttpUpstream(Protocol):
-    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
+    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: IO[bytes] | None,
              length: int, release: Callable[[], None], identity: str | None = None) -> Forwarded:
         """Send one request to the started container `c` and return its answer, headers shaped for the caller, the
         caller's session token in `x-user-api-key` when `identity` is given (docs/real-plugins.md), the

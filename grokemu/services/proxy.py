@@ -23,12 +23,20 @@ from __future__ import annotations
 import socket
 from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING
 
 from grokemu.domain.errors import DockerUnavailable
 from grokemu.domain.model import DockerContainer
-from grokemu.domain.upstream import (FastForward, Forwarded, HttpUpstream, NotListening, UpstreamFailed,
-                                     UpstreamRefused, WebSocketFailed, WebSocketUpstream)
+from grokemu.domain.upstream import (
+    FastForward,
+    Forwarded,
+    HttpUpstream,
+    NotListening,
+    UpstreamFailed,
+    UpstreamRefused,
+    WebSocketFailed,
+    WebSocketUpstream,
+)
 
 if TYPE_CHECKING:
     from grokemu.config import Settings
@@ -43,7 +51,7 @@ WS_CONNECTED = b"\x81\x09CONNECTED"  # one unmasked FIN text frame: what Datagro
 
 
 class ProxyService:
-    def __init__(self, spawner: "Spawner", activity: "ActivityTracker", settings: "Settings", *, http: HttpUpstream,
+    def __init__(self, spawner: Spawner, activity: ActivityTracker, settings: Settings, *, http: HttpUpstream,
                  websockets: WebSocketUpstream):
         self._spawner = spawner
         self._activity = activity  # every request touches the container; a stream or a WebSocket holds it
@@ -85,7 +93,7 @@ class ProxyService:
 
     # fetchProxy -------------------------------------------------------------------------------------------------
     def forward(self, cid: str, login: str, method: str, target: str, environ: dict,
-                body: BinaryIO | None, length: int, token: str | None = None) -> Forwarded:
+                body: IO[bytes] | None, length: int, token: str | None = None) -> Forwarded:
         """Send one request to the container and return its answer, the body streamed when it is big; the idle
         hold lasts until the answer's body is closed. `token` is the caller's session token: the container gets it
         as the caller's identity (`x-user-api-key`, docs/real-plugins.md); it is revoked with the session."""
@@ -99,7 +107,7 @@ class ProxyService:
                                              release)
             if cold_ms is not None:
                 answer.headers.append((COLD_START_HEADER, str(round(cold_ms))))
-            self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers (issue 10)
+            self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers
             return answer
         except BaseException:
             release.close()
@@ -122,7 +130,7 @@ class ProxyService:
             raise
 
     def _send(self, cid: str, login: str, c: DockerContainer, cold_ms: float | None, send, method: str,
-              target: str, environ: dict, body: BinaryIO | None, length: int,
+              target: str, environ: dict, body: IO[bytes] | None, length: int,
               release: ExitStack) -> tuple[Forwarded, float | None]:
         try:
             return send(c, method, target, environ, body, length, release.close), cold_ms

@@ -43,7 +43,7 @@ def dashboard():
     if not g.login:
         return _login_page()
     c = ctx()
-    docker = bool(c.orchestrator and c.orchestrator.ping())
+    docker = c.orchestrator.ping()
     snapshot = service().snapshot()
     snapshot["docker"] = {**snapshot["docker"], "reachable": docker,
                           "message": "ok" if docker else DOCKER_UNREACHABLE}  # asked now, not at the last tick

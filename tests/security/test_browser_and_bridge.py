@@ -20,8 +20,7 @@ import pytest
 import requests
 
 from grokemu.testing import GrokemuProcess
-from tests.e2e.conftest import TOOLS
-from tests.helpers import hello_package, package_zip, publish_ready, require, sample_copy
+from tests.helpers import TOOLS, hello_package, package_zip, publish_ready, require, sample_copy
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
