@@ -132,14 +132,19 @@ class DockerOrchestrator:
         self._storage_opt_supported: bool | None = None
 
     def _connect(self, timeout: float, version: str | None = None) -> docker.DockerClient:
-        kwargs: dict = {"timeout": timeout}
+        # A new connection asks the daemon's API version first: as quick as a ping, so a ping after the daemon went
+        # away is bounded by PING_TIMEOUT too; the client's own calls then get `timeout`.
+        kwargs: dict = {"timeout": PING_TIMEOUT}
         if version:
             kwargs["version"] = version  # no version request of its own: the quick client asked already
         try:
-            return (docker.DockerClient(base_url=self._base_url, **kwargs) if self._base_url
-                    else docker.from_env(**kwargs))
+            client = (docker.DockerClient(base_url=self._base_url, **kwargs) if self._base_url
+                      else docker.from_env(**kwargs))
         except DockerException as e:
             raise DockerUnavailable(f"Docker unreachable: {_reason(e)}") from None
+        # read by every request (a stop adds its grace); types-docker says int, requests takes seconds as a float
+        client.api.timeout = timeout  # type: ignore[assignment]
+        return client
 
     @property
     def client(self) -> docker.DockerClient:

@@ -12,7 +12,7 @@ import requests
 from grokemu.domain.errors import DOCKER_UNREACHABLE
 from grokemu.web.dashboard import service as dashboard
 from tests.fake_upstream import Upstream, add_container, proxy_url, status
-from tests.integration.test_proxy import close_frame, live, live_upstream  # noqa: F401  (fixtures)
+from tests.integration.test_proxy import close_frame, live_upstream  # noqa: F401  (a fixture)
 
 
 def outage(ctx, orchestrator, upstream):

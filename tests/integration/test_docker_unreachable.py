@@ -76,7 +76,10 @@ def test_a_daemon_gone_after_connecting_is_docker_unavailable_and_reconnects(tmp
     assert orch._client is None  # forgotten: the next call connects again
 
 
-def test_a_daemon_that_never_answers_is_unavailable_within_the_bounds(silent_socket):
+def test_a_daemon_that_never_answers_is_unavailable_within_the_bounds(silent_socket, monkeypatch):
+    from grokemu.adapters import docker_orchestrator
+
+    monkeypatch.setattr(docker_orchestrator, "PING_TIMEOUT", 0.5)
     orch = DockerOrchestrator(base_url=silent_socket, call_timeout=1)
     began = time.monotonic()
     assert orch.ping() is False  # the version request of the first connection times out
@@ -84,8 +87,47 @@ def test_a_daemon_that_never_answers_is_unavailable_within_the_bounds(silent_soc
         orch.inspect("abc")
     took = time.monotonic() - began
     assert "timed out" in e.value.message.lower(), e.value.message
-    # two bounded waits of 1 s each, with room for a slow machine; without the bound this is the SDK's 60 s default
+    # two bounded waits under a second each, with room for a slow machine; unbounded, this is the SDK's 60 s default
     assert took < 30, f"{took:.1f} s"
+
+
+@pytest.fixture
+def tiny_daemon(tmp_path):
+    """A unix socket that answers the two requests a new connection and a ping make: /version and /_ping."""
+    from http.server import BaseHTTPRequestHandler
+    from socketserver import ThreadingUnixStreamServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b'{"ApiVersion": "1.41", "Version": "20.10"}' if self.path.endswith("/version") else b"OK"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def address_string(self):
+            return "unix"
+
+        def log_message(self, *args):
+            pass
+
+    path = tmp_path / "tiny.sock"
+    server = ThreadingUnixStreamServer(str(path), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"unix://{path}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_calls_get_the_call_timeout_and_the_slow_client_the_long_one(tiny_daemon):
+    orch = DockerOrchestrator(base_url=tiny_daemon, timeout=120, call_timeout=7)
+    assert orch.ping() is True
+    assert orch.client.api.timeout == 7  # inspect, list, logs, remove: bounded
+    assert orch.slow_client.api.timeout == 120  # builds, pulls, runs, stops
+    assert orch.slow_client.api.api_version == "1.41"  # the quick client's, not asked again
 
 
 def test_what_counts_as_the_daemon_gone():
