@@ -639,6 +639,7 @@ class Spawner:
         busy = {cid for cid in containers if self._lock_for(cid).locked()}  # a driver owns it and what it runs
         adopted: dict[str, str] = {}
         run_again: set[str] = set()
+
         def recorded(r: RunningContainer) -> bool:
             c = containers.get(r.labels.get("grokemu.container", ""))
             return c is not None and c.docker_id == r.id
