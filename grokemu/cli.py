@@ -64,7 +64,7 @@ def orchestrator_for(settings: Settings) -> Orchestrator:
 
 
 def cmd_up(args) -> int:
-    from grokemu.server.serve import ServeError, prepare
+    from grokemu.bootstrap import ServeError, prepare
 
     settings = _load(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

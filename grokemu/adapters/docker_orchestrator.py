@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 NETWORK_LABEL = "grokemu.network"  # the docker_network a container was run on (its address there is the app's)
 APP_PORT_LABEL = "grokemu.app_port"  # the port the app listens on inside, when nothing is published
-# Bounds on waiting for the daemon (docs/faults.md §3): a daemon that is gone answers at once (the socket is missing or
+# Bounds on waiting for the daemon (docs/faults.md §4): a daemon that is gone answers at once (the socket is missing or
 # refuses); one that hangs must not hold a request, the health page or the scheduler's tick for long.
 PING_TIMEOUT = 3.0
 CALL_TIMEOUT = 15.0

@@ -68,7 +68,9 @@ def disk_full(e: BaseException, data_dir: object = "") -> DiskFull | None:
         return None
     where = f" ({data_dir})" if data_dir else ""
     return DiskFull(f"Insufficient storage: the disk of grokemu's data directory{where} is full; nothing of this "
-                    f"request was kept. Free some space and try again", type(e).__name__)
+                    f"request was kept. Free some space and try again",
+                    # the system's words, without the file name (a path of this machine)
+                    (e.strerror or "") if isinstance(e, OSError) else str(e))
 
 
 class GatewayTimeout(GrokemuError):
@@ -77,7 +79,7 @@ class GatewayTimeout(GrokemuError):
 
 class DockerUnavailable(GrokemuError):
     """The Docker daemon cannot be reached (gone, restarting, not answering in time): everything that needs it
-    answers 503 at once, the rest keeps working (docs/faults.md §3)."""
+    answers 503 at once, the rest keeps working (docs/faults.md §4)."""
 
     status = 503
 

@@ -147,7 +147,7 @@ class ProxyService:
                     raise UpstreamFailed(f"Container {c.name} did not answer on {c.address or LOOPBACK}:{c.port}: "
                                          f"connection refused") from e
             # the Docker daemon restarted and took the container down; it is being run again: wait for it
-            # (docs/faults.md §3), then this request goes to the new one. Still nothing was sent, so it may.
+            # (docs/faults.md §4), then this request goes to the new one. Still nothing was sent, so it may.
             self._started.pop(cid, None)
             c, again_ms = self.reachable(cid, login)
             cold_ms = cold_ms if again_ms is None else again_ms

@@ -24,17 +24,15 @@ def health():
     c = ctx()
     orch = c.orchestrator
     reachable = orch.ping()
-    takeover = c.takeover
     return jsonify({
         "status": "ok", "version": __version__, "uptime": round(time.time() - c.started_at, 3),
         "apiUrl": c.settings.api_url,
         "docker": {"reachable": reachable, "message": "ok" if reachable else DOCKER_UNREACHABLE,
                    # when the scheduler first found it gone (grokemu's clock), while it is
                    "unreachableSince": None if reachable else c.spawner.docker_state()["since"]},
-        "openWebSockets": takeover.open_websockets if takeover else 0,
+        "openWebSockets": c.gauges.read("openWebSockets", 0),
         # keep-alive fetchProxy connections in the relay loop, and the requests it forwarded itself or handed on
-        "relay": {"connections": loop.connections, "forwarded": loop.forwarded, "handedOff": loop.handed_off}
-        if (loop := getattr(takeover, "loop", None)) is not None else None,
+        "relay": c.gauges.read("relay"),
     })
 
 

@@ -1,4 +1,4 @@
-"""The Docker daemon restarting under grokemu (docs/faults.md §3), against a real dockerd killed with SIGTERM while a
+"""The Docker daemon restarting under grokemu (docs/faults.md §4), against a real dockerd killed with SIGTERM while a
 container runs and a fetchProxy request is in flight, then started again.
 
 The daemon is a private one, never the shared one: its own socket, data root, exec root and pid file under a

@@ -1,4 +1,4 @@
-"""The Docker daemon going away and coming back (docs/faults.md §3), through HTTP, on the in-memory orchestrator: the
+"""The Docker daemon going away and coming back (docs/faults.md §4), through HTTP, on the in-memory orchestrator: the
 API and fetchProxy answer 503 ApiError at once (never a 500, never a hang), health and the dashboard say "Docker
 unreachable", and when the daemon is back the container that should run runs again, once. The real daemon killed
 with SIGTERM is tests/e2e/test_daemon_restart.py."""

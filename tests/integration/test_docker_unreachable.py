@@ -1,4 +1,4 @@
-"""The Docker adapter when the daemon is gone or hangs (docs/faults.md §3), with no daemon at all: a socket path with
+"""The Docker adapter when the daemon is gone or hangs (docs/faults.md §4), with no daemon at all: a socket path with
 nothing behind it, and a socket that accepts and never answers (a daemon stuck on its way down). Every call is
 DockerUnavailable (503 for the caller), never the SDK's own error (a 500) and never a hang; ping is False."""
 from __future__ import annotations

@@ -145,8 +145,11 @@ def upload(server, name: str, files: dict) -> list[dict]:
     client = Client(server.url)
     client.upload(name, {k: v.encode() if isinstance(v, str) else v for k, v in files.items()})
     client.wait_images(name, timeout=30)
-    return wait_until(lambda: [c for c in client.containers(name) if c["status"] == "started"] or None, 10,
-                      f"the containers of {name} started")
+    def all_started():  # every container, not the first one up (two folders start one after the other)
+        found = client.containers(name)
+        return found if found and all(c["status"] == "started" for c in found) else None
+
+    return wait_until(all_started, 10, f"the containers of {name} started")
 
 
 @pytest.fixture
@@ -258,7 +261,7 @@ def test_logs_follow_prints_new_lines_until_the_container_stops(server):
     try:
         # the tail line says the follow is attached: what the container prints from now on is followed
         assert lines.get(timeout=20) == b"before\n"
-        assert server.context.takeover.streams.busy == 1  # on a stream thread, not a waitress worker
+        assert server.serving.takeover.streams.busy == 1  # on a stream thread, not a waitress worker
         server.orchestrator.emit(docker_id, "new line\n")
         assert lines.get(timeout=20) == b"new line\n"  # as it comes, not when the answer ends
         Client(server.url).stop(c["id"])
@@ -268,7 +271,7 @@ def test_logs_follow_prints_new_lines_until_the_container_stops(server):
     finally:
         follower.kill()
         follower.wait()
-    wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
+    wait_until(lambda: server.serving.takeover.streams.busy == 0 or None, 10, "the stream thread released")
 
 
 def test_a_follower_that_leaves_frees_its_stream(server):
@@ -279,14 +282,14 @@ def test_a_follower_that_leaves_frees_its_stream(server):
     lines = line_reader(follower)
     try:
         assert lines.get(timeout=20).startswith(b"started ")
-        assert server.context.takeover.streams.busy == 1
+        assert server.serving.takeover.streams.busy == 1
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=20) == 130
         assert follower.stderr.read() == b""  # no traceback, nothing at all
     finally:
         follower.kill()
         follower.wait()
-    wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
+    wait_until(lambda: server.serving.takeover.streams.busy == 0 or None, 10, "the stream thread released")
     assert Client(server.url).container(c["id"])["status"] == "started"  # leaving stops nothing
 
 

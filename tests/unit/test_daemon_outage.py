@@ -1,4 +1,4 @@
-"""The Docker daemon going away and coming back (docs/faults.md §3), on the in-memory orchestrator: what the spawner
+"""The Docker daemon going away and coming back (docs/faults.md §4), on the in-memory orchestrator: what the spawner
 says while it is gone, and what the reconcile on its return does. No daemon, no sleeping: the tick is called."""
 from __future__ import annotations
 
