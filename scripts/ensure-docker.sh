@@ -4,6 +4,9 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# tests/e2e/test_daemon_restart.py gives its private dockerd a bridge of its own with `ip` (iproute2)
+if ! command -v ip >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then apt_install iproute2; fi
+
 if docker info >/dev/null 2>&1; then say "docker engine already running"; exit 0; fi
 
 command -v dockerd >/dev/null 2>&1 || apt_install docker.io

@@ -28,11 +28,16 @@ class Upstream:
     def __init__(self):
         self.seen: list[dict] = []
         self.gate = threading.Event()
+        self.connections: list[socket.socket] = []  # accepted ones, for kill()
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True
+
+            def setup(self):
+                super().setup()
+                upstream.connections.append(self.connection)
 
             def _body(self) -> bytes:
                 if self.headers.get("Content-Length") is not None:
@@ -167,6 +172,15 @@ class Upstream:
         self.gate.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def kill(self):
+        """As the container's end: no more connections, and the open ones (kept-alive, mid-request) drop."""
+        self.close()
+        for conn in self.connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from grokemu.domain.errors import NO_GPU_MESSAGE, ContainerStartFailed
+from grokemu.domain.errors import NO_GPU_MESSAGE, ContainerStartFailed, DockerUnavailable
 from grokemu.domain.ports import BuildResult, ImageInfo, RunningContainer, RunSpec
 
 
@@ -55,6 +55,11 @@ class MemoryOrchestrator:
 
     def ping(self) -> bool:
         return self.reachable
+
+    def _daemon(self) -> None:
+        """As the Docker adapter: a call while the daemon is gone is DockerUnavailable (503), never a hang."""
+        if not self.reachable:
+            raise DockerUnavailable("Docker unreachable: [Errno 2] No such file or directory")
 
     # images ---------------------------------------------------------------------------------------------------
     def add_image(self, ref: str, exposed_ports: list[int], labels: dict[str, str] | None = None,
@@ -131,6 +136,7 @@ class MemoryOrchestrator:
 
     # containers -----------------------------------------------------------------------------------------------
     def run(self, spec: RunSpec) -> RunningContainer:
+        self._daemon()
         with self._lock:
             self.run_calls += 1
             if self.fail_next_run:
@@ -154,6 +160,7 @@ class MemoryOrchestrator:
             return replace(running)
 
     def inspect(self, container_id: str) -> RunningContainer | None:
+        self._daemon()
         with self._lock:
             c = self.containers.get(container_id)
             if c is None:
@@ -164,6 +171,7 @@ class MemoryOrchestrator:
             return running
 
     def stop(self, container_id: str, timeout: float = 10) -> None:  # noqa: ARG002  (the port's signature)
+        self._daemon()
         with self._lock:
             c = self.containers.get(container_id)
             if c and c.running.state == "running":
@@ -174,11 +182,13 @@ class MemoryOrchestrator:
                 self._changed.notify_all()
 
     def remove(self, container_id: str) -> None:
+        self._daemon()
         with self._lock:
             self.containers.pop(container_id, None)
             self._changed.notify_all()
 
     def logs(self, container_id: str, tail: int) -> str:
+        self._daemon()
         with self._lock:
             c = self.containers.get(container_id)
             lines = c.log if c else []
@@ -188,6 +198,7 @@ class MemoryOrchestrator:
         return _MemoryLogStream(self, container_id, tail, follow)
 
     def list_labelled(self, labels: dict[str, str]):
+        self._daemon()
         with self._lock:
             return [replace(c.running) for c in self.containers.values() if _matches(c.running.labels, labels)]
 
@@ -207,6 +218,30 @@ class MemoryOrchestrator:
             c.running.exit_code = 137 if oom_killed else exit_code
             c.running.oom_killed = oom_killed
             self._changed.notify_all()
+
+    def daemon_down(self, stop_containers: bool = True) -> None:
+        """The daemon goes away. `stop_containers`: as dockerd on SIGTERM without live-restore, it stops every
+        running container first (exit code 143: SIGTERM); otherwise they keep running (live-restore, a SIGKILL)."""
+        with self._lock:
+            self.reachable = False
+            if stop_containers:
+                for c in self.containers.values():
+                    if c.running.state == "running":
+                        c.running.state, c.running.exit_code = "exited", 143
+                        c.log.append("terminated by the daemon\n")
+            self._changed.notify_all()
+
+    def daemon_up(self, restart_containers: bool = False) -> None:
+        """The daemon is back. `restart_containers`: as a restart policy does, it starts the stopped containers again
+        (the same container, a new host port)."""
+        with self._lock:
+            if restart_containers:
+                for c in self.containers.values():
+                    if c.running.state == "exited":
+                        c.running.state, c.running.exit_code = "running", 0
+                        if self.fixed_host_port is None:
+                            c.running.host_port = next(self._ports)
+            self.reachable = True
 
     def emit(self, container_id: str, text: str) -> None:
         """The app in the container prints `text` (one log entry)."""

@@ -23,7 +23,7 @@ from typing import Any
 from docker.errors import APIError, NotFound
 from docker.types import CancellableStream, EndpointSpec, Mount, Resources, RestartPolicy, ServiceMode
 
-from grokemu.adapters.docker_orchestrator import DockerOrchestrator, EmptyLogStream
+from grokemu.adapters.docker_orchestrator import DockerOrchestrator, EmptyLogStream, translates_daemon_errors
 from grokemu.domain.errors import NO_GPU_MESSAGE, ContainerStartFailed
 from grokemu.domain.ports import RunningContainer, RunSpec
 
@@ -42,6 +42,7 @@ class SwarmUnavailable(ContainerStartFailed):
     status = 503
 
 
+@translates_daemon_errors
 class SwarmOrchestrator(DockerOrchestrator):
     keeps_stopped = True  # a stopped service stays, scaled to 0; the next start scales it back to 1
 
@@ -297,12 +298,10 @@ class SwarmOrchestrator(DockerOrchestrator):
             return EmptyLogStream()
         return CancellableStream(api._multiplexed_response_stream_helper(response), response)
 
-    def list_labelled(self, labels: dict[str, str]):
+    def list_labelled(self, labels: dict[str, str]) -> list[RunningContainer]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        for service in self.client.api.services(filters=filters):
-            info = self.inspect(service["ID"])
-            if info:
-                yield info
+        found = (self.inspect(service["ID"]) for service in self.client.api.services(filters=filters))
+        return [info for info in found if info]
 
     def app_ready(self, container: RunningContainer) -> bool:
         if container.state != "running":

@@ -78,9 +78,14 @@ class GatewayTimeout(GrokemuError):
 
 
 class DockerUnavailable(GrokemuError):
-    """The Docker daemon cannot be reached: everything that needs it answers 503, the rest keeps working."""
+    """The Docker daemon cannot be reached (gone, restarting, not answering in time): everything that needs it
+    answers 503 at once, the rest keeps working (docs/faults.md §4)."""
 
     status = 503
+
+
+# what health, the dashboard and a refused start say while the daemon is gone
+DOCKER_UNREACHABLE = "Docker unreachable: containers cannot be built, run or reached until the daemon is back"
 
 
 class BrokerUnavailable(GrokemuError):

@@ -53,6 +53,8 @@ CONTAINER_TRANSITIONS: dict[tuple[ContainerStatus, str], ContainerStatus] = {
     (_C.CHECKING, "replace"): _C.PENDING_START,
     (_C.STARTING, "replace"): _C.PENDING_START,
     (_C.PENDING_START, "begin_start"): _C.STARTING,
+    # the Docker daemon went away under a start: it waits as a pending start for the daemon to come back
+    (_C.STARTING, "daemon_lost"): _C.PENDING_START,
     (_C.STARTING, "container_running"): _C.CHECKING,
     (_C.CHECKING, "app_ready"): _C.STARTED,
     # desiredInstances 0: pending user|system stop → stopping → stopped by user|system

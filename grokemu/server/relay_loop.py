@@ -40,7 +40,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from grokemu.domain.errors import Busy, GatewayTimeout
+from grokemu.domain.errors import Busy, DockerUnavailable, GatewayTimeout, GrokemuError
 from grokemu.domain.upstream import FastForward, UpstreamFailed
 from grokemu.http1 import HOP_BY_HOP, parse_response_head, response_framing
 from grokemu.server.channel import raw_answer
@@ -784,9 +784,12 @@ class RelayLoop:
         threading.Thread(target=self._explain, args=(ex, ex.plan.explain, error), name="grokemu-relay-explain",
                          daemon=True).start()
 
-    def _explain(self, ex: _Exchange, explain: Callable[[], str | None], error: UpstreamFailed) -> None:
+    def _explain(self, ex: _Exchange, explain: Callable[[], str | None], error: GrokemuError) -> None:
         try:
             reason = explain()
+        except DockerUnavailable as gone:  # the daemon is gone: 503, as services/proxy.py `_explained` answers
+            reason = None
+            error = DockerUnavailable(f"Container {ex.plan.name} did not answer: {gone.message}", error.message)
         except Exception:
             log.exception("explaining a broken relayed request failed")
             reason = None

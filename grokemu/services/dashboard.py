@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from grokemu.domain.errors import BadRequest, NotFound
@@ -32,7 +33,8 @@ _HEAVY = ("logs", "dockerfile", "lastLogs")
 class DashboardService:
     def __init__(self, store: Store, clock: Clock, activity: ActivityTracker, images: ImageService,
                  package_files: PackageFiles, functions: FunctionRegistry | None = None,
-                 calls: CallService | None = None):
+                 calls: CallService | None = None, docker: Callable[[], dict[str, Any]] | None = None):
+        self._docker = docker  # the daemon as the scheduler last found it (services/spawner.py `docker_state`)
         self._store = store
         self._functions = functions
         self._calls = calls
@@ -47,7 +49,8 @@ class DashboardService:
         containers = sorted(self._store.list_containers(), key=lambda c: c.name)
         images = sorted(self._store.list_images(), key=lambda i: (i.name, i.version))
         return {"now": now, "containers": [self._container(c) for c in containers],
-                "images": [self._image(i) for i in images]}
+                "images": [self._image(i) for i in images],
+                "docker": self._docker() if self._docker else {"reachable": True, "since": None, "message": "ok"}}
 
     def _container(self, c: DockerContainer) -> dict[str, Any]:
         wire = {k: v for k, v in c.to_wire().items() if k not in _HEAVY}

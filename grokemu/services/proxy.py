@@ -25,6 +25,7 @@ from contextlib import ExitStack, contextmanager
 from functools import partial
 from typing import IO, TYPE_CHECKING
 
+from grokemu.domain.errors import DockerUnavailable
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.upstream import (
     FastForward,
@@ -120,7 +121,10 @@ class ProxyService:
             yield
         except UpstreamFailed as e:
             self._started.pop(c.id, None)
-            reason = self._spawner.explain_broken(c.id)
+            try:
+                reason = self._spawner.explain_broken(c.id)
+            except DockerUnavailable as gone:  # the daemon went away (a restart takes its containers with it): 503
+                raise DockerUnavailable(f"Container {c.name} did not answer: {gone.message}", e.message) from e
             if reason:
                 raise UpstreamFailed(f"Container {c.name} did not answer: {reason}", e.message) from e
             raise
@@ -133,6 +137,17 @@ class ProxyService:
         except UpstreamRefused:
             # Nothing was sent. The container may have been stopped (idle, by a user) between the status check
             # and the connect: look again, which starts an on_demand one, and try once more.
+            self._started.pop(cid, None)
+            c, again_ms = self.reachable(cid, login)
+            cold_ms = cold_ms if again_ms is None else again_ms
+            try:
+                return send(c, method, target, environ, body, length, release.close), cold_ms
+            except UpstreamRefused as e:
+                if not self._spawner.started_again(c):
+                    raise UpstreamFailed(f"Container {c.name} did not answer on {c.address or LOOPBACK}:{c.port}: "
+                                         f"connection refused") from e
+            # the Docker daemon restarted and took the container down; it is being run again: wait for it
+            # (docs/faults.md §4), then this request goes to the new one. Still nothing was sent, so it may.
             self._started.pop(cid, None)
             c, again_ms = self.reachable(cid, login)
             cold_ms = cold_ms if again_ms is None else again_ms

@@ -24,6 +24,7 @@ from grokemu.config import Settings
 from grokemu.domain.clock import Clock
 from grokemu.domain.container_config import DEFAULTS
 from grokemu.domain.errors import (
+    DOCKER_UNREACHABLE,
     BadRequest,
     Conflict,
     ContainerStartFailed,
@@ -80,6 +81,11 @@ class Spawner:
         self._generation = 0
         self._reconciled = False
         self._last_watch = 0.0
+        # the daemon as the last tick found it (None: not asked yet); when it went away (the injected clock)
+        self._docker_up: bool | None = None
+        self._down_since: float | None = None
+        self._outage = False  # the daemon went away since the last reconcile: the next one runs what it stopped
+        self._reconcile_lock = threading.Lock()  # the scheduler and a proxied request may both find one due
 
     # -- plumbing ----------------------------------------------------------------------------------------------
     def _lock_for(self, cid: str) -> threading.Lock:
@@ -124,8 +130,12 @@ class Spawner:
 
     def _require_orchestrator(self) -> Orchestrator:
         if not self._orchestrator.ping():
-            raise DockerUnavailable("Docker daemon unreachable: containers cannot be started or stopped")
+            raise DockerUnavailable(DOCKER_UNREACHABLE)
         return self._orchestrator
+
+    def _orchestrator_or_raise(self) -> None:
+        if not self._daemon_answers():
+            raise DockerUnavailable(DOCKER_UNREACHABLE)
 
     def labels(self, c: DockerContainer | None = None) -> dict[str, str]:
         return self._run_specs.labels(c)
@@ -430,6 +440,13 @@ class Spawner:
                 raise BadRequest(f"image {image.name if image else c.image_id} is not ready")
             spec, warnings = self._run_specs.build(c, image)
             running = orch.run(spec)
+        except DockerUnavailable as e:
+            # the daemon went away under the start: it is not the container's fault. Wait for the daemon as a
+            # pending start (tick does nothing while it is down); the reconcile when it is back runs it.
+            self._auth.revoke_owner(c.id)
+            self._transition(c.id, "daemon_lost", expect=(S.STARTING,))
+            log.warning("container %s: start put off: %s", c.name, e.message)
+            return False
         except Exception as e:
             self._auth.revoke_owner(c.id)  # a token minted for a run that did not happen
             self._fail(c.id, f"start failed: {getattr(e, 'message', None) or e}", expect=(S.STARTING,))
@@ -544,11 +561,59 @@ class Spawner:
             log.warning("container %s: error: %s", failed.name, reason)
 
     # -- the scheduler's pass ----------------------------------------------------------------------------------
-    def tick(self) -> None:
-        if not self._orchestrator.ping():
-            return
+    def docker_state(self) -> dict[str, Any]:
+        """The daemon as the scheduler last found it, without asking it (the dashboard's live feed)."""
+        up = self._docker_up is not False
+        return {"reachable": up, "since": self._down_since,
+                "message": "ok" if up else DOCKER_UNREACHABLE}
+
+    def _daemon_answers(self) -> bool:
+        """Ping, and notice a change: the daemon going away (logged, shown) and coming back (reconcile again)."""
+        up = self._orchestrator.ping()
+        if up != self._docker_up:
+            if not up:
+                # an outage, or a start without Docker: either way, what the daemon ran may have been stopped
+                self._down_since = self._clock.now()
+                self._outage = True
+                log.warning("%s", DOCKER_UNREACHABLE)
+            else:
+                if self._outage:
+                    log.info("Docker is back after %.1f s: reconciling", self._clock.now() - (self._down_since or 0))
+                    self._reconciled = False
+                self._down_since = None
+            self._docker_up = up
+            self._notify()  # the dashboard's live feed shows it
+        return up
+
+    def catch_up(self) -> bool:
+        """Whether the daemon answers; when it does and a reconcile is owed (startup, the daemon back after an
+        outage), run it now, once, before anything judges a container by what the daemon says."""
+        if not self._daemon_answers():
+            return False
         if not self._reconciled:
-            self.reconcile()
+            with self._reconcile_lock:
+                if not self._reconciled:
+                    self.reconcile()
+        return True
+
+    def started_again(self, seen: DockerContainer) -> bool:
+        """A connection to the started container `seen` was refused: is that because the daemon restarted and the
+        container is run again (the reconcile owed is run first, or waited for)? Then the caller waits for it, as for a
+        cold start, and sends to the new one."""
+        if not self.catch_up():
+            return False
+        with self._reconcile_lock:  # one in progress (the scheduler's) has decided when this returns
+            c = self._store.get_container(seen.id)
+        return c is not None and (c.status in STARTING_UP or (c.status is S.STARTED and c.docker_id != seen.docker_id))
+
+    def tick(self) -> None:
+        try:
+            if self.catch_up():
+                self._tick()
+        except DockerUnavailable as e:  # it went away during this pass: the next one sees it down
+            log.warning("tick cut short: %s", e.message)
+
+    def _tick(self) -> None:
         now = self._clock.now()
         watch = not self._background or time.monotonic() - self._last_watch >= self._watch_interval
         if watch:
@@ -607,6 +672,11 @@ class Spawner:
         at the next watch), or None when its app still accepts connections, or it still runs after `within` real
         seconds: the daemon records the exit a moment after the connection drops, hence the short poll."""
         deadline = time.monotonic() + within
+        if self._outage or self._docker_up is False:
+            # the daemon is gone (DockerUnavailable: the caller's 503), or back and owed a reconcile, which decides
+            # first: a container the daemon's restart stopped is run again, not failed for it
+            self._orchestrator_or_raise()
+            self.catch_up()
         while True:
             c = self._store.get_container(cid)
             if c is None:
@@ -658,24 +728,45 @@ class Spawner:
         return {i for i in ids if isinstance(i, str)} if isinstance(ids, list) else set()
 
     def reconcile(self) -> None:
-        """On startup: re-adopt running labelled containers, stop entities whose container vanished, remove stray
-        labelled containers of deleted entities. Nothing is orphaned, nothing duplicated."""
-        self._reconciled = True
+        """On startup, and when the daemon is back after an outage: re-adopt running labelled containers, stop
+        entities whose container vanished, remove stray labelled containers of deleted entities and doubles.
+        After an outage, what should run (desiredInstances 1) and was stopped by the daemon runs again. Nothing is
+        orphaned, nothing duplicated. A container a driver is moving right now is left to it."""
+        after_outage = self._outage
         orch = self._orchestrator
         containers = {c.id: c for c in self._store.list_containers()}
+        busy = {cid for cid in containers if self._lock_for(cid).locked()}  # a driver owns it and what it runs
         adopted: dict[str, str] = {}
-        for running in orch.list_labelled(self.labels()):
+        run_again: set[str] = set()
+
+        def recorded(r: RunningContainer) -> bool:
+            c = containers.get(r.labels.get("grokemu.container", ""))
+            return c is not None and c.docker_id == r.id
+
+        # the container the entity records first: of two for one entity, that one is kept and the other removed
+        found = sorted(orch.list_labelled(self.labels()), key=lambda r: not recorded(r))
+        for running in found:
             if running.labels.get("grokemu.role"):
                 continue  # grokemu's own services (the message broker: services/broker.py), not plugin containers
             cid = running.labels.get("grokemu.container", "")
+            if cid in busy:
+                continue
             c = containers.get(cid)
             if c is None or cid in adopted:
                 log.info("reconcile: removing stray container %s", running.name)
                 orch.remove(running.id)
                 continue
             adopted[cid] = running.id
-            if running.state in ("exited", "dead"):  # it crashed while grokemu was not watching
-                if c.docker_id == running.id and c.status not in STOPPED and c.status is not S.ERROR:
+            if running.state in ("exited", "dead"):  # it ended while grokemu was not watching
+                if after_outage and c.desired_instances == 1 and c.docker_id == running.id and \
+                        c.status in (*STARTING_UP, S.STARTED):
+                    # the daemon stopped it on its way down: run it again (a new container, the old one removed)
+                    log.info("reconcile: %s was stopped by the Docker daemon (exit code %s): running it again",
+                             c.name, running.exit_code)
+                    orch.remove(running.id)
+                    adopted.pop(cid)
+                    run_again.add(cid)
+                elif c.docker_id == running.id and c.status not in STOPPED and c.status is not S.ERROR:
                     self._fail(cid, self._exit_reason(c, running))
                 elif orch.keeps_stopped and c.status in STOPPED:
                     pass  # a stopped entity's service, scaled to 0: kept for its next start
@@ -685,20 +776,48 @@ class Spawner:
                 continue
             if c.docker_id == running.id and c.status in (S.CHECKING, S.STARTED, *STOPPING_DOWN, S.PENDING_START,
                                                            S.STARTING):
-                continue  # already tracked: the drivers carry on from its recorded status
+                # already tracked: the drivers carry on from its recorded status. Docker may have restarted it
+                # (live-restore keeps it as it was; a restart policy gives it a new host port): follow its address.
+                if c.status is S.STARTED and running.endpoint() != (c.address, c.port):
+                    self._follow_endpoint(cid, running)
+                continue
+            if c.status in STOPPED and c.desired_instances == 0 and not orch.keeps_stopped:
+                # stopped while the daemon could not be reached (the stop recorded, the container left): finish it
+                log.info("reconcile: removing %s, stopped while Docker was unreachable", running.name)
+                orch.remove(running.id)
+                adopted.pop(cid)
+                continue
             ready = self._worker_consuming(c) if c.is_worker else orch.app_ready(running)
             event = "adopt_running" if ready else "adopt_checking"
             self._transition(cid, event, docker_id=running.id, address=running.endpoint()[0], port=running.endpoint()[1],
                              desired_instances=1, last_active=self._clock.now())
         resume = self._take_resume_list()
         for cid, c in containers.items():
-            if cid not in adopted and c.status not in STOPPED and c.status is not S.ERROR:
-                self._transition(cid, "vanished", docker_id="", address=None, port=None, desired_instances=0)
-                if cid in resume:  # grokemu removed it on its way out (release_for_exit): run it again
-                    try:
-                        self._request_start(cid, c.started_by or "admin")
-                    except GrokemuError as e:
-                        log.warning("container %s not run again: %s", c.name, e)
+            if cid in busy or cid in adopted or c.status in STOPPED or c.status is S.ERROR:
+                continue
+            wanted = c.desired_instances == 1 and c.status in (*STARTING_UP, S.STARTED)
+            self._transition(cid, "vanished", docker_id="", address=None, port=None, desired_instances=0)
+            if cid in resume or (after_outage and wanted):
+                # grokemu removed it on its way out (release_for_exit), or the daemon took it down: run it again
+                run_again.add(cid)
+        for cid in run_again:
+            try:
+                self._request_start(cid, containers[cid].started_by or "admin")
+            except GrokemuError as e:
+                log.warning("container %s not run again: %s", containers[cid].name, e)
+        # done (a reconcile cut short by the daemon going again is run again when it is back)
+        self._reconciled, self._outage = True, False
+
+    def _follow_endpoint(self, cid: str, running: RunningContainer) -> None:
+        address, port = running.endpoint()
+        with self._store.transaction():
+            fresh = self._store.get_container(cid)
+            if fresh is None:
+                return
+            fresh.address, fresh.port = address, port
+            self._store.put_container(fresh)
+        log.info("reconcile: container %s re-adopted at %s:%s", fresh.name, address, port)
+        self._notify()  # the proxy's started-cache is stale
 
     # -- waiting -----------------------------------------------------------------------------------------------
     def _wait(self, cid: str, timeout: float) -> DockerContainer:

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from grokemu import __version__
 from grokemu.domain.container_config import load_json
-from grokemu.domain.errors import BadRequest, Busy, PayloadTooLarge
+from grokemu.domain.errors import DOCKER_UNREACHABLE, BadRequest, Busy, PayloadTooLarge
 from grokemu.web.context import ctx
 from grokemu.web.takeover import direct_answers
 
@@ -28,8 +28,9 @@ def health():
     return jsonify({
         "status": "ok", "version": __version__, "uptime": round(time.time() - c.started_at, 3),
         "apiUrl": c.settings.api_url,
-        "docker": {"reachable": reachable,
-                   "message": "ok" if reachable else "Docker daemon unreachable: containers cannot be built or run"},
+        "docker": {"reachable": reachable, "message": "ok" if reachable else DOCKER_UNREACHABLE,
+                   # when the scheduler first found it gone (grokemu's clock), while it is
+                   "unreachableSince": None if reachable else c.spawner.docker_state()["since"]},
         "openWebSockets": c.gauges.read("openWebSockets", 0),
         # keep-alive fetchProxy connections in the relay loop, and the requests it forwarded itself or handed on
         "relay": c.gauges.read("relay"),

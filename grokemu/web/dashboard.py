@@ -43,7 +43,8 @@ def service() -> DashboardService:
     if svc is None:
         c = ctx()
         svc = current_app.extensions.setdefault(SERVICE, DashboardService(
-            c.store, c.clock, c.activity, c.images, c.package_files, c.functions, c.calls))
+            c.store, c.clock, c.activity, c.images, c.package_files, c.functions, c.calls,
+            docker=c.spawner.docker_state))
     return svc
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, redirect, render_template, request
 
 from grokemu import __version__
+from grokemu.domain.errors import DOCKER_UNREACHABLE
 from grokemu.web.context import ctx
 from grokemu.web.dashboard import service
 
@@ -42,9 +43,13 @@ def dashboard():
     if not g.login:
         return _login_page()
     c = ctx()
+    docker = c.orchestrator.ping()
+    snapshot = service().snapshot()
+    snapshot["docker"] = {**snapshot["docker"], "reachable": docker,
+                          "message": "ok" if docker else DOCKER_UNREACHABLE}  # asked now, not at the last tick
     return _page(render_template(
         "dashboard.html", version=__version__, api=c.settings.api_url, login=g.login,
-        docker=c.orchestrator.ping(), snapshot=service().snapshot()))
+        docker=docker, docker_message=snapshot["docker"]["message"], snapshot=snapshot))
 
 
 @blueprint.post("/_grokemu/login", endpoint="login")

@@ -44,14 +44,14 @@ class TestDockerOrchestrator(DaemonContract):
 
     def test_stop_rounds_a_fraction_up_never_to_no_grace(self, orch, base_image, labels):
         calls = []
-        real = orch.client.api.stop
-        orch.client.api.stop = lambda container_id, timeout: (calls.append(timeout), real(container_id, timeout))
+        real = orch.slow_client.api.stop
+        orch.slow_client.api.stop = lambda container_id, timeout: (calls.append(timeout), real(container_id, timeout))
         running = orch.run(self.spec(base_image, labels))
         try:
             orch.stop(running.id, timeout=0.5)
             assert calls == [1] and orch.inspect(running.id).state == "exited"
         finally:
-            del orch.client.api.stop
+            del orch.slow_client.api.stop
             orch.remove(running.id)
 
     def test_a_spec_network_of_its_own_is_made_once_joined_and_removed_with_the_instance(self, orch, base_image):

@@ -43,6 +43,7 @@ EXPECTED = {
     **{(s, "request_start"): S.PENDING_START for s in (S.USER_STOPPED, S.SYSTEM_STOPPED, S.ERROR,
                                                       S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP)},
     (S.PENDING_START, "begin_start"): S.STARTING,
+    (S.STARTING, "daemon_lost"): S.PENDING_START,  # the daemon went away under the start
     (S.STARTING, "container_running"): S.CHECKING,
     (S.CHECKING, "app_ready"): S.STARTED,
     **{(s, "replace"): S.PENDING_START for s in (S.STARTED, S.CHECKING, S.STARTING)},

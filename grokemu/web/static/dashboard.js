@@ -422,6 +422,12 @@
     state.offset = s.now - Date.now() / 1000;
     state.containers = s.containers;
     state.images = s.images;
+    if (s.docker) {  // the daemon going away and coming back (services/spawner.py `docker_state`)
+      $('docker-state').textContent = s.docker.reachable ? 'Docker reachable' : 'Docker unreachable';
+      $('docker-banner').textContent = s.docker.reachable ? '' : s.docker.message;
+      $('docker-banner').hidden = s.docker.reachable;
+      document.body.dataset.docker = s.docker.reachable ? 'reachable' : 'unreachable';
+    }
     if (state.selected && !find(state.selected.kind, state.selected.id)) { state.selected = null; follow(null); }
     document.body.dataset.updated = String(Date.now());
     if (state.filter) applySearch(); else render();
