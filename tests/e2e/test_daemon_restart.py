@@ -254,8 +254,16 @@ def test_dockerd_sigterm_and_restart_with_a_container_running_and_a_request_in_f
     dockerd_exit = dockerd.terminate()
     caller.join(120)
     assert not caller.is_alive()
-    assert in_flight.get("status") == 503, in_flight
-    assert in_flight["body"]["#type"] == "ApiError" and "Docker unreachable" in in_flight["body"]["message"], in_flight
+    # an ApiError, never a hang: 503 when grokemu finds the daemon gone as it asks why the connection dropped; 500
+    # "did not answer" when the daemon, still shutting down, reports the container running at that moment (a race
+    # with dockerd's own shutdown, seen once in six runs: its proxy still accepts on the published port)
+    assert in_flight.get("body", {}).get("#type") == "ApiError", in_flight
+    message = in_flight["body"]["message"]
+    if in_flight["status"] == 503:
+        assert "Docker unreachable" in message, in_flight
+    else:
+        assert in_flight["status"] == 500 and message.startswith("Container ") and "did not answer" in message, \
+            in_flight
 
     # while it is gone: grokemu answers, says so, and a proxied request is a quick 503
     health = wait_until(lambda: (h := api.health())["docker"]["reachable"] is False and h, 30, "health says so")
