@@ -14,7 +14,9 @@ measures the same client against the container's published port (direct) and thr
 The `nginx` section (issue 14) puts Debian's nginx (`apt-get install -y nginx wrk`; started here on loopback with a
 generated config and a keepalive upstream, never the system service) in front of the same containers and loads
 direct, nginx and grokemu with wrk in 5 alternating rounds (--rounds), for two apps: the tuned raw-socket app and a
-plain ThreadingHTTPServer app with TCP_NODELAY; it prints the medians, grokemu/direct and nginx/direct.
+plain ThreadingHTTPServer app with TCP_NODELAY; it prints the medians, grokemu/direct and nginx/direct. A second
+`grokemu up` with the request inspector off (`inspector_size: 0`, issue 20) serves its own copy of the apps in the
+same rounds, so the inspector's cost is measured in one run: grokemu/no-inspector (target >= 0.95).
     python benchmarks/bench_proxy.py --only nginx
 
 Loopback only, bounded loops, everything it creates removed at the end. Numbers are printed whether met or not.
@@ -494,7 +496,7 @@ class CpuMeter:
         return {k: (after[k] - before[k]) / requests * 1e6 for k in after if after[k] - before[k] > 0.001}
 
 
-def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None) -> None:
+def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, off=None) -> None:
     """Small GETs: direct, nginx in front, grokemu in front, for both apps, in `--rounds` alternating rounds (the
     order rotates each round); medians. One wrk thread with `--threads` connections, then one connection for p50."""
     if not (shutil.which("wrk") and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())):
@@ -509,6 +511,12 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None) 
                        "grokemu": (f"http://127.0.0.1:{gport}/api/docker/containers/proxy/{c['id']}/small", auth)}
                  for app, (c, _) in apps.items()}
         kinds = ["direct", "nginx", "grokemu"]
+        if off is not None:  # (port, auth, apps) of the grokemu with the request inspector off
+            oport, oauth, oapps = off
+            for app, (c, _) in oapps.items():
+                paths[app]["no-inspector"] = (f"http://127.0.0.1:{oport}/api/docker/containers/proxy/{c['id']}/small",
+                                              oauth)
+            kinds.append("no-inspector")
         for app in apps:  # warm-up
             for kind in kinds:
                 wrk(paths[app][kind][0], paths[app][kind][1], args.threads, 1)
@@ -520,7 +528,7 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None) 
             p50 = {k: [] for k in kinds}
             cpu = {k: [] for k in kinds}
             for r in range(args.rounds):
-                for kind in kinds[r % 3:] + kinds[:r % 3]:
+                for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                     url, headers = paths[app][kind]
                     before = meter.snapshot() if meter else None
                     rps[kind].append(wrk(url, headers, args.threads, args.seconds)["rps"])
@@ -539,6 +547,11 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None) 
                   f"(+{lat['nginx'] - lat['direct']:.2f})  grokemu {lat['grokemu']:.2f} "
                   f"(+{lat['grokemu'] - lat['direct']:.2f}{', target <= 1 ms' if app == 'plain' else ''})",
                   flush=True)
+            if "no-inspector" in m:
+                ratio = m["grokemu"] / m["no-inspector"]
+                print(f"  {'':<12} request inspector: grokemu (on) {m['grokemu']:.0f} req/s, no-inspector "
+                      f"{m['no-inspector']:.0f} req/s: on/off {ratio:.3f} (target >= 0.95; rounds on/off "
+                      f"{[round(a / b, 3) for a, b in zip(rps['grokemu'], rps['no-inspector'])]})", flush=True)
             for kind in kinds if meter else ():
                 parties = sorted({k for shot in cpu[kind] for k in shot})
                 median = {k: statistics.median(shot.get(k, 0.0) for shot in cpu[kind]) for k in parties}
@@ -668,7 +681,21 @@ def main() -> int:
         if "small" in only:
             bench_small(args, direct_port, gport, proxy_path, auth, record)
         if "nginx" in only:
-            bench_side_by_side(args, apps, gport, auth, server.proc.pid)
+            off_dir = Path(tempfile.mkdtemp(prefix="grokemu-bench-off-"))
+            off_server = GrokemuProcess(off_dir, env={"GROKEMU_INSPECTOR_SIZE": "0"})
+            off_server.start()
+            try:
+                off_auth = {"Authorization": off_server.login()}
+                off_apps = publish_bench_app(off_server, off_auth)
+                bench_side_by_side(args, apps, gport, auth, server.proc.pid,
+                                   off=(off_server.port, off_auth, off_apps))
+            finally:
+                try:
+                    off_server.reset()
+                except OSError:
+                    pass
+                off_server.stop()
+                shutil.rmtree(off_dir, ignore_errors=True)
         for kind in ("upload", "download"):
             if kind in only:
                 bench_body(kind, args, server.proc.pid, direct_port, gport, proxy_path, auth, record)

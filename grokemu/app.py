@@ -29,6 +29,7 @@ from grokemu.services.calls import CallService
 from grokemu.services.functions import FunctionRegistry
 from grokemu.services.container_logs import ContainerLogs
 from grokemu.services.images import ImageService
+from grokemu.services.inspector import RequestInspector
 from grokemu.services.packages import PackageService
 from grokemu.services.proxy import ProxyService
 from grokemu.services.registry import RegistryService
@@ -59,22 +60,24 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     registry_service = RegistryService(FsBlobStore(settings.data_dir / "registry"), clock)
     package_files = PackageFiles(settings.data_dir / "packages")
     activity = ActivityTracker(clock)
+    inspector = RequestInspector(settings.inspector_size, settings.dev_keys, clock)
+    activity.on_forget(inspector.forget)
     broker = BrokerService(settings, orchestrator, connect_broker)
     run_specs = RunSpecs(settings, store, auth, package_files, broker=broker)
     spawner = Spawner(store, orchestrator, clock, settings, auth=auth, activity=activity, run_specs=run_specs,
                       background=background, broker=broker)
     functions_registry = FunctionRegistry(store)
     calls = CallService(settings, store, clock, functions_registry, spawner, broker, activity, run_specs,
-                        background=background)
+                        background=background, inspector=inspector)
     images = ImageService(store, orchestrator, clock, settings, spawner=spawner, package_files=package_files,
                           registry=registry_service, background=background)
     packages = PackageService(store, clock, package_files, images=images, spawner=spawner, settings=settings)
     proxy_service = ProxyService(spawner, activity, settings,
                                  http=HttpUpstreamPools(settings.threads, settings.proxy_request_timeout),
-                                 websockets=WebSocketDialer(settings.proxy_request_timeout))
+                                 websockets=WebSocketDialer(settings.proxy_request_timeout), inspector=inspector)
     admin_service = AdminService(store, orchestrator, settings, package_files=package_files,
                                  registry=registry_service, auth=auth, images=images, spawner=spawner,
-                                 proxy=proxy_service, broker=broker, calls=calls)
+                                 proxy=proxy_service, broker=broker, calls=calls, inspector=inspector)
     container_logs = ContainerLogs(store, orchestrator)
     # Startup sweeps, before any request: what a kill -9 left (staging folders, unreferenced package versions,
     # registry upload debris) goes; nothing that is resumable or referenced is touched.
@@ -112,6 +115,6 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
         settings=settings, store=store, clock=clock, orchestrator=orchestrator, auth=auth, tokens=tokens,
         registry=registry_service, package_files=package_files, activity=activity, spawner=spawner, images=images,
         packages=packages, scheduler=scheduler, proxy=proxy_service, admin=admin_service, guard=guard,
-        broker=broker, functions=functions_registry, calls=calls, logs=container_logs)
+        broker=broker, functions=functions_registry, calls=calls, logs=container_logs, inspector=inspector)
     log.debug("grokemu %s app created (data dir %s)", __version__, settings.data_dir)
     return app

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from grokemu.services.broker import BrokerService
     from grokemu.services.calls import CallService
     from grokemu.services.images import ImageService
+    from grokemu.services.inspector import RequestInspector
     from grokemu.services.proxy import ProxyService
     from grokemu.services.registry import RegistryService
     from grokemu.services.spawner import Spawner
@@ -29,7 +30,8 @@ class AdminService:
     def __init__(self, store: Store, orchestrator: Orchestrator | None, settings: Settings, *,
                  package_files: PackageFiles, registry: "RegistryService", auth: "AuthService",
                  images: "ImageService", spawner: "Spawner", proxy: "ProxyService", broker: "BrokerService",
-                 calls: "CallService"):
+                 calls: "CallService", inspector: "RequestInspector | None" = None):
+        self._inspector = inspector
         self._broker = broker
         self._calls = calls
         self._store = store
@@ -81,6 +83,8 @@ class AdminService:
         # last: its generation moves on once the rows are gone, so no reader keeps a container from before
         self._spawner.reset()
         self._proxy.reset()  # its started-cache and upstream pools: a deleted container id is never served again
+        if self._inspector is not None:
+            self._inspector.reset()
         log.info("reset: %d entities, %d containers, %d images removed, %d container tokens revoked", entities,
                  removed_containers, removed_images, revoked)
         return {"entities": entities, "containers": removed_containers, "images": removed_images,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from grokemu.services.functions import FunctionRegistry
     from grokemu.services.container_logs import ContainerLogs
     from grokemu.services.images import ImageService
+    from grokemu.services.inspector import RequestInspector
     from grokemu.services.packages import PackageService
     from grokemu.services.proxy import ProxyService
     from grokemu.services.registry import RegistryService
@@ -64,6 +65,7 @@ class Context:
     functions: "FunctionRegistry"
     calls: "CallService"
     logs: "ContainerLogs"
+    inspector: "RequestInspector"
     started_at: float = field(default_factory=time.time)
     # the server's connection takeover, once a server serves this app (None under the Flask test client)
     takeover: ConnectionCount | None = None
