@@ -9,7 +9,7 @@ STAND := $(COMPOSE) -p grokemu -f compose/docker-compose.yml
 # the venv is refreshed when the declared dependencies change
 STAMP := $(VENV)/.grokemu-installed
 
-.PHONY: up demo install venv test unit integration docker e2e compose example security bench bench-compose bench-queue \
+.PHONY: up demo install venv lint test unit integration docker e2e compose example security bench bench-compose bench-queue \
         wheels stand stand-down clean
 
 up: $(STAMP)
@@ -33,6 +33,13 @@ $(STAMP): pyproject.toml
 	else echo "no pip for $(VENV): install python3-venv (Debian) or pip, then run make again" >&2; exit 1; fi
 	@touch $@
 	@echo "$(VENV) ready: grokemu and its test dependencies"
+
+# the lint and type gate (issue 19): ruff ([tool.ruff]), mypy over grokemu/ ([tool.mypy]), the layer contracts
+# ([tool.importlinter], also checked by tests/unit/test_layers.py)
+lint: $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m mypy
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP)
 	$(PYTEST) tests samples
@@ -87,4 +94,4 @@ stand-down: $(STAMP) compose/.env
 	$(STAND) down -v --rmi local --remove-orphans
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache compose/wheels
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache compose/wheels

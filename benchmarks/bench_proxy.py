@@ -414,8 +414,8 @@ class Nginx:
     def __init__(self, ports: dict[str, int]):
         self.dir = Path(tempfile.mkdtemp(prefix="grokemu-bench-nginx-"))
         self.port = free_port()
-        upstreams = "".join(f"    upstream {app} {{ server 127.0.0.1:{p}; keepalive 32; }}\n"
-                            for app, p in ports.items())
+        upstreams = "".join(f"    upstream {app} {{ server {p if ':' in str(p) else f'127.0.0.1:{p}'}; "
+                            f"keepalive 32; }}\n" for app, p in ports.items())
         locations = "".join(f"        location /{app}/ {{ proxy_pass http://{app}/; proxy_http_version 1.1; "
                             "proxy_set_header Connection '';  proxy_buffering on; }\n" for app in ports)
         conf = self.dir / "nginx.conf"
@@ -461,8 +461,10 @@ class CpuMeter:
     app's container, Docker's port forwarder (docker-proxy, on both the direct and the proxied path), nginx, and
     wrk itself. Divided by the requests served, it says where the two cores went."""
 
-    def __init__(self, grokemu_pid: int, nginx_pid: int | None, app_ports: dict[str, int]):
+    def __init__(self, grokemu_pid: int, nginx_pid: int | None, app_ports: dict[str, int],
+                 more: dict[str, int] | None = None):
         self.parties = {"grokemu": [grokemu_pid], "nginx": [nginx_pid] if nginx_pid else []}
+        self.parties.update({name: [pid] for name, pid in (more or {}).items()})
         for app, port in app_ports.items():
             ids = subprocess.run(["docker", "ps", "-q", "--filter", f"publish={port}"], capture_output=True,
                                  text=True).stdout.split()
@@ -496,6 +498,31 @@ class CpuMeter:
         return {k: (after[k] - before[k]) / requests * 1e6 for k in after if after[k] - before[k] > 0.001}
 
 
+def inspector_cost_us(n: int = 20000) -> float:
+    """The request inspector's own work for one small relayed GET, measured in this process: what the relay loop
+    and ProxyService.fast_forward call (begin, the answer's head, one body chunk, finish) with a shaped head reused,
+    as the loop reuses it. Microseconds per request."""
+    from grokemu.domain.clock import SystemClock
+    from grokemu.services.inspector import RequestInspector
+
+    inspector = RequestInspector(200, ["admin"], SystemClock())
+    token = "t" * 43
+    environ = {"grokemu.raw_headers": f"Host: localhost\r\nAuthorization: {token}\r\nAccept: */*".encode()}
+    headers = (("Content-Type", "application/json"), ("Content-Length", "16"), ("Server", "x"),
+               ("Date", "Thu, 01 Jan 2026 00:00:00 GMT"))
+    body = b'{"result": "ok"}'
+    meta = None
+    start = time.perf_counter()
+    for _ in range(n):
+        rec = inspector.begin("c", "GET", "/small", environ, token)
+        if meta is None:
+            meta = rec.response_meta(headers)
+        rec.answered(200, meta)
+        rec.body(body)
+        rec.finish(200)
+    return (time.perf_counter() - start) / n * 1e6
+
+
 def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, off=None) -> None:
     """Small GETs: direct, nginx in front, grokemu in front, for both apps, in `--rounds` alternating rounds (the
     order rotates each round); medians. One wrk thread with `--threads` connections, then one connection for p50."""
@@ -503,16 +530,19 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, 
         print("  nginx side-by-side skipped: needs `apt-get install -y nginx wrk`", flush=True)
         return
     ports = {app: c["port"] for app, (c, _) in apps.items()}
-    nginx = Nginx(ports)
-    meter = CpuMeter(grokemu_pid, nginx.proc.pid, ports) if grokemu_pid else None
+    # with the docker_network setting (GROKEMU_DOCKER_NETWORK) containers publish nothing: direct is their address
+    direct = {app: f"{c.get('address') or '127.0.0.1'}:{c['port']}" for app, (c, _) in apps.items()}
+    nginx = Nginx(direct)
+    meter = CpuMeter(grokemu_pid, nginx.proc.pid, ports,
+                     {"grokemu (inspector off)": off[3]} if off is not None else None) if grokemu_pid else None
     try:
-        paths = {app: {"direct": (f"http://127.0.0.1:{ports[app]}/small", {}),
+        paths = {app: {"direct": (f"http://{direct[app]}/small", {}),
                        "nginx": (f"http://127.0.0.1:{nginx.port}/{app}/small", {}),
                        "grokemu": (f"http://127.0.0.1:{gport}/api/docker/containers/proxy/{c['id']}/small", auth)}
                  for app, (c, _) in apps.items()}
         kinds = ["direct", "nginx", "grokemu"]
         if off is not None:  # (port, auth, apps) of the grokemu with the request inspector off
-            oport, oauth, oapps = off
+            oport, oauth, oapps, _ = off
             for app, (c, _) in oapps.items():
                 paths[app]["no-inspector"] = (f"http://127.0.0.1:{oport}/api/docker/containers/proxy/{c['id']}/small",
                                               oauth)
@@ -550,8 +580,16 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, 
             if "no-inspector" in m:
                 ratio = m["grokemu"] / m["no-inspector"]
                 print(f"  {'':<12} request inspector: grokemu (on) {m['grokemu']:.0f} req/s, no-inspector "
-                      f"{m['no-inspector']:.0f} req/s: on/off {ratio:.3f} (target >= 0.95; rounds on/off "
-                      f"{[round(a / b, 3) for a, b in zip(rps['grokemu'], rps['no-inspector'])]})", flush=True)
+                      f"{m['no-inspector']:.0f} req/s: on/off {ratio:.3f} (target >= 0.95)", flush=True)
+                pairs = zip(rps["grokemu"], rps["no-inspector"], strict=True)
+                print(f"  {'':<12} on/off by round {[round(a / b, 3) for a, b in pairs]}", flush=True)
+                if meter:  # grokemu's own CPU per request: what the inspector costs, whatever else loads the machine
+                    on = statistics.median(shot.get("grokemu", 0.0) for shot in cpu["grokemu"])
+                    offcpu = statistics.median(shot.get("grokemu (inspector off)", 0.0) for shot in cpu["no-inspector"])
+                    print(f"  {'':<12} grokemu CPU us/request: inspector on {on:.1f}, off {offcpu:.1f}: off/on "
+                          f"{offcpu / on:.3f} (the throughput a CPU-bound loop keeps)", flush=True)
+                cost = inspector_cost_us()
+                print(f"  {'':<12} inspector work per request, measured in process: {cost:.2f} us", flush=True)
             for kind in kinds if meter else ():
                 parties = sorted({k for shot in cpu[kind] for k in shot})
                 median = {k: statistics.median(shot.get(k, 0.0) for shot in cpu[kind]) for k in parties}
@@ -688,7 +726,7 @@ def main() -> int:
                 off_auth = {"Authorization": off_server.login()}
                 off_apps = publish_bench_app(off_server, off_auth)
                 bench_side_by_side(args, apps, gport, auth, server.proc.pid,
-                                   off=(off_server.port, off_auth, off_apps))
+                                   off=(off_server.port, off_auth, off_apps, off_server.proc.pid))
             finally:
                 try:
                     off_server.reset()

@@ -266,14 +266,14 @@ class Bench:
         cpu = [0.0] * len(self.paths)
         pid = self.server.proc.pid
         for i in range(calls):  # alternating call by call, so drift of the machine hits every path alike
-            for j, ((_, call), kept) in enumerate(zip(self.paths, times)):
+            for j, ((_, call), kept) in enumerate(zip(self.paths, times, strict=True)):
                 c0, t0 = cpu_ms(pid), time.perf_counter()
                 assert call("add", a=i, b=2) == i + 2
                 kept.append((time.perf_counter() - t0) * 1000)
                 cpu[j] += cpu_ms(pid) - c0
         print(f"scalar `add` round trip, {calls} sequential calls per path after {warmup} warm-up (ms):")
         d50, d99 = percentile(times[0], 50), percentile(times[0], 99)
-        for i, ((label, _), kept) in enumerate(zip(self.paths, times)):
+        for i, ((label, _), kept) in enumerate(zip(self.paths, times, strict=True)):
             p50, p99 = percentile(kept, 50), percentile(kept, 99)
             line = f"  {label:<52} p50 {p50:6.2f}  p99 {p99:6.2f}  grokemu CPU/call {cpu[i] / calls:5.2f}"
             if i:
@@ -328,7 +328,7 @@ class Bench:
                 cpu[i] += cpu_ms(pid) - c0
         print(f"{n} concurrent `add` calls, {rounds} alternating rounds (calls/s):")
         direct = n * rounds / elapsed[0]
-        for i, ((label, _), spent) in enumerate(zip(self.paths, elapsed)):
+        for i, ((label, _), spent) in enumerate(zip(self.paths, elapsed, strict=True)):
             rate = n * rounds / spent
             line = f"  {label:<52} {rate:7.1f}   grokemu CPU/call {cpu[i] / (n * rounds):5.2f} ms"
             if i:
@@ -433,7 +433,7 @@ class Bench:
         print(f"  added over start + consuming {g - r:+.0f} ms; target <= 300 ms: {verdict(g - r <= 300)}")
         print(f"  added over start + consuming + first call {g - f:+.0f} ms; target <= 300 ms: "
               f"{verdict(g - f <= 300)}")
-        paired = median([o - d for o, d in zip(ours, first)])  # runs i of both sides ran back to back
+        paired = median([o - d for o, d in zip(ours, first, strict=True)])  # runs i of both sides ran back to back
         spread = max(ready) - min(ready)
         print(f"  paired (median of run-by-run differences to start + consuming + first call): {paired:+.0f} ms; "
               f"target <= 300 ms: {verdict(paired <= 300)}")

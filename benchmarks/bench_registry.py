@@ -113,9 +113,9 @@ http:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=1).read()
                 return self
-            except (OSError, urllib.error.URLError):
+            except (OSError, urllib.error.URLError) as e:
                 if time.time() > deadline or self.proc.poll() is not None:
-                    raise SystemExit(f"reference registry did not start: {(self.workdir / 'reference.log').read_text()}")
+                    raise SystemExit(f"reference registry did not start: {(self.workdir / 'reference.log').read_text()}") from e
                 time.sleep(0.1)
 
     def restart_empty(self) -> None:

@@ -76,7 +76,7 @@ def main():
             token = server.login()
             samples = []
             try:
-                for i in range(RUNS):
+                for _ in range(RUNS):
                     name = f"@bench/p{uuid.uuid4().hex[:6]}"
                     files = {"package.json": json.dumps({"name": name, "version": "1.0.0"}),
                              "dockerfiles/hello/Dockerfile": "FROM scratch\nEXPOSE 8000\n",
@@ -87,7 +87,7 @@ def main():
                                                  data=body, method="POST", headers={"Authorization": "Dev admin"})
                     urllib.request.urlopen(req).read()
 
-                    def ready():
+                    def ready(name=name):
                         q = urllib.request.Request(f"{server.api}/docker/images?text={name.split('/')[1]}",
                                                    headers={"Authorization": token})
                         with urllib.request.urlopen(q) as r:

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from grokemu import __version__
-from grokemu.config import ConfigError, load_settings
+from grokemu.config import ConfigError, Settings, load_settings
+from grokemu.domain.ports import Orchestrator
 
 EPILOG = """settings precedence (later wins): embedded defaults < YAML file (--config or GROKEMU_CONFIG)
 < GROKEMU_<NAME> environment variables < command-line flags. Example: --data-dir, GROKEMU_DATA_DIR, data_dir:."""
@@ -48,7 +49,7 @@ def _load(args):
     return load_settings(args.config, overrides=overrides)
 
 
-def orchestrator_for(settings):
+def orchestrator_for(settings: Settings) -> Orchestrator:
     """The Orchestrator adapter the settings name (docs/swarm.md for `swarm`)."""
     if settings.orchestrator == "swarm":
         from grokemu.adapters.swarm_orchestrator import SwarmOrchestrator
@@ -107,7 +108,7 @@ def _samples_dir() -> Path | None:
 
 def _demo(settings, key: str, docker_ok: bool) -> None:
     """`grokemu up --demo`: publish the samples, start their containers, print what to open."""
-    from grokemu.client import Client, GrokemuError
+    from grokemu.client import Client, ClientError
 
     samples = _samples_dir()
     if samples is None or not docker_ok:
@@ -132,7 +133,7 @@ def _demo(settings, key: str, docker_ok: bool) -> None:
                     lines.append(f"  {c['name']}: {c['status']}   functions: {', '.join(names)}")
                 else:
                     lines.append(f"  {c['name']}: {c['status']}   {base}/api/docker/containers/proxy/{c['id']}/")
-        except GrokemuError as e:
+        except ClientError as e:
             print(f"demo: {folder.name} failed: {e}\n{getattr(e, 'logs', '')}", flush=True)
     print("demo ready. Open the dashboard and sign in with the dev key "
           f"'{key}': {base}/", flush=True)
@@ -159,7 +160,7 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 def cmd_publish(args) -> int:
     """`grokemu publish DIR`: the upload of `grok publish` without Node, with progress; non-zero with the build log
     when an image fails."""
-    from grokemu.client import GrokemuError, PublishFailed
+    from grokemu.client import ClientError, PublishFailed
 
     client = _client(args)
     try:
@@ -169,7 +170,7 @@ def cmd_publish(args) -> int:
         print(f"grokemu publish: {e}", file=sys.stderr)
         print(e.logs, file=sys.stderr)
         return 1
-    except GrokemuError as e:
+    except ClientError as e:
         print(f"grokemu publish: {e}", file=sys.stderr)
         return 1
     for image in images:
@@ -183,7 +184,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     """Rows under their headers, each column as wide as its widest cell, two spaces apart."""
     cells = [headers] + [[str(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 def ago(seconds: float) -> str:
@@ -223,12 +224,12 @@ def cmd_status(args) -> int:
     """`grokemu status`: a running grokemu's containers and images, with their status and URLs."""
     import json
 
-    from grokemu.client import GrokemuError
+    from grokemu.client import ClientError
 
     client = _client(args)
     try:
         report = status_report(client)
-    except GrokemuError as e:
+    except ClientError as e:
         print(f"grokemu status: {e}", file=sys.stderr)
         return 1
     if args.json:
@@ -258,7 +259,7 @@ def cmd_status(args) -> int:
 def cmd_logs(args) -> int:
     """`grokemu logs NAME [-f] [--tail N]`: a container's logs, by id, container, package or image name; with -f
     new output as it comes, until Ctrl-C or the container stops. Exit 2 when NAME means no container or several."""
-    from grokemu.client import GrokemuError
+    from grokemu.client import ClientError
 
     client = _client(args)
     out = sys.stdout.buffer
@@ -270,7 +271,7 @@ def cmd_logs(args) -> int:
     except LookupError as e:
         print(f"grokemu logs: {e}", file=sys.stderr)
         return 2
-    except GrokemuError as e:
+    except ClientError as e:
         print(f"grokemu logs: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -13,8 +13,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from grokemu.domain.names import resolve_container
 
@@ -23,7 +23,7 @@ ALWAYS_SKIPPED = ("node_modules", ".git", "__pycache__", ".pytest_cache", ".venv
 SETTLED = ("ready", "error")
 
 
-class GrokemuError(RuntimeError):
+class ClientError(RuntimeError):
     """A call to grokemu failed; `status` is the HTTP status (0 when grokemu could not be reached)."""
 
     def __init__(self, message: str, status: int = 0, body: str = ""):
@@ -32,7 +32,7 @@ class GrokemuError(RuntimeError):
         self.body = body
 
 
-class PublishFailed(GrokemuError):
+class PublishFailed(ClientError):
     """An image of the published package ended in `error`; `logs` is its build log."""
 
     def __init__(self, message: str, logs: str):
@@ -67,7 +67,7 @@ def package_files(folder: str | os.PathLike) -> dict[str, bytes]:
     its `.npmignore` (which the grok CLI requires; an empty one ignores nothing)."""
     root = Path(folder)
     if not (root / "package.json").is_file():
-        raise GrokemuError(f"{root} is not a package folder (no package.json)")
+        raise ClientError(f"{root} is not a package folder (no package.json)")
     ignore = list(ALWAYS_SKIPPED)
     npmignore = root / ".npmignore"
     if npmignore.is_file():
@@ -118,12 +118,12 @@ class Client:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers.items()), e.read()
         except OSError as e:
-            raise GrokemuError(f"grokemu at {self.url} could not be reached: {e}") from None
+            raise ClientError(f"grokemu at {self.url} could not be reached: {e}") from None
 
     def json(self, method: str, path: str, **kwargs):
         status, _, data = self.request(method, path, **kwargs)
         if status >= 400:
-            raise GrokemuError(f"{method} {path}: {status} {data[:500].decode('utf-8', 'replace')}", status,
+            raise ClientError(f"{method} {path}: {status} {data[:500].decode('utf-8', 'replace')}", status,
                                data.decode("utf-8", "replace"))
         return json.loads(data) if data else None
 
@@ -138,7 +138,7 @@ class Client:
         try:
             status, _, _ = self.request("GET", "/_grokemu/health", auth=False, timeout=3)
             return status == 200
-        except GrokemuError:
+        except ClientError:
             return False
 
     def health(self) -> dict:
@@ -146,7 +146,7 @@ class Client:
         return self.json("GET", "/_grokemu/health")
 
     def stream(self, path: str, *, timeout: float | None = None):
-        """The open answer to `GET path` (read it as it comes; close it, or use `with`): GrokemuError with the
+        """The open answer to `GET path` (read it as it comes; close it, or use `with`): ClientError with the
         ApiError's message when the status is 400 or more. `timeout` None: a read may wait forever."""
         url = self.url + path if path.startswith("/") else f"{self.api}/{path}"
         req = urllib.request.Request(url, headers={"Authorization": self.token})
@@ -154,9 +154,9 @@ class Client:
             return urllib.request.urlopen(req, timeout=timeout)
         except urllib.error.HTTPError as e:
             data = e.read()
-            raise GrokemuError(api_message(data), e.code, data.decode("utf-8", "replace")) from None
+            raise ClientError(api_message(data), e.code, data.decode("utf-8", "replace")) from None
         except OSError as e:
-            raise GrokemuError(f"grokemu at {self.url} could not be reached: {e}") from None
+            raise ClientError(f"grokemu at {self.url} could not be reached: {e}") from None
 
     def container_logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterable[bytes]:
         """A container's logs, by any name `grokemu.container` takes (domain/names.py), as they come: the last
@@ -234,7 +234,7 @@ class Client:
                                         "\n".join(f"--- {i['name']}\n{i.get('logs') or ''}" for i in failed))
                 return images
             if time.monotonic() > deadline:
-                raise GrokemuError(f"images of {package} not ready after {timeout:g} s: "
+                raise ClientError(f"images of {package} not ready after {timeout:g} s: "
                                    + ", ".join(f"{i['name']}={i['status']}" for i in images))
             time.sleep(0.2)
 
@@ -271,7 +271,7 @@ class Client:
     def logs(self, cid: str, limit: int = 10000) -> str:
         status, _, data = self.request("GET", f"docker/containers/{urllib.parse.quote(cid)}/logs?limit={limit}")
         if status >= 400:
-            raise GrokemuError(f"logs of {cid}: {status}", status, data.decode("utf-8", "replace"))
+            raise ClientError(f"logs of {cid}: {status}", status, data.decode("utf-8", "replace"))
         text = data.decode("utf-8", "replace")
         try:
             value = json.loads(text)

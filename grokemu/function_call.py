@@ -17,9 +17,10 @@ import io
 import json
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from grokemu.domain.calls import FrameError, binary_frame, split_binary, split_text, text_frame
 

@@ -4,7 +4,7 @@
         grokemu.publish("path/to/my-package")            # upload as `grok publish` does, wait until images are ready
         squares = grokemu.container("squares")            # by id, container, docker folder, package or image name
         squares.start()
-        assert squares.fetch("/square?number=4").json() == 16   # through fetchProxy, as the JS client calls it
+        assert squares.fetch("/square?number=4").json() == {"result": 16.0}  # through fetchProxy
         with squares.websocket("/ws") as ws:                # through webSocketProxy (after its CONNECTED frame)
             ws.send("hi"); assert ws.recv() == "hi"
         print(squares.logs()); squares.stop()
@@ -36,11 +36,15 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from grokemu.client import Client, GrokemuError, PublishFailed
+from grokemu.client import Client, ClientError, PublishFailed
 from grokemu.domain.names import resolve_container
+
+if TYPE_CHECKING:
+    from grokemu.server.serve import Serving
 
 
 class GrokemuProcess:
@@ -63,13 +67,15 @@ class GrokemuProcess:
     def api(self) -> str:
         return f"{self.url}/api"
 
-    def start(self, timeout: float = 20) -> "GrokemuProcess":
+    def start(self, timeout: float = 20) -> GrokemuProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log, env=self.env, text=True)
+        stdout = self.proc.stdout
+        assert stdout is not None  # stdout=PIPE
         deadline = time.time() + timeout
         while time.time() < deadline:
-            line = self.proc.stdout.readline()
+            line = stdout.readline()
             if not line:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"grokemu exited with {self.proc.returncode}: {self.log_path.read_text()}")
@@ -149,11 +155,11 @@ class ThreadedGrokemu:
         self.orchestrator = orchestrator
         self.clock = clock
         self.extra_settings = settings
-        self.serving = None
+        self.serving: Serving | None = None
 
     @property
     def port(self) -> int:
-        return self.serving.port
+        return self._running().port
 
     @property
     def url(self) -> str:
@@ -166,9 +172,14 @@ class ThreadedGrokemu:
     @property
     def context(self):
         """The app's context (web/context.py): its store, services and settings, for tests of grokemu itself."""
-        return self.serving.context
+        return self._running().context
 
-    def start(self) -> "ThreadedGrokemu":
+    def _running(self) -> Serving:
+        if self.serving is None:
+            raise RuntimeError("this in-process grokemu is not started: call start() first")
+        return self.serving
+
+    def start(self) -> ThreadedGrokemu:
         import tempfile
 
         from grokemu.cli import orchestrator_for
@@ -211,11 +222,11 @@ class ThreadedGrokemu:
         if self.serving is not None:
             try:
                 self.reset(key)
-            except GrokemuError:
+            except ClientError:
                 pass
         self.stop()
 
-    def __enter__(self) -> "ThreadedGrokemu":
+    def __enter__(self) -> ThreadedGrokemu:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -244,7 +255,7 @@ class Response:
 class ContainerHandle:
     """One plugin container of a published package, reached through grokemu as Datagrok's clients reach it."""
 
-    def __init__(self, kit: "Grokemu", entity: dict):
+    def __init__(self, kit: Grokemu, entity: dict):
         self._kit = kit
         self.entity = entity
 
@@ -261,7 +272,7 @@ class ContainerHandle:
         self.entity = self._kit.client.container(self.id)
         return self.entity["status"]
 
-    def start(self) -> "ContainerHandle":
+    def start(self) -> ContainerHandle:
         """Run it and wait until it is `started` (AssertionError with its logs when it ends in `error`)."""
         self.entity = self._kit.client.run(self.id, await_start=True)
         if self.entity["status"] != "started":
@@ -269,7 +280,7 @@ class ContainerHandle:
                                  f"{self.entity.get('errorMessage') or ''}\n{self.logs()}")
         return self
 
-    def stop(self) -> "ContainerHandle":
+    def stop(self) -> ContainerHandle:
         self.entity = self._kit.client.stop(self.id, await_stop=True)
         return self
 
@@ -333,7 +344,7 @@ class _ClosingWebSocket:
 class Grokemu:
     """The kit's view of one grokemu: `publish`, `container`, and `client` for anything else."""
 
-    def __init__(self, url: str, key: str = "admin", process: "GrokemuProcess | ThreadedGrokemu | None" = None):
+    def __init__(self, url: str, key: str = "admin", process: GrokemuProcess | ThreadedGrokemu | None = None):
         self.client = Client(url, key)
         self.process = process
         self.published: list[tuple[str, list[dict]]] = []
@@ -378,7 +389,7 @@ class Grokemu:
         packages = {p for p, _ in self.published}
         return [c for c in self.client.containers() if (c.get("package") or {}).get("name") in packages]
 
-    def container(self, name: "str | ContainerHandle") -> ContainerHandle:
+    def container(self, name: str | ContainerHandle) -> ContainerHandle:
         """A container of what this session published, by any name a person would use (domain/names.py): its id,
         its name (`squares-squares`) or friendly name, its docker folder (`squares`), its package's name when the
         package has one container (`HeldoutRoot`), or its image's name or reference. LookupError when nothing
@@ -390,7 +401,7 @@ class Grokemu:
         images = [i for i in self.client.images() if (i.get("package") or {}).get("name") in packages]
         return ContainerHandle(self, dict(resolve_container(name, self.containers(), images)))
 
-    def requests(self, container: "str | ContainerHandle", limit: int | None = None) -> list[dict]:
+    def requests(self, container: str | ContainerHandle, limit: int | None = None) -> list[dict]:
         """The request inspector's entries for `container` (a handle or any name `container()` takes), newest first:
         each fetchProxy request, WebSocket session and queue call with `time`, `kind`, `method`, `path`, `status`,
         `durationMs`, `requestHeaders`, `responseHeaders`, `requestBody`, `responseBody` (the first 4 KiB, text or
@@ -410,11 +421,11 @@ class Grokemu:
             try:
                 current = self.client.images(package) or images
                 self.client.delete_package(package)
-            except GrokemuError:
+            except ClientError:
                 current = images
             for image in current if docker else ():
                 ref = image.get("dockerFullName")
-                if ref and not image.get("imageRef"):
+                if docker and ref and not image.get("imageRef"):
                     subprocess.run([docker, "image", "rm", "-f", ref], capture_output=True)
         self.published.clear()
 
@@ -438,14 +449,16 @@ def grokemu(request, tmp_path_factory):
     url = request.config.getoption("--grokemu-url") or os.environ.get("GROKEMU_URL")
     key = request.config.getoption("--grokemu-key") or os.environ.get("GROKEMU_KEY") or "admin"
     in_process = request.config.getoption("--grokemu-in-process") or os.environ.get("GROKEMU_IN_PROCESS") == "1"
-    process = None
+    process: ThreadedGrokemu | GrokemuProcess | None = None
     if not url:
         # a test suite starts and stops containers often: a short grace, unless GROKEMU_STOP_TIMEOUT says otherwise
-        grace = {} if "GROKEMU_STOP_TIMEOUT" in os.environ else {"stop_timeout": KIT_STOP_TIMEOUT}
+        grace = None if "GROKEMU_STOP_TIMEOUT" in os.environ else KIT_STOP_TIMEOUT
         if in_process:
-            process = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,), **grace).start()
+            server = ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,)) if grace is None else \
+                ThreadedGrokemu(tmp_path_factory.mktemp("grokemu"), dev_keys=(key,), stop_timeout=grace)
+            process = server.start()
         else:
-            flags = [f"--stop-timeout={grace['stop_timeout']:g}"] if grace else []
+            flags = [f"--stop-timeout={grace:g}"] if grace is not None else []
             process = GrokemuProcess(tmp_path_factory.mktemp("grokemu"), "--dev-key", key, *flags).start()
         url = process.url
     kit = Grokemu(url, key, process)

@@ -1,18 +1,25 @@
 """Shared test helpers: package ZIPs as the grok CLI builds them, and the Docker requirement."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
+import websocket
+
+from grokemu.web.context import app_context
+from tests.fake_upstream import Upstream, add_container, proxy_url
 
 REQUIRE_DOCKER = os.environ.get("GROKEMU_REQUIRE_DOCKER") == "1"
 
@@ -124,28 +131,8 @@ def swarm_state() -> str:
     return out.stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def swarm():
-    """A single-node swarm on loopback: initialised when the daemon is in none, and left afterwards only then."""
-    require(docker_available(), "a Docker daemon")
-    created = False
-    state = swarm_state()
-    if state.startswith("inactive"):
-        init = subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], capture_output=True,
-                              text=True, timeout=60)
-        require(init.returncode == 0, f"a swarm manager (docker swarm init failed: {init.stderr.strip()})")
-        created = True
-    else:
-        require(state == "active true", f"a swarm manager (this daemon is {state!r})")
-    yield
-    if created:
-        subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=60)
-
-
 def free_port() -> int:
     """A loopback port nothing listens on right now (for a server whose address must be known before it starts)."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -196,3 +183,172 @@ def publish_queue_worker(api: str, token: str, timeout: float = 600) -> dict:
     funcs = requests.get(f"{api}/docker/functions", headers={"Authorization": token}, timeout=30).json()
     c["namespace_"] = next(f["namespace"] for f in funcs if f["container"]["id"] == c["id"])
     return c
+
+
+# -- the real clients (tests/e2e/js, .tools/) ------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = Path(os.environ.get("GROKEMU_TOOLS", ROOT / ".tools"))
+JS_CLIENT = ROOT / "tests" / "e2e" / "js" / "proxy-client.mjs"
+
+
+def js_runner(api: str, token: str):
+    """run(body) -> the JSON the body returns: Datagrok's real JS client (datagrok-api in Node,
+    tests/e2e/js/proxy-client.mjs) logged in with `token` against `api`; `grok` and `token` are in scope."""
+    require(shutil.which("node") is not None and (TOOLS / "node_modules" / "datagrok-api").exists()
+            and (TOOLS / "node_modules" / "ws").exists(),
+            "node with datagrok-api 1.27.9 and ws in .tools (run scripts/ensure-clients.sh)")
+
+    def run(body: str, timeout: float = 180):
+        done = subprocess.run(["node", str(JS_CLIENT), api, token, body], capture_output=True, text=True,
+                              timeout=timeout)
+        assert done.returncode == 0, f"node failed:\n{done.stderr}\n{done.stdout}"
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+# -- the real server on a free port (the `live` fixture in tests/conftest.py) and raw HTTP/1.1 on one socket -------
+WS_ECHO_APP = SAMPLES / "ws-echo" / "dockerfiles" / "ws-echo" / "app.py"
+# the two requests `relayed` sends first: the cold start and one more, both served by the blocking relay
+WARM_UP = ["/first", "/warm"]
+
+
+def load_ws_echo():
+    """The ws-echo sample's app as a module, to run in-process."""
+    spec = importlib.util.spec_from_file_location("ws_echo_sample", WS_ECHO_APP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Live:
+    """A real server (waitress + the takeover) on `host`, with a dev session's token and WebSockets to containers."""
+
+    def __init__(self, app, host, ws_echo_port):
+        self.app = app
+        self.ctx = app_context(app)
+        self.host = host
+        self.ws_echo_port = ws_echo_port
+        self.token = requests.post(f"http://{host}/api/users/login/dev", headers={"Authorization": "Dev admin"},
+                                   timeout=5).json()["token"]
+
+    def ws(self, cid, path="/ws", token=None, **kw):
+        cookie = f"auth={token or self.token}" if token is not False else None
+        return websocket.create_connection(f"ws://{self.host}/api/docker/containers/proxy-ws/{cid}{path}",
+                                           cookie=cookie, timeout=10, **kw)
+
+
+def connect_raw(live) -> socket.socket:
+    """A raw TCP connection to the `live` server (Nagle off)."""
+    host, port = live.host.split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def raw_request(live, path: str, token: str | None, method: str = "GET", extra: str = "") -> bytes:
+    """The bytes of one body-less HTTP/1.1 request to `live`, with `token` (if any) and `extra` header lines."""
+    auth = f"Authorization: {token}\r\n" if token else ""
+    return f"{method} {path} HTTP/1.1\r\nHost: {live.host}\r\n{auth}{extra}\r\n".encode()
+
+
+class RawReader:
+    """Answers with a Content-Length or chunked, read one after the other from one socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        self.buf += data
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def answer(self) -> tuple[int, dict, bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "content-length" in headers:
+            length = int(headers["content-length"])
+            while len(self.buf) < length:
+                self._fill()
+            body, self.buf = self.buf[:length], self.buf[length:]
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while size := int(self._line(), 16):
+                while len(self.buf) < size + 2:
+                    self._fill()
+                body, self.buf = body + self.buf[:size], self.buf[size + 2:]
+            self._line()
+        else:
+            body = b""
+        return status, headers, body
+
+
+def fast_containers(live, n: int = 2):
+    """(an Upstream, ids of `n` on_demand containers the in-memory orchestrator publishes on its port)."""
+    up = Upstream()
+    live.ctx.orchestrator.fixed_host_port = up.port
+    return up, [add_container(live.ctx, {"on_demand": True}, name=f"fast-{i}") for i in range(n)]
+
+
+class RawAnswers(RawReader):
+    """RawReader, plus every header line in order, body-less answers (HEAD) and a chunked body's bytes as sent."""
+
+    def read(self, body: bool = True) -> SimpleNamespace:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        pairs = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+        headers = dict(pairs)
+        data = raw = b""
+        if not body:
+            pass
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            while len(self.buf) < length:
+                self._fill()
+            data, self.buf = self.buf[:length], self.buf[length:]
+        elif headers.get("transfer-encoding") == "chunked":
+            while True:
+                line = self._line()
+                raw += line + b"\r\n"
+                size = int(line.split(b";", 1)[0], 16)
+                if size == 0:
+                    break
+                while len(self.buf) < size + 2:
+                    self._fill()
+                data += self.buf[:size]
+                raw, self.buf = raw + self.buf[:size + 2], self.buf[size + 2:]
+            while line := self._line():  # the trailers, up to the empty line
+                raw += line + b"\r\n"
+            raw += b"\r\n"
+        return SimpleNamespace(status=int(lines[0].split()[1]), line=lines[0], pairs=pairs, headers=headers,
+                               body=data, raw=raw)
+
+
+def relayed(server, cid: str) -> tuple[socket.socket, RawAnswers]:
+    """A connection in the relay loop, its container known started: `/first` (the cold start, which takes the
+    connection from waitress) and `/warm` (the container's status changed during the cold start, so ProxyService
+    looks it up once more) answered by the blocking relay; the loop forwards the requests after them itself."""
+    sock = connect_raw(server)
+    answers = RawAnswers(sock)
+    for path in WARM_UP:
+        sock.sendall(raw_request(server, proxy_url(cid, path), server.token))
+        got = answers.read()
+        assert got.status == 200 and json.loads(got.body) == {"path": path}
+    return sock, answers

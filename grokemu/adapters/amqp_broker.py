@@ -12,7 +12,6 @@ kombu connections are not thread-safe: publishing shares one connection under a 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import uuid
 from typing import Any
@@ -27,7 +26,7 @@ from grokemu.domain.ports import CallEventHandler
 log = logging.getLogger(__name__)
 
 CALLS_FANOUT = Exchange("calls_fanout", type="fanout", durable=False, auto_delete=False)
-_ERRORS = (OSError, KombuError, OperationalError, ConnectionError)
+_ERRORS: tuple[type[BaseException], ...] = (OSError, KombuError, OperationalError, ConnectionError)
 try:  # py-amqp's own errors (a refused login, a closed channel) are not all KombuErrors
     from amqp.exceptions import AMQPError
 
@@ -141,7 +140,7 @@ class AmqpBroker:
                         while not self._stop.is_set():
                             try:
                                 conn.drain_events(timeout=0.5)
-                            except socket.timeout:
+                            except TimeoutError:
                                 continue
             except _ERRORS as e:
                 log.info("calls_fanout consumer: %s (reconnecting)", e)

@@ -8,8 +8,8 @@ that Docker network and grokemu reaches them at their address on it (`RunningCon
 from __future__ import annotations
 
 import ipaddress
-import math
 import logging
+import math
 import socket
 import threading
 
@@ -48,7 +48,7 @@ def backend_accepts(host: str, port: int, timeout: float = 0.3) -> bool:
             sock.settimeout(timeout)
             try:
                 return bool(sock.recv(1))
-            except socket.timeout:
+            except TimeoutError:
                 return True
     except OSError:
         return False
@@ -86,8 +86,11 @@ class DockerOrchestrator:
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = (docker.DockerClient(base_url=self._base_url, timeout=self._timeout)
-                                    if self._base_url else docker.from_env(timeout=self._timeout))
+                    # types-docker says int; docker-py hands the timeout to requests, which takes seconds as a float
+                    self._client = (docker.DockerClient(base_url=self._base_url,
+                                                        timeout=self._timeout)  # type: ignore[arg-type]
+                                    if self._base_url
+                                    else docker.from_env(timeout=self._timeout))  # type: ignore[arg-type]
                 except DockerException as e:
                     raise DockerUnavailable(f"Docker daemon unreachable: {e}") from None
             return self._client
@@ -117,17 +120,22 @@ class DockerOrchestrator:
     # the shared network (docker_network) --------------------------------------------------------------------------
     def ensure_network(self, labels: dict[str, str]) -> dict:
         """Create `self.network` (a bridge network carrying `labels`) unless it exists; its attributes."""
+        name = self._shared_network()
         try:
-            return self.client.networks.get(self.network).attrs
+            return self.client.networks.get(name).attrs
         except NotFound:
             pass
         try:
-            return self.client.networks.create(self.network, driver="bridge", labels=labels,
-                                               check_duplicate=True).attrs
+            return self.client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True).attrs
         except APIError as e:
             if e.status_code == 409:  # created meanwhile (another grokemu, compose)
-                return self.client.networks.get(self.network).attrs
+                return self.client.networks.get(name).attrs
             raise
+
+    def _shared_network(self) -> str:
+        if self.network is None:
+            raise ValueError("no shared network: the docker_network setting is empty")
+        return self.network
 
     @staticmethod
     def network_gateway(attrs: dict) -> str | None:
@@ -155,7 +163,7 @@ class DockerOrchestrator:
         container.reload()
         networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
         if self.network not in networks:
-            self.client.networks.get(self.network).connect(container)
+            self.client.networks.get(self._shared_network()).connect(container)
             container.reload()
             networks = container.attrs["NetworkSettings"]["Networks"]
         gateways = [n.get("Gateway") for n in networks.values() if n.get("Gateway")]
@@ -212,6 +220,8 @@ class DockerOrchestrator:
         removed = 0
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         for image in self.client.images.list(filters=filters):
+            if image.id is None:  # never for an image the daemon lists
+                continue
             try:
                 self.client.images.remove(image.id, force=True)
                 removed += 1
@@ -254,6 +264,8 @@ class DockerOrchestrator:
                             "support a per-container disk size")
         info = self._describe(container.attrs) if container.attrs else None
         running = self.inspect(container.id) or info
+        if running is None:
+            raise ContainerStartFailed(f"container {spec.name} was created but cannot be inspected")
         running.warnings = warnings
         return running
 

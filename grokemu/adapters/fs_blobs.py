@@ -19,14 +19,16 @@ import shutil
 import tempfile
 import time
 import uuid as uuidlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import IO, TypeVar
 
 from grokemu.domain.ports import ShortRead
 from grokemu.domain.references import NAME_COMPONENT, SUPPORTED_DIGEST, TAG, UPLOAD_ID
 
 __all__ = ["CHUNK", "FsBlobStore", "ShortRead"]
 
+_T = TypeVar("_T")
 CHUNK = 1024 * 1024  # copy unit: memory stays flat however big the layer is
 
 
@@ -155,7 +157,7 @@ class FsBlobStore:
         meta["updated"] = now
         _atomic_write(d / "meta.json", json.dumps(meta).encode())
 
-    def append_upload(self, upload_id: str, stream: BinaryIO, hasher, length: int | None = None) -> int:
+    def append_upload(self, upload_id: str, stream: IO[bytes], hasher, length: int | None = None) -> int:
         """Copy `stream` to the end of the upload file in CHUNK pieces, feeding `hasher` as it goes; returns the new
         size. If the body fails part way (client gone, short read), the file is cut back to where it was, so the
         session stays consistent with the caller's hash state (the caller passes a copy and keeps it on success)."""
@@ -294,7 +296,7 @@ class FsBlobStore:
         yield from self._iter_links(self._repo_dir(repo) / "_manifests" / "revisions", json.loads)
 
     @staticmethod
-    def _iter_links(base: Path, parse) -> Iterator[tuple[str, object]]:
+    def _iter_links(base: Path, parse: Callable[[bytes], _T]) -> Iterator[tuple[str, _T]]:
         if not base.is_dir():
             return
         for alg_dir in sorted(p for p in base.iterdir() if p.is_dir()):

@@ -18,7 +18,8 @@ import select
 import socket
 import threading
 from collections import deque
-from typing import BinaryIO, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -39,6 +40,15 @@ def upstream_address(c: DockerContainer) -> str:
     """127.0.0.1 (the published port), or the container's address on the shared Docker network when grokemu runs
     with the `docker_network` setting (e.g. inside the compose stand, where 127.0.0.1 is grokemu's own container)."""
     return c.address or LOOPBACK
+
+
+def upstream_port(c: DockerContainer) -> int:
+    """The port the proxy connects to: a started container always has one."""
+    if c.port is None:
+        raise UpstreamFailed(f"Container {c.name} has no port: it is not started")
+    return c.port
+
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy Proxy-Connection; Host is set for the upstream hop.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "trailers", "transfer-encoding", "upgrade", "proxy-connection"})
@@ -173,7 +183,7 @@ class HttpUpstreamPools:
                                               raise_on_redirect=False, raise_on_status=False)
 
     def pool(self, c: DockerContainer) -> urllib3.HTTPConnectionPool:
-        port = (upstream_address(c), int(c.port))  # the pool key: address and port
+        port = (upstream_address(c), upstream_port(c))  # the pool key: address and port
         entry = self._pools.get(c.id)
         if entry is not None and entry[0] == port:
             return entry[1]
@@ -190,8 +200,8 @@ class HttpUpstreamPools:
             old[1].close()
         return pool
 
-    def _lean(self, c: DockerContainer) -> "_LeanPool":
-        key = (upstream_address(c), int(c.port))
+    def _lean(self, c: DockerContainer) -> _LeanPool:
+        key = (upstream_address(c), upstream_port(c))
         entry = self._lean_pools.get(c.id)
         if entry is not None and entry.key == key:
             return entry
@@ -206,7 +216,7 @@ class HttpUpstreamPools:
 
     def request_head(self, c: DockerContainer, method: str, target: str, environ: dict,
                      identity: str | None = None) -> tuple[tuple[str, int], bytes]:
-        address = (upstream_address(c), int(c.port))
+        address = (upstream_address(c), upstream_port(c))
         return address, bodyless_request_head(address, method, target, environ, identity)
 
     def forget(self, cid: str) -> None:
@@ -227,7 +237,7 @@ class HttpUpstreamPools:
         for lean in leans:
             lean.close()
 
-    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
+    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: IO[bytes] | None,
              length: int, release: Callable[[], None], identity: str | None = None) -> Forwarded:
         if body is None:  # the hot path (small GETs): kept-alive raw sockets, no urllib3 / http.client
             return self._lean(c).send(c, method, target, environ, release, identity)
@@ -239,10 +249,10 @@ class HttpUpstreamPools:
             data = upstream.read(decode_content=False)
             upstream.release_conn()
             release()
-            return Forwarded(upstream.status, upstream.reason, headers, [data] if data else [])
-        return Forwarded(upstream.status, upstream.reason, headers, _StreamedBody(upstream, release))
+            return Forwarded(upstream.status, upstream.reason or "", headers, [data] if data else [])
+        return Forwarded(upstream.status, upstream.reason or "", headers, _StreamedBody(upstream, release))
 
-    def _urlopen(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
+    def _urlopen(self, c: DockerContainer, method: str, target: str, environ: dict, body: IO[bytes] | None,
                  length: int, identity: str | None = None) -> urllib3.BaseHTTPResponse:
         pool = self.pool(c)
         headers = forwarded_headers(environ, f"{upstream_address(c)}:{c.port}", identity)
@@ -271,7 +281,7 @@ class HttpUpstreamPools:
                                  f"{reason}") from None
 
 
-# -- body-less requests over kept-alive raw sockets (issue 14) ------------------------------------------------------
+# -- body-less requests over kept-alive raw sockets (docs/design.md decision 2) ------------------------------------
 # urllib3 + http.client (its email-parser header parsing) cost half of grokemu's CPU per small proxied GET. A request
 # without a body is sent as one head, built once, on a socket kept alive per container; the answer's head is parsed
 # here, and its body passed on as it is (Content-Length, chunked or up to the container's close). Same rules as the
@@ -335,19 +345,19 @@ class _LeanPool:
         for attempt in (0, 1):
             try:
                 sock, reused = self._get()
-            except socket.timeout as e:
+            except TimeoutError as e:
                 raise UpstreamFailed(f"Container {c.name} did not answer on {self.key[0]}:{self.key[1]}: "
                                      f"connect timed out") from e
             except OSError as e:
                 raise UpstreamRefused(str(e)) from e
             try:
-                return self._exchange(sock, reused, c, method, target, head, release)
+                return self._exchange(sock, reused, method, head, release)
             except _StaleSocket:
                 sock.close()
                 if attempt or method not in _IDEMPOTENT:
                     raise UpstreamFailed(f"Container {c.name} did not answer on {self.key[0]}:{self.key[1]}: "
                                          f"the connection was closed") from None
-            except socket.timeout:
+            except TimeoutError:
                 sock.close()
                 raise GatewayTimeout(f"Container {c.name} did not answer {method} {target} within "
                                      f"{self._timeout:g} s") from None
@@ -359,7 +369,7 @@ class _LeanPool:
                                      f"{e}") from None
         raise AssertionError("unreachable")
 
-    def _exchange(self, sock, reused, c, method, target, head, release) -> Forwarded:
+    def _exchange(self, sock, reused, method, head, release) -> Forwarded:
         try:
             sock.sendall(head)
         except OSError:

@@ -118,7 +118,7 @@ class MemoryOrchestrator:
             with self._lock:
                 found.tags.add(_norm(target))
 
-    def remove_networks(self, labels: dict[str, str]) -> int:
+    def remove_networks(self, labels: dict[str, str]) -> int:  # noqa: ARG002  (the port's signature)
         return 0  # containers here have no networks
 
     def remove_images(self, labels: dict[str, str]) -> int:
@@ -162,7 +162,7 @@ class MemoryOrchestrator:
                 running.health = "healthy" if self.apps_ready else "starting"
             return running
 
-    def stop(self, container_id: str, timeout: float = 10) -> None:
+    def stop(self, container_id: str, timeout: float = 10) -> None:  # noqa: ARG002  (the port's signature)
         with self._lock:
             c = self.containers.get(container_id)
             if c and c.running.state == "running":
@@ -183,7 +183,7 @@ class MemoryOrchestrator:
             lines = c.log if c else []
             return "".join(lines[-tail:] if tail > 0 else lines)
 
-    def stream_logs(self, container_id: str, tail: int | None, follow: bool) -> "_MemoryLogStream":
+    def stream_logs(self, container_id: str, tail: int | None, follow: bool) -> _MemoryLogStream:
         return _MemoryLogStream(self, container_id, tail, follow)
 
     def list_labelled(self, labels: dict[str, str]):

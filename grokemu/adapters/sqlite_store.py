@@ -9,8 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from grokemu.domain.model import (DockerContainer, DockerImage, container_from_record, image_from_record,
-                                  to_record)
+from grokemu.domain.model import DockerContainer, DockerImage, container_from_record, image_from_record, to_record
 from grokemu.domain.ports import SessionRecord
 
 _SCHEMA = """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from docker.errors import APIError, NotFound
 from docker.types import CancellableStream, EndpointSpec, Mount, Resources, RestartPolicy, ServiceMode
@@ -74,7 +75,7 @@ class SwarmOrchestrator(DockerOrchestrator):
         for network in found:
             if network.name == self.network_name:
                 return network
-        options = {"driver": self._network_driver, "scope": "swarm", "labels": dict(NETWORK_LABELS)}
+        options: dict[str, Any] = {"driver": self._network_driver, "scope": "swarm", "labels": dict(NETWORK_LABELS)}
         if self._network_driver == "overlay":
             options["attachable"] = True
         log.info("creating swarm network %s (%s)", self.network_name, self._network_driver)
@@ -274,7 +275,7 @@ class SwarmOrchestrator(DockerOrchestrator):
 
     def logs(self, container_id: str, tail: int) -> str:
         try:
-            chunks = self.client.api.service_logs(container_id, stdout=True, stderr=True, tail=tail or "all",
+            chunks = self.client.api.service_logs(container_id, stdout=True, stderr=True, tail=str(tail or "all"),
                                                   timestamps=False)
             data = b"".join(chunks) if not isinstance(chunks, bytes) else chunks
         except (NotFound, APIError):
@@ -286,7 +287,7 @@ class SwarmOrchestrator(DockerOrchestrator):
         # request it makes (/services/<id>/logs; plugin services have no TTY, so the output is multiplexed), wrapped
         # in its CancellableStream as container logs are. A followed service scaled to 0 keeps its log stream open;
         # the log service ends the follow when the entity stops (services/container_logs.py).
-        api = self.client.api
+        api: Any = self.client.api  # its private request helpers are not in types-docker
         params = {"details": False, "follow": follow, "stdout": True, "stderr": True, "timestamps": False,
                   "tail": "all" if tail is None else max(tail, 0)}
         try:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 from wsproto.utilities import RemoteProtocolError
 
-from grokemu.adapters.http_upstream import forwarded_headers, upstream_address
+from grokemu.adapters.http_upstream import forwarded_headers, upstream_address, upstream_port
 from grokemu.domain.errors import GatewayTimeout
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.upstream import UpstreamFailed, WebSocketFailed
@@ -33,10 +33,10 @@ class WebSocketDialer:
         self._timeout = timeout
 
     def connect(self, c: DockerContainer, target: str, environ: dict, identity: str | None = None
-                ) -> "UpstreamWebSocket":
+                ) -> UpstreamWebSocket:
         host = f"{upstream_address(c)}:{c.port}"
         try:
-            sock = socket.create_connection((upstream_address(c), int(c.port)), timeout=5.0)
+            sock = socket.create_connection((upstream_address(c), upstream_port(c)), timeout=5.0)
         except OSError as e:
             raise UpstreamFailed(f"Container {c.name} refused the WebSocket on {host}: {e.strerror or e}") from None
         try:
@@ -45,7 +45,9 @@ class WebSocketDialer:
                        if k.lower() != "host" and not k.lower().startswith("sec-websocket-")]
             handshake = WSConnection(ConnectionType.CLIENT)
             sock.settimeout(self._timeout)
-            sock.sendall(handshake.send(Request(host=host, target=target, extra_headers=headers)))
+            # wsproto's stub says bytes pairs; h11, which writes the handshake, takes str pairs as well
+            sock.sendall(handshake.send(Request(host=host, target=target,
+                                                extra_headers=headers)))  # type: ignore[arg-type]
             head, early = _read_head(sock)
             # Only the head goes to wsproto: what follows it are the container's first frames, relayed as bytes.
             handshake.receive_data(head + b"\r\n\r\n")
@@ -60,7 +62,7 @@ class WebSocketDialer:
         except RemoteProtocolError as e:
             sock.close()
             raise WebSocketFailed(f"Container {c.name} broke the WebSocket handshake: {e}") from None
-        except socket.timeout:
+        except TimeoutError:
             sock.close()
             raise GatewayTimeout(f"Container {c.name} did not answer the WebSocket upgrade within "
                                  f"{self._timeout:g} s") from None

@@ -69,7 +69,9 @@ def worker_request(call: dict[str, Any], func: DockerFunc, *, token: str, batch_
     """The FuncCall the worker gets: the client's, with the function as registered (its params, outputs with
     isInput false), declared defaults for inputs sent as null, `aux.USER_API_KEY` (the caller's session, for tasks that call back) and `aux.batchSize`."""
     request = dict(call)
-    client_func = call.get("func") if isinstance(call.get("func"), dict) else {}
+    client_func = call.get("func")
+    if not isinstance(client_func, dict):
+        client_func = {}
     request["func"] = {**func.to_wire(), **{k: v for k, v in client_func.items() if k not in ("params",)}}
     request["func"]["params"] = [p.to_wire() for p in func.params]
     request["parameterValues"] = values = dict(call.get("parameterValues") or {})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
+from collections.abc import Iterable
 from typing import Any
 
 from grokemu.domain.errors import BadRequest
@@ -38,9 +38,10 @@ MAX_JSON_DEPTH = 64  # deeper documents are refused: they would only come back t
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):
@@ -76,7 +77,7 @@ def _shown(value: Any) -> str:
 
 
 def _number(key: str, value: Any, *, minimum: float, integer: bool = False, allow_equal: bool = True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # what json.loads gives
         raise BadRequest(f"container.json: '{key}' must be a number, got {_shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise BadRequest(f"container.json: '{key}' must be a finite number, got {value}")

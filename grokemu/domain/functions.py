@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 # The tags of Datagrok's script header (datagrok-tools python-celery-gen.js, "ported from ScriptParser.headerTags")
 HEADER_TAGS = ("name", "description", "help-url", "input", "output", "tags", "sample", "language", "endpoint",
@@ -140,7 +141,7 @@ class DockerFunc:
                            for p in self.params]}
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "DockerFunc":
+    def from_record(cls, record: Mapping[str, Any]) -> DockerFunc:
         values = dict(record)
         values["params"] = [FuncParam(**p) for p in values.get("params") or []]
         return cls(**values)

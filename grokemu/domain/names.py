@@ -16,7 +16,8 @@ Within the deciding tier, more than one container is ambiguous: the error lists 
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from grokemu.domain.errors import BadRequest, NotFound
 
@@ -57,7 +58,7 @@ def container_matches(name: str, containers: Iterable[Mapping], images: Iterable
         lambda c: _package(c) == name,
     )
     for matches in tiers:
-        found: dict[str, Mapping] = {}
+        found: dict[Any, Mapping] = {}  # by id, as the wire gives it
         for c in containers:
             if matches(c):
                 found.setdefault(c.get("id"), c)

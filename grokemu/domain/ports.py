@@ -2,10 +2,11 @@
 their technology; each passes the same contract tests (tests/contracts/)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import IO, Any, Protocol
 
 from grokemu.domain.exits import ExitFacts
 from grokemu.domain.model import DockerContainer, DockerImage
@@ -33,7 +34,7 @@ class Store(Protocol):
     # sessions (services/auth.py decides what is valid; the store only keeps rows)
     def put_session(self, token: str, login: str, created: float, expires: float | None = None,
                     owner: str | None = None) -> None: ...
-    def get_session(self, token: str) -> "SessionRecord | None": ...
+    def get_session(self, token: str) -> SessionRecord | None: ...
     def delete_session(self, token: str) -> bool: ...
     def delete_owner_sessions(self, owner: str) -> int: ...
     def delete_container_sessions(self) -> int:
@@ -114,7 +115,7 @@ class RunningContainer:
     app_ip: str | None = None
     app_port: int | None = None
 
-    def exit_facts(self) -> "ExitFacts":
+    def exit_facts(self) -> ExitFacts:
         return ExitFacts(exit_code=self.exit_code, oom_killed=self.oom_killed, mem_limit=self.mem_limit,
                          message=self.status_message)
 
@@ -235,7 +236,7 @@ class BlobStore(Protocol):
     def upload_info(self, upload_id: str) -> dict | None:
         """{"repo", "started", "updated", "size"} or None for an unknown session."""
     def touch_upload(self, upload_id: str, now: float) -> None: ...
-    def append_upload(self, upload_id: str, stream: BinaryIO, hasher: Hasher, length: int | None = None) -> int:
+    def append_upload(self, upload_id: str, stream: IO[bytes], hasher: Hasher, length: int | None = None) -> int:
         """Append and feed `hasher`; the new size. Raises ShortRead (and keeps the old size) on a short body."""
     def hash_upload(self, upload_id: str, hasher: Hasher) -> None: ...
     def commit_upload(self, upload_id: str, digest: str) -> None: ...
@@ -265,7 +266,7 @@ class BlobStore(Protocol):
 
 
 class PackageFiles(Protocol):
-    """The published packages' files, rooted once at `<data>/packages` (adapters/package_files.py). `record` is a
+    """The published packages' files, rooted once at `<data>/packages` (adapters/fs_package_files.py). `record` is a
     package's database row: every reader resolves the current version through it."""
 
     @property

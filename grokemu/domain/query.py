@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote
 
 from grokemu.domain.errors import BadRequest

@@ -12,7 +12,7 @@ Three rules, each cheap enough for the relay loop (issue 20):
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import unquote
 
 REDACTED = "[redacted]"
@@ -58,7 +58,7 @@ class Redactor:
         return found
 
     def headers(self, pairs: Iterable[tuple[str, str]], secrets: tuple[bytes, ...]) -> tuple[tuple[str, str], ...]:
-        out = []
+        out: list[tuple[str, str]] = []
         for name, value in pairs:
             if len(out) >= MAX_HEADERS:
                 out.append(("…", "more headers not listed"))

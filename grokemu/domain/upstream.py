@@ -8,8 +8,9 @@ Wire facts behind the errors (docs/datagrok-api.md §1.2, §1.3): a container th
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Protocol
+from typing import IO, Protocol
 
 from grokemu.domain.errors import GrokemuError
 from grokemu.domain.model import DockerContainer
@@ -77,7 +78,7 @@ class FastForward:
     done: Callable[[int | None], None]
     refused: Callable[[], None]
     explain: Callable[[], str | None] | None = None
-    recording: "ExchangeRecording | None" = None
+    recording: ExchangeRecording | None = None
 
 
 class ExchangeRecording(Protocol):
@@ -103,7 +104,7 @@ class FrameObserver(Protocol):
 
 
 class HttpUpstream(Protocol):
-    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: BinaryIO | None,
+    def send(self, c: DockerContainer, method: str, target: str, environ: dict, body: IO[bytes] | None,
              length: int, release: Callable[[], None], identity: str | None = None) -> Forwarded:
         """Send one request to the started container `c` and return its answer, headers shaped for the caller, the
         caller's session token in `x-user-api-key` when `identity` is given (docs/real-plugins.md), the
@@ -132,7 +133,7 @@ class WebSocketLink(Protocol):
     early: bytes
 
     def relay(self, client: socket.socket, on_traffic: Callable[[], None],
-              observer: "FrameObserver | None" = None) -> None:
+              observer: FrameObserver | None = None) -> None:
         """Pass bytes both ways between the caller's socket and the container until both sides are done;
         `on_traffic` is called per chunk relayed, `observer` (the request inspector) shown each chunk."""
         ...

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.task import WSGITask
@@ -42,6 +43,12 @@ class PlainHttpChannel(HTTPChannel):
     engine gives up. Closing at once makes the fallback immediate."""
 
     task_class = GrokemuTask
+    # waitress's channel attributes this class assigns (waitress ships no types)
+    request: Any
+    requests: list[Any]
+    sent_continue: bool
+    close_when_flushed: bool
+    connected: bool
     _first_bytes_seen = False
     _refusing = False  # a refusal is being written; then the connection lingers (see _refuse) and closes
     _linger_until = 0.0
@@ -123,7 +130,7 @@ class PlainHttpChannel(HTTPChannel):
         close, the write side is shut after the answer and what still arrives is dropped (never stored) for
         REFUSAL_LINGER seconds or REFUSAL_DRAIN bytes, whichever comes first, then the connection is closed."""
         self._refusing = True
-        self._write_raw(_raw_answer(status, headers, body))
+        self._write_raw(raw_answer(status, headers, body))
 
     def _write_raw(self, data: bytes) -> None:
         with self.outbuf_lock:
@@ -137,7 +144,7 @@ class PlainHttpChannel(HTTPChannel):
         for request in self.requests:
             request.close()
         self.requests = []
-        self._write_raw(_raw_answer(status, headers, body))
+        self._write_raw(raw_answer(status, headers, body))
         self.close_when_flushed = True
         self.server.pull_trigger()
 
@@ -199,7 +206,7 @@ class PlainHttpChannel(HTTPChannel):
                         self.server.pull_trigger()
 
 
-def _raw_answer(status: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+def raw_answer(status: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
     skip = {"connection", "content-length", "transfer-encoding", "keep-alive"}
     lines = [f"HTTP/1.1 {status}"] + [f"{k}: {v}" for k, v in headers if k.lower() not in skip]
     lines += [f"Content-Length: {len(body)}", "Connection: close"]

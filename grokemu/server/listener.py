@@ -18,6 +18,7 @@ log = logging.getLogger("grokemu.server")
 
 
 class GrokemuServer(TcpWSGIServer):
+    next_channel_cleanup: float  # waitress's, assigned here too (waitress ships no types)
     """A listening socket of waitress's, with the header timeout, eviction at the connection limit, a pause
     instead of a busy loop when descriptors run out, and fetchProxy requests routed to stream threads."""
 
@@ -25,7 +26,7 @@ class GrokemuServer(TcpWSGIServer):
     _accept_paused_until = 0.0
     _last_eviction_log = 0.0
 
-    def __init__(self, application, map, sock, dispatcher, adj, *, takeover: "ConnectionTakeover", listener: str,
+    def __init__(self, application, map, sock, dispatcher, adj, *, takeover: ConnectionTakeover, listener: str,
                  preflight: Preflight | None, host_peers: frozenset[str] | None = None):
         # A socket shared by the host and containers (grokemu inside the compose stand, on the docker_network): a
         # connection from one of `host_peers` (loopback, the networks' gateways, i.e. the published port) is "main",

@@ -1,5 +1,5 @@
-"""The blocking relay (issue 14): one request on a keep-alive connection that left waitress after a fetchProxy
-request, served on a stream thread of its own; the connection then goes (back) to the relay loop
+"""The blocking relay (docs/design.md decision 2): one request on a keep-alive connection that left waitress after a
+fetchProxy request, served on a stream thread of its own; the connection then goes (back) to the relay loop
 (server/relay_loop.py), which serves the body-less fetchProxy requests to started containers itself and hands every
 other request here.
 
@@ -23,13 +23,14 @@ import logging
 import select
 import socket
 import time
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from waitress.parser import HTTPRequestParser
 
-from grokemu.server.channel import STREAM_BODIES_FROM, GrokemuTask
-from grokemu.server.streams import STREAM_BLOCK, _close, _SocketBody
+from grokemu.server.channel import REFUSAL_DRAIN, REFUSAL_LINGER, STREAM_BODIES_FROM, GrokemuTask, raw_answer
+from grokemu.server.streams import STREAM_BLOCK, SocketBody, close_socket
 
 if TYPE_CHECKING:
     from grokemu.server.watchdog import TrackedSocket
@@ -63,8 +64,8 @@ class Relay:
     `takeover` is the ConnectionTakeover (its settings, WebSocket start); `fast(environ)` answers fetchProxy
     requests (None: not one, run the WSGI app); `loop` is the relay loop the connection goes to afterwards."""
 
-    def __init__(self, takeover, channel, sock: "TrackedSocket",
-                 fast: Callable[[dict], "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None"], loop):
+    def __init__(self, takeover, channel, sock: TrackedSocket,
+                 fast: Callable[[dict], tuple[str, list[tuple[str, str]], Iterable[bytes]] | None], loop):
         self.takeover = takeover
         self.channel = channel  # detached: only its server, address and adjustments are used (GrokemuTask)
         self.server = channel.server
@@ -85,7 +86,7 @@ class Relay:
         if self._serve_safely(request):
             self.loop.adopt(self.channel, self.sock, rest, parked=False)
         elif not self._handed_off:
-            _close(self.sock)
+            close_socket(self.sock)
 
     def serve_next(self, buf: bytes) -> None:
         """One request from the loop (its bytes start `buf`, the rest may still be on the socket); the connection
@@ -101,7 +102,7 @@ class Relay:
         finally:
             if not back:
                 if not self._handed_off:
-                    _close(self.sock)
+                    close_socket(self.sock)
                 self.takeover.streams.unpark()
 
     def _serve_safely(self, request) -> bool:
@@ -168,7 +169,7 @@ class Relay:
                 return b""
 
     # -- one request ----------------------------------------------------------------------------------------------
-    def _environ(self, request) -> dict:
+    def _environ(self, request) -> tuple[dict, str]:
         task = GrokemuTask(self.channel, request)
         environ = task.get_environment()
         environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
@@ -182,9 +183,8 @@ class Relay:
             if streamed is not None:
                 already, send_continue = streamed
                 length = request.content_length
-                body = io.BufferedReader(_SocketBody(already, self.sock, length - len(already), send_continue),
-                                         STREAM_BLOCK)
-                environ["wsgi.input"] = body
+                environ["wsgi.input"] = io.BufferedReader(
+                    SocketBody(already, self.sock, length - len(already), send_continue), STREAM_BLOCK)
             if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
                 self._handed_off = True
                 self.takeover.start_websocket(environ, self.sock)
@@ -245,8 +245,6 @@ class Relay:
                 lines.append(f"Server: {self.ident}")
             if not has_date:
                 lines.append(f"Date: {http_date()}")
-            if length is None and not no_body and not keep:
-                pass  # the end of the body is the end of the connection
             if chunked:
                 lines.append("Transfer-Encoding: chunked")
             if not keep:
@@ -264,12 +262,12 @@ class Relay:
             for data in body:
                 if not data:
                     continue
-                if chunked:
-                    sock.sendall(b"%x\r\n" % len(data) + data + b"\r\n" if len(data) < 65536 else
-                                 b"%x\r\n" % len(data))
-                    if len(data) >= 65536:
-                        sock.sendall(data)
-                        sock.sendall(b"\r\n")
+                if chunked and len(data) < 65536:
+                    sock.sendall(b"%x\r\n" % len(data) + data + b"\r\n")  # small: one write, joining is cheap
+                elif chunked:  # large: three writes rather than copying the data into one
+                    sock.sendall(b"%x\r\n" % len(data))
+                    sock.sendall(data)
+                    sock.sendall(b"\r\n")
                 else:
                     if length is not None and sent + len(data) > length:
                         data = data[:length - sent]
@@ -300,9 +298,8 @@ class Relay:
                     b'{"#type":"ApiError","message":"grokemu could not check this request"}')
 
     def _refuse(self, refusal) -> None:
-        from grokemu.server.channel import REFUSAL_DRAIN, REFUSAL_LINGER, _raw_answer
 
-        self.sock.sendall(_raw_answer(*refusal))
+        self.sock.sendall(raw_answer(*refusal))
         try:  # a lingering close, as the channel's: the answer is not destroyed by a reset
             self.sock.shutdown(socket.SHUT_WR)
             deadline, drained = time.monotonic() + REFUSAL_LINGER, 0
@@ -318,12 +315,11 @@ class Relay:
 
     def _write_error(self, request) -> None:
         status, headers, body = request.error.to_response(self.ident)
-        from grokemu.server.channel import _raw_answer
 
-        self.sock.sendall(_raw_answer(status, headers, body))
+        self.sock.sendall(raw_answer(status, headers, body))
 
 
-def _no_write(data: bytes) -> None:
+def _no_write(_data: bytes) -> None:
     raise RuntimeError("the write() callable of start_response is not supported on a relayed connection")
 
 

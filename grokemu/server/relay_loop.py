@@ -1,6 +1,6 @@
-"""The relay loop (issue 14): every keep-alive connection that left waitress after a fetchProxy request lives here,
-on one thread with one selector, and its body-less fetchProxy requests to a started container are relayed without
-a thread, without a WSGI environ of waitress's and without Flask.
+"""The relay loop (docs/design.md decision 2): every keep-alive connection that left waitress after a fetchProxy
+request lives here, on one thread with one selector, and its body-less fetchProxy requests to a started container are
+relayed without a thread, without a WSGI environ of waitress's and without Flask.
 
 Why one loop and not a thread per connection: measured with 8 keep-alive clients, a thread per connection spent most
 of grokemu's core on waitress's pure-Python parser, on environ and response building and on handing the GIL from
@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -43,7 +43,7 @@ import httptools
 from grokemu.adapters.http_upstream import HOP_BY_HOP, parse_response_head, response_framing
 from grokemu.domain.errors import Busy, GatewayTimeout
 from grokemu.domain.upstream import FastForward, UpstreamFailed
-from grokemu.server.channel import _raw_answer
+from grokemu.server.channel import raw_answer
 from grokemu.server.relay import Relay, http_date
 from grokemu.server.watchdog import WATCHDOG, TrackedSocket
 
@@ -84,7 +84,7 @@ class _Head:
     __slots__ = ("parser", "url", "headers", "method", "version", "keep", "complete")
 
     def __init__(self):
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = None  # set by the caller, dropped once the head is parsed
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.method = b""
@@ -100,6 +100,7 @@ class _Head:
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        assert parser is not None  # called from its feed_data
         self.method, self.version, self.keep = parser.get_method(), parser.get_http_version(), \
             parser.should_keep_alive()
 
@@ -128,7 +129,7 @@ class _Client:
         self.closing = False  # close once `out` is written
         self.closed = False
         self.events = 0
-        self.last_block = None  # the header lines of the last head the loop served, their environ part, keep-alive
+        self.last_block: bytes | None = None  # the header lines of the last head the loop served, their environ part, keep-alive
         self.last_base: dict = {}
         self.last_keep = True
 
@@ -492,7 +493,7 @@ class RelayLoop:
             self.forwarded += 1
             self._connect(c.exchange)
 
-    def _plan_for(self, c: _Client, head: bytes) -> "tuple[FastForward, bool] | None":
+    def _plan_for(self, c: _Client, head: bytes) -> tuple[FastForward, bool] | None:
         """Parse one request head; for a request the loop serves, its plan and whether the caller keeps the
         connection open; None: the blocking relay serves it.
 
@@ -505,8 +506,9 @@ class RelayLoop:
         block = head[line_end + 2:]
         repeated = block == c.last_block
         parsed = _Head()
+        parser = parsed.parser = httptools.HttpRequestParser(parsed)
         try:
-            parsed.parser.feed_data(head[:line_end + 2] + b"\r\n" if repeated else head)
+            parser.feed_data(head[:line_end + 2] + b"\r\n" if repeated else head)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return None  # waitress's parser answers it, or the WebSocket path takes it
         finally:
@@ -651,7 +653,7 @@ class RelayLoop:
     def _refuse_busy(self, c: _Client) -> None:
         log.warning("refusing a proxied request from %s: %d streams open (max_streams)", c.remote,
                     self.streams.limit)
-        answer = _raw_answer(*self._failure(Busy(
+        answer = raw_answer(*self._failure(Busy(
             f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
             f"try again later"), ""))
         try:
@@ -692,7 +694,7 @@ class RelayLoop:
             self._upstream_events(up, _READ)
             self._send_request(ex)
 
-    def _upstream_events(self, up: "_Upstream", events: int) -> None:
+    def _upstream_events(self, up: _Upstream, events: int) -> None:
         if events == up.events:
             return
         if up.events and events:
@@ -711,8 +713,10 @@ class RelayLoop:
 
     def _send_request(self, ex: _Exchange) -> None:
         data = ex.unsent or ex.plan.head
+        up = ex.up
+        assert up is not None  # a request is sent on the exchange's upstream
         try:
-            sent = ex.up.sock.send(data)
+            sent = up.sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -720,9 +724,9 @@ class RelayLoop:
             return
         ex.unsent = data[sent:]
         ex.since = time.monotonic()
-        self._upstream_events(ex.up, _READ | (_WRITE if ex.unsent else 0))
+        self._upstream_events(up, _READ | (_WRITE if ex.unsent else 0))
 
-    def _upstream_event(self, up: "_Upstream", mask: int) -> None:
+    def _upstream_event(self, up: _Upstream, mask: int) -> None:
         ex = up.exchange
         if ex is None:  # an idle kept-alive socket turned readable: the container closed it
             self._discard_idle(up)
@@ -779,11 +783,12 @@ class RelayLoop:
         # did the container end under it (out of memory, a signal)? Asking the daemon blocks: on a thread of its
         # own, the answer comes back through _woken; the sweep's proxy_request_timeout still bounds the exchange
         self._drop_upstream(ex)
-        threading.Thread(target=self._explain, args=(ex, error), name="grokemu-relay-explain", daemon=True).start()
+        threading.Thread(target=self._explain, args=(ex, ex.plan.explain, error), name="grokemu-relay-explain",
+                         daemon=True).start()
 
-    def _explain(self, ex: _Exchange, error: UpstreamFailed) -> None:
+    def _explain(self, ex: _Exchange, explain: Callable[[], str | None], error: UpstreamFailed) -> None:
         try:
-            reason = ex.plan.explain()
+            reason = explain()
         except Exception:
             log.exception("explaining a broken relayed request failed")
             reason = None
@@ -859,7 +864,7 @@ class RelayLoop:
                 return
         self._answer_body(ex, data)
 
-    def _shape(self, raw_head: bytes, head_method: bool, keep: bool) -> "_Shape":
+    def _shape(self, raw_head: bytes, head_method: bool, keep: bool) -> _Shape:
         """The container's answer head as the caller gets it, and its framing. A container repeats its heads byte
         for byte (but for Date and sizes), so the result is kept for the same head, method, keep-alive and second
         (the Date grokemu adds when the container sends none)."""
@@ -888,6 +893,7 @@ class RelayLoop:
                 ex.remaining -= len(data)
                 self._emit(ex, data)
         elif framing == "chunked":
+            assert ex.chunks is not None  # set with the chunked framing
             try:
                 end = ex.chunks.feed(data)
             except ValueError:
@@ -930,7 +936,7 @@ class RelayLoop:
             return
         if isinstance(error, GatewayTimeout):
             log.info("%s", error)
-        self._send_client(c, _raw_answer(*self._failure(error, target.split("?", 1)[0])))
+        self._send_client(c, raw_answer(*self._failure(error, target.split("?", 1)[0])))
         c.closing = True
         if not c.out and not c.closed:
             self._close_client(c)
@@ -971,6 +977,7 @@ class RelayLoop:
 
     def _keep_idle(self, ex: _Exchange) -> None:
         up, ex.up = ex.up, None
+        assert up is not None  # an answered exchange still holds its upstream
         up.exchange = None
         idle = self._idle.setdefault(up.key, [])
         if len(idle) >= MAX_IDLE_UPSTREAM:
@@ -980,7 +987,7 @@ class RelayLoop:
         self._upstream_events(up, _READ)  # watched while idle: readable means the container closed it
         idle.append(up)
 
-    def _discard_idle(self, up: "_Upstream") -> None:
+    def _discard_idle(self, up: _Upstream) -> None:
         idle = self._idle.get(up.key)
         if idle is not None and up in idle:
             idle.remove(up)

@@ -7,18 +7,24 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.server import MultiSocketServer
-from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher
 
 from grokemu.server.channel import Preflight
 from grokemu.server.listener import GrokemuServer
 from grokemu.server.takeover import ConnectionTakeover
 from grokemu.web.context import app_context
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from grokemu.config import Settings
 
 log = logging.getLogger("grokemu.server")
 
@@ -130,7 +136,7 @@ def create_server(app, sockets: list[socket.socket], settings=None, *, bridge_ad
 def run_forever(server, on_stop: Callable[[], None]) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop background work and close the listening socket."""
 
-    def _terminate(signum, frame):
+    def _terminate(_signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -156,9 +162,9 @@ class Serving:
     """The app and its waitress server on bound sockets, not yet serving. `settings` has the real port (port 0
     picks one) and the API URL containers are given; `docker_ok` says whether the daemon answered."""
 
-    app: object
-    server: object
-    settings: object
+    app: Flask
+    server: Any  # waitress's server (waitress ships no types)
+    settings: Settings
     sockets: list
     docker_ok: bool
     _thread: threading.Thread | None = None
@@ -180,7 +186,7 @@ class Serving:
         if self.settings.remove_containers_on_exit:
             self.context.spawner.release_for_exit()
 
-    def start(self) -> "Serving":
+    def start(self) -> Serving:
         """Serve on a thread of its own, background work included (the in-process test server)."""
         self.context.scheduler.start()
         self._thread = threading.Thread(target=self.server.run, name="grokemu-server", daemon=True)
@@ -203,7 +209,7 @@ class Serving:
             server.close()
         except OSError:
             pass
-        getattr(server, "task_dispatcher").shutdown(timeout=timeout)
+        server.task_dispatcher.shutdown(timeout=timeout)
         for sock in self.sockets:
             sock.close()
 
@@ -228,7 +234,7 @@ def prepare(settings, orchestrator, *, clock=None, background: bool = True) -> S
     from grokemu.app import create_app
     from grokemu.web import proxy
 
-    docker_ok = orchestrator is not None and orchestrator.ping()
+    docker_ok = orchestrator.ping()
     if docker_ok and settings.orchestrator == "swarm":
         problem = orchestrator.swarm_problem()
         if problem:  # e.g. "run `docker swarm init`": nothing could ever start, so say it now

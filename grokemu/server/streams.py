@@ -7,7 +7,8 @@ import logging
 import socket
 import threading
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 from wsgiref.handlers import SimpleHandler
 
 log = logging.getLogger("grokemu.server")
@@ -90,7 +91,7 @@ class StreamPool:
 
 
 
-def _close(sock: socket.socket) -> None:
+def close_socket(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -98,7 +99,7 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
-class _SocketBody(io.RawIOBase):
+class SocketBody(io.RawIOBase):
     """A request body: the bytes that came with the headers, then exactly `remaining` more from the socket."""
 
     def __init__(self, already: bytes, sock: socket.socket, remaining: int, send_continue: bool = False):
@@ -131,11 +132,12 @@ class _SocketBody(io.RawIOBase):
         return n
 
 
-def _run_on_socket(app, environ, stdin, sock: socket.socket) -> None:
+def run_on_socket(app, environ, stdin, sock: socket.socket) -> None:
     """Serve one request on a connection grokemu took from waitress: the standard library's wsgiref writes the
     HTTP/1.1 answer; then the connection is closed."""
     try:
-        out = sock.makefile("wb", buffering=STREAM_BLOCK)
+        # a BufferedWriter (typeshed says IOBase for a buffering it cannot see)
+        out = cast(io.BufferedWriter, sock.makefile("wb", buffering=STREAM_BLOCK))
         handler = SimpleHandler(stdin, out, _LogStream(), environ, multithread=True, multiprocess=False)
         handler.os_environ = {}  # never mix the process environment into the request's (httpoxy)
         handler.origin_server = True
@@ -148,7 +150,7 @@ def _run_on_socket(app, environ, stdin, sock: socket.socket) -> None:
     except Exception:
         log.exception("request to %s on a taken-over connection failed", environ.get("PATH_INFO"))
     finally:
-        _close(sock)
+        close_socket(sock)
 
 
 class _LogStream(io.TextIOBase):

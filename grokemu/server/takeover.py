@@ -8,15 +8,23 @@ import logging
 import os
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from waitress.channel import HTTPChannel
 
+from grokemu.config import Settings
+from grokemu.domain.errors import Busy
 from grokemu.server.channel import GrokemuTask
-from grokemu.server.streams import STREAM_BLOCK, StreamPool, _close, _run_on_socket, _SocketBody
+from grokemu.server.relay import Relay
+from grokemu.server.streams import STREAM_BLOCK, SocketBody, StreamPool, close_socket, run_on_socket
 from grokemu.server.watchdog import TrackedSocket
 from grokemu.web import takeover as web_takeover
+from grokemu.web.errors import raw_error
 from grokemu.web.websocket import reject_websocket
+
+if TYPE_CHECKING:
+    from grokemu.server.relay_loop import RelayLoop
 
 log = logging.getLogger("grokemu.server")
 
@@ -29,12 +37,10 @@ class ConnectionTakeover:
     (answer_on_stream: a followed log). Plain HTTP passes through."""
 
     def __init__(self, app: Callable, settings=None, streamed_prefixes: tuple[str, ...] = ()):
-        from grokemu.config import Settings
-
         self.app = app
         self.settings = settings or Settings()
         self.streamed_prefixes = tuple(streamed_prefixes)
-        self.loop = None  # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py); create_server
+        self.loop: RelayLoop | None = None  # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py); create_server
         self.streams = StreamPool(self.settings.max_streams)
         self._open = 0
         self._lock = threading.Lock()
@@ -87,7 +93,7 @@ class ConnectionTakeover:
             threading.Thread(target=self._refuse_websocket, args=(ws_environ, sock), name="grokemu-ws-refusal",
                              daemon=True).start()
         else:  # a flood of refused upgrades: no close reason for these
-            _close(sock)
+            close_socket(sock)
 
     def _refuse_websocket(self, environ, sock: TrackedSocket) -> None:
         """Over `max_websockets`: accepted, then closed at once with 4503 and a reason (as web/proxy.py rejects), so
@@ -99,7 +105,7 @@ class ConnectionTakeover:
         except OSError:
             pass
         finally:
-            _close(sock)
+            close_socket(sock)
             self._refusals.release()
 
     def stream_request(self, channel: HTTPChannel, request, already: bytes) -> bool:
@@ -124,11 +130,11 @@ class ConnectionTakeover:
 
     def _serve_streamed(self, app, environ, sock: socket.socket, already: bytes, send_continue: bool) -> None:
         length = int(environ["CONTENT_LENGTH"])
-        body = io.BufferedReader(_SocketBody(already, sock, length - len(already), send_continue), STREAM_BLOCK)
+        body = io.BufferedReader(SocketBody(already, sock, length - len(already), send_continue), STREAM_BLOCK)
         environ["wsgi.input"] = body
         environ["wsgi.input_terminated"] = True
         environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
-        _run_on_socket(app, environ, body, sock)
+        run_on_socket(app, environ, body, sock)
 
     def relay(self, channel: HTTPChannel, request, rest: bytes) -> bool:
         """A complete fetchProxy request on a connection with nothing else pending: the connection leaves waitress,
@@ -137,8 +143,6 @@ class ConnectionTakeover:
         usual)."""
         if self.loop is None or not self.streams.try_acquire():
             return False
-        from grokemu.server.relay import Relay
-
         sock = self._detach(channel, self.settings.stream_timeout,
                             f"relayed connection from {channel.addr[0]}")
         relay = Relay(self, channel, sock, self.loop.fast, self.loop)
@@ -151,9 +155,6 @@ class ConnectionTakeover:
         if self.streams.try_acquire():
             self.streams.run(channel.service)
             return
-        from grokemu.domain.errors import Busy
-        from grokemu.web.errors import raw_error
-
         request = channel.requests[0]
         log.warning("refusing %s %s: %d streams open (max_streams)", request.command, request.path,
                     self.streams.limit)
@@ -174,11 +175,11 @@ class ConnectionTakeover:
         sock = self._detach(environ["waitress.client_disconnected"].__self__, self.settings.stream_timeout,
                             f"answer to {environ.get('PATH_INFO')} for {environ.get('REMOTE_ADDR')}")
 
-        def answer(env, start_response):
+        def answer(_env, start_response):
             start_response(status, headers)
             return body
 
-        _run_on_socket(answer, dict(environ), io.BytesIO(), sock)
+        run_on_socket(answer, dict(environ), io.BytesIO(), sock)
 
     def answer_on_stream(self, environ, status: str, headers: list[tuple[str, str]], body) -> bool:
         """Like answer_directly, but the answer is written by a stream thread (one of `max_streams`), so a waitress
@@ -191,18 +192,18 @@ class ConnectionTakeover:
         sock = self._detach(environ["waitress.client_disconnected"].__self__, self.settings.stream_timeout,
                             f"stream to {environ.get('PATH_INFO')} for {environ.get('REMOTE_ADDR')}")
 
-        def answer(env, start_response):
+        def answer(_env, start_response):
             start_response(status, headers)
             return _until_caller_leaves(body, sock)
 
         environ = dict(environ)
         environ.pop("waitress.client_disconnected", None)  # this connection is not waitress's any more
-        self.streams.run(lambda: _run_on_socket(answer, environ, io.BytesIO(), sock))
+        self.streams.run(lambda: run_on_socket(answer, environ, io.BytesIO(), sock))
         return True
 
     def _serve(self, environ, sock: socket.socket) -> None:
         try:
-            result = self.app(environ, lambda status, headers, exc_info=None: (lambda data: None))
+            result = self.app(environ, lambda _status, _headers, _exc_info=None: (lambda _data: None))
             close = getattr(result, "close", None)
             if close:
                 close()
@@ -213,7 +214,7 @@ class ConnectionTakeover:
         finally:
             with self._lock:
                 self._open -= 1
-            _close(sock)
+            close_socket(sock)
 
 
 def _until_caller_leaves(body, sock: socket.socket):

@@ -21,14 +21,14 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, sock: "TrackedSocket") -> None:
+    def watch(self, sock: TrackedSocket) -> None:
         with self._lock:
             self._sockets.add(sock)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="grokemu-watchdog", daemon=True)
                 self._thread.start()
 
-    def unwatch(self, sock: "TrackedSocket") -> None:
+    def unwatch(self, sock: TrackedSocket) -> None:
         with self._lock:
             self._sockets.discard(sock)
 

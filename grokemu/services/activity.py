@@ -5,7 +5,7 @@ unfinished; the spawner reads the tracker to write `lastActive` and to decide id
 spawner's start/stop driving: activity is in memory only, and the spawner flushes it to the store on its tick.
 A held container is never idle, so the idle clock never stops a container mid-use (Sablier #576 is that bug).
 
-It also keeps what the dashboard shows beyond Datagrok's view (issue 10): per-container proxy numbers (requests
+It also keeps what the dashboard shows beyond Datagrok's view: per-container proxy numbers (requests
 answered, the last one's status and time, the last cold start), and a subscriber list told whenever a container,
 an image or those numbers change (the spawner's `_notify`, the image status writes, the proxy), so the live feed
 (web/dashboard.py) pushes updates instead of polling. Subscribers must be quick and must not raise.
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from grokemu.domain.clock import Clock
 

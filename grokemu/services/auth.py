@@ -6,8 +6,8 @@ import hmac
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from grokemu.domain.clock import Clock
 from grokemu.domain.errors import Unauthorized

@@ -14,9 +14,10 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from grokemu.config import Settings
@@ -61,7 +62,7 @@ def endpoint_from_url(url: str, container_url: str = "") -> BrokerEndpoint:
 
 
 class BrokerService:
-    def __init__(self, settings: Settings, orchestrator: Orchestrator | None, connect: Callable[[str], Broker],
+    def __init__(self, settings: Settings, orchestrator: Orchestrator, connect: Callable[[str], Broker],
                  start_timeout: float = 90.0):
         self._settings = settings
         self._orchestrator = orchestrator
@@ -132,7 +133,7 @@ class BrokerService:
 
     def _ensure_container(self) -> BrokerEndpoint:
         orch = self._orchestrator
-        if orch is None or not orch.ping():
+        if not orch.ping():
             raise BrokerUnavailable("The message broker needs Docker (or the amqp_url setting): Docker is unreachable")
         creds = self._read_creds()
         running = None
@@ -164,7 +165,6 @@ class BrokerService:
         deadline = time.monotonic() + self._start_timeout
         last_error = "not started"
         orch = self._orchestrator
-        assert orch is not None
         while True:
             current = orch.inspect(running.id)
             if current is None or current.state in ("exited", "dead"):

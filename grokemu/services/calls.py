@@ -22,8 +22,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from grokemu.config import Settings
-from grokemu.domain.calls import (CALL_TRANSITIONS, CallEvent, CallState, FrameError, binary_frame, client_result,
-                                  result_json, split_binary, split_text, text_frame, worker_request)
+from grokemu.domain.calls import (
+    CALL_TRANSITIONS,
+    CallEvent,
+    CallState,
+    FrameError,
+    binary_frame,
+    client_result,
+    result_json,
+    split_binary,
+    split_text,
+    text_frame,
+    worker_request,
+)
 from grokemu.domain.clock import Clock
 from grokemu.domain.errors import Conflict, Forbidden, GrokemuError, NotFound, Unauthorized
 from grokemu.domain.functions import DockerFunc
@@ -70,7 +81,7 @@ class Call:
 class CallSession:
     """One client socket: its calls by their `n`."""
 
-    def __init__(self, service: "CallService", client: FrameChannel, login: str, token: str):
+    def __init__(self, service: CallService, client: FrameChannel, login: str, token: str):
         self._service = service
         self._client = client
         self.login = login
@@ -112,9 +123,9 @@ class CallSession:
 
 class CallService:
     def __init__(self, settings: Settings, store: Store, clock: Clock, functions: FunctionRegistry,
-                 spawner: "Spawner", broker: "BrokerService", activity: ActivityTracker, run_specs: RunSpecs,
-                 background: bool = True, inspector: "RequestInspector | None" = None):
-        self._inspector = inspector  # finished calls are entries of kind `call` (issue 20)
+                 spawner: Spawner, broker: BrokerService, activity: ActivityTracker, run_specs: RunSpecs,
+                 background: bool = True, inspector: RequestInspector | None = None):
+        self._inspector = inspector  # finished calls are entries of kind `call` (docs/inspector.md)
         self._settings = settings
         self._store = store
         self._clock = clock

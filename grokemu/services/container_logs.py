@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Generator, Iterator
 
 from grokemu.domain.container_config import DEFAULTS
 from grokemu.domain.exits import how_it_ended
@@ -36,7 +36,7 @@ _END = object()
 
 
 class ContainerLogs:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, *, tick: float = IDLE_TICK):
+    def __init__(self, store: Store, orchestrator: Orchestrator, *, tick: float = IDLE_TICK):
         self._store = store
         self._orchestrator = orchestrator
         self._tick = tick
@@ -48,11 +48,11 @@ class ContainerLogs:
                                   [i.to_wire() for i in self._store.list_images()])
         return next(c for c in containers if c.id == found["id"])
 
-    def stream(self, container: DockerContainer, tail: int | None, follow: bool) -> Iterator[bytes]:
+    def stream(self, container: DockerContainer, tail: int | None, follow: bool) -> Generator[bytes, None, None]:
         """Its last `tail` lines (None: all), then, when `follow`, new output as it comes, with an empty chunk after
         each IDLE_TICK of silence. A container with nothing running has the logs kept on the entity, and no more."""
         orch = self._orchestrator
-        if not container.docker_id or orch is None or not orch.ping():
+        if not container.docker_id or not orch.ping():
             lines = container.last_logs.splitlines(keepends=True)
             if tail is not None:
                 lines = lines[len(lines) - tail:] if tail else []
@@ -121,8 +121,7 @@ class ContainerLogs:
             return b""
         if now.status is S.ERROR and now.error:
             reason = now.error.splitlines()[0]
-        elif now.status is S.STARTED and container.docker_id and now.docker_id == container.docker_id \
-                and self._orchestrator is not None:
+        elif now.status is S.STARTED and container.docker_id and now.docker_id == container.docker_id:
             running = self._orchestrator.inspect(container.docker_id)  # not yet seen by the spawner's watch
             if running is None or running.state not in ("exited", "dead"):
                 return b""

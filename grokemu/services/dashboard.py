@@ -30,9 +30,9 @@ _HEAVY = ("logs", "dockerfile", "lastLogs")
 
 
 class DashboardService:
-    def __init__(self, store: "Store", clock: "Clock", activity: "ActivityTracker", images: "ImageService",
-                 package_files: "PackageFiles", functions: "FunctionRegistry | None" = None,
-                 calls: "CallService | None" = None):
+    def __init__(self, store: Store, clock: Clock, activity: ActivityTracker, images: ImageService,
+                 package_files: PackageFiles, functions: FunctionRegistry | None = None,
+                 calls: CallService | None = None):
         self._store = store
         self._functions = functions
         self._calls = calls
@@ -46,10 +46,10 @@ class DashboardService:
         now = self._clock.now()
         containers = sorted(self._store.list_containers(), key=lambda c: c.name)
         images = sorted(self._store.list_images(), key=lambda i: (i.name, i.version))
-        return {"now": now, "containers": [self._container(c, now) for c in containers],
+        return {"now": now, "containers": [self._container(c) for c in containers],
                 "images": [self._image(i) for i in images]}
 
-    def _container(self, c: DockerContainer, now: float) -> dict[str, Any]:
+    def _container(self, c: DockerContainer) -> dict[str, Any]:
         wire = {k: v for k, v in c.to_wire().items() if k not in _HEAVY}
         wire["grokemu"] = {**self._activity.stats(c.id).to_wire(), "statusSince": c.status_since,
                            "idleAt": self._idle_at(c), "activeHolds": self._activity.active(c.id)}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from grokemu.domain.errors import BadRequest, Forbidden
 from grokemu.domain.model import remove_scope

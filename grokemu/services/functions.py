@@ -7,7 +7,7 @@ The client resolves `grok.functions.call('Pkg:func')` with `GET /api/entities?te
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 from grokemu.domain.errors import BadRequest
@@ -90,9 +90,9 @@ class FunctionRegistry:
             found = self.by_id(func["id"])
             if found:
                 return found
-        name, namespace = func.get("name"), func.get("namespace")
-        if isinstance(name, str) and isinstance(namespace, str):
-            return self.find(namespace, name)
+        func_name, func_namespace = func.get("name"), func.get("namespace")
+        if isinstance(func_name, str) and isinstance(func_namespace, str):
+            return self.find(func_namespace, func_name)
         if isinstance(func.get("nqName"), str):
             return self.resolve(func["nqName"])
         return None

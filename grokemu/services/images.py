@@ -18,7 +18,7 @@ from grokemu.domain.errors import NotFound
 from grokemu.domain.labels import managed_labels
 from grokemu.domain.lifecycle import IMAGE_TRANSITIONS, ImageStatus, next_status
 from grokemu.domain.model import DockerImage
-from grokemu.domain.ports import Orchestrator, PackageFiles, Store
+from grokemu.domain.ports import ImageInfo, Orchestrator, PackageFiles, Store
 
 if TYPE_CHECKING:
     from grokemu.services.registry import RegistryService
@@ -32,8 +32,8 @@ def image_labels(settings: Settings, image: DockerImage) -> dict[str, str]:
 
 
 class ImageService:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
-                 spawner: "Spawner", package_files: PackageFiles, registry: "RegistryService | None" = None,
+    def __init__(self, store: Store, orchestrator: Orchestrator, clock: Clock, settings: Settings,
+                 spawner: Spawner, package_files: PackageFiles, registry: RegistryService | None = None,
                  background: bool = True):
         self._store = store
         self._orchestrator = orchestrator
@@ -113,7 +113,7 @@ class ImageService:
             with self._store.transaction():
                 for image in self._store.list_images():
                     if image.status is ImageStatus.PENDING_VALIDATION:
-                        if self._orchestrator is None or not self._orchestrator.ping():
+                        if not self._orchestrator.ping():
                             note = "Waiting for the Docker daemon: it is not reachable.\n"
                             if image.logs != note:
                                 image.logs = note
@@ -177,10 +177,10 @@ class ImageService:
         logs: list[str] = []
         info = None
         if image.image_ref:
-            self._record_registry_digest(image, logs)
+            self._record_registry_digest(image, image.image_ref, logs)
             info = orch.inspect_image(image.image_ref)
             if info is None and image.digest:
-                info = self._pull_from_registry(image, logs)
+                info = self._pull_from_registry(image.image_ref, logs)
         if info is not None:
             logs.append(f"Found image {image.image_ref} in the Docker daemon ({info.id}).\n")
         elif not image.dockerfile:
@@ -227,15 +227,15 @@ class ImageService:
         logs.append(f"Image {image.image_ref} is ready; the container listens on port {port}.\n")
         return True, "".join(logs), port
 
-    def _record_registry_digest(self, image: DockerImage, logs: list[str]) -> None:
+    def _record_registry_digest(self, image: DockerImage, ref: str, logs: list[str]) -> None:
         """Images pushed through grokemu's own registry (`grok config add ... --registry localhost:<port>`) are
         recorded with their registry digest. image.json never names the registry host (docs/grok-publish.md §2.4):
         `datagrok/<name>:<tag>` is the repository inside grokemu's registry."""
         if self._registry is None:
             return
-        repo, _, tag = image.image_ref.rpartition(":")
+        repo, _, tag = ref.rpartition(":")
         if not repo or "/" in tag:
-            repo, tag = image.image_ref, "latest"
+            repo, tag = ref, "latest"
         try:
             found = self._registry.resolve_manifest(repo, tag)
         except Exception:  # a name the registry would reject is simply not in it
@@ -244,14 +244,14 @@ class ImageService:
         if found:
             logs.append(f"Found {repo}:{tag} in grokemu's registry ({found[0]}).\n")
 
-    def _pull_from_registry(self, image: DockerImage, logs: list[str]):
-        registry_ref = f"localhost:{self._settings.port}/{image.image_ref}"
+    def _pull_from_registry(self, ref: str, logs: list[str]) -> ImageInfo | None:
+        registry_ref = f"localhost:{self._settings.port}/{ref}"
         logs.append(f"Pulling {registry_ref} into the Docker daemon.\n")
         if not self._orchestrator.pull_image(registry_ref):
             logs.append(f"Pull of {registry_ref} failed.\n")
             return None
-        self._orchestrator.tag_image(registry_ref, image.image_ref)
-        return self._orchestrator.inspect_image(image.image_ref)
+        self._orchestrator.tag_image(registry_ref, ref)
+        return self._orchestrator.inspect_image(ref)
 
 def _newest_first(images: list[DockerImage]) -> list[DockerImage]:
     return sorted(images, key=lambda i: i.updated_on, reverse=True)

@@ -22,8 +22,9 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Iterable
 from itertools import count
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from grokemu.domain.redaction import REDACTED, Redactor
 
@@ -37,8 +38,7 @@ _DECODERS = frozenset({"gzip", "x-gzip", "deflate"})  # Content-Encodings decode
 _OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 
 
-def _mono() -> float:
-    return time.monotonic()
+_mono = time.monotonic
 
 
 class Entry:
@@ -111,35 +111,49 @@ def _preview(data: bytes) -> dict[str, Any]:
 
 class Recording:
     """One fetchProxy exchange being recorded: the proxy and the relay loop hand it the bytes as they pass. It keeps
-    at most PREVIEW bytes each way and counts the rest; `finish` scrubs, decodes and puts the entry in the ring."""
+    at most PREVIEW bytes each way and counts the rest; `finish` scrubs and decodes the previews, drops the secrets
+    it was given and goes into the ring itself (an Entry would be one more object per request on the relay loop)."""
 
-    __slots__ = ("_inspector", "entry", "_started", "_secrets", "_request", "_response", "_encoding", "_chunked",
-                 "_finished")
+    __slots__ = ("_inspector", "seq", "time", "container", "method", "path", "status", "_t0", "_t1",
+                 "cold_start_ms", "request_headers", "response_headers", "request_body", "request_size",
+                 "response_body", "response_size", "response_decoded", "_encoding", "_chunked", "_cuts", "error",
+                 "_secrets", "_token", "_finished")
 
-    def __init__(self, inspector: "RequestInspector", entry: Entry, secrets: tuple[bytes, ...]):
+    kind = "http"
+
+    def __init__(self, inspector: RequestInspector, container: str, method: str, path: str,
+                 request_headers: tuple, secrets: tuple[bytes, ...], token: str | None, now: float):
+        # the fields every exchange sets; the rest (seq, _t1, response_headers, _encoding, _chunked, cold_start_ms,
+        # response_decoded, error) are set when they happen and read with a default: fewer stores per request
         self._inspector = inspector
-        self.entry = entry
-        self._started = _mono()
-        self._secrets = secrets
-        self._request: bytes | bytearray = b""
-        self._response: bytes | bytearray = b""
-        self._encoding: str | None = None
-        self._chunked = False
+        self.time = now
+        self.container = container
+        self.method = method
+        self.path = path
+        self.status: int | None = None
+        self._t0 = _mono()
+        self.request_headers = request_headers
+        self.request_body: bytes | bytearray = b""
+        self.request_size = 0
+        self.response_body: bytes | bytearray | None = b""  # None: an encoding not decoded (no preview)
+        self.response_size = 0
+        self._cuts = 0  # 1: the request preview is not the whole body, 2: the answer's
+        self._secrets: tuple[bytes, ...] | None = secrets
+        self._token = token
         self._finished = False
 
     # -- the request ----------------------------------------------------------------------------------------------
-    def request_body(self, data: bytes) -> None:
+    def request_body_bytes(self, data: bytes) -> None:
         """Request body bytes as they go to the container."""
-        entry = self.entry
-        entry.request_size += len(data)
-        have = len(self._request)
+        self.request_size += len(data)
+        have = len(self.request_body)
         if have < PREVIEW:
             if have:
-                if not isinstance(self._request, bytearray):
-                    self._request = bytearray(self._request)
-                self._request += data[:PREVIEW - have]
+                if not isinstance(self.request_body, bytearray):
+                    self.request_body = bytearray(self.request_body)
+                self.request_body += data[:PREVIEW - have]
             else:
-                self._request = data[:PREVIEW]
+                self.request_body = data[:PREVIEW]
 
     # -- the answer -----------------------------------------------------------------------------------------------
     def response_meta(self, headers: Iterable[tuple[str, str]], chunked: bool = False) -> tuple:
@@ -149,73 +163,114 @@ class Recording:
         return self._inspector.response_meta(headers, chunked)
 
     def answered(self, status: int, meta: tuple, cold_start_ms: float | None = None) -> None:
-        entry = self.entry
-        entry.status = status
+        self.status = status
         headers, self._encoding, self._chunked, values = meta
-        if self._secrets and len(self._secrets) > len(self._inspector.redactor.secrets(None)):
-            token = self._secrets[0].decode("utf-8", "replace")
-            if token in values:  # the container echoed the caller's token in a header: cut it out here
-                headers = self._inspector.redactor.headers(headers, self._secrets)
-        entry.response_headers = headers
+        token = self._token
+        if token and token in values and self._secrets:  # the container echoed the caller's token in a header
+            headers = self._inspector.redactor.headers(headers, self._secrets)
+        self.response_headers = headers
         if cold_start_ms is not None:
-            entry.cold_start_ms = round(cold_start_ms, 1)
+            self.cold_start_ms = round(cold_start_ms, 1)
 
     def body(self, data: bytes) -> None:
         """Answer body bytes as they pass to the caller (as the container framed them)."""
-        entry = self.entry
-        entry.response_size += len(data)
-        have = len(self._response)
-        if have < PREVIEW:
-            if have:
-                if not isinstance(self._response, bytearray):
-                    self._response = bytearray(self._response)
-                self._response += data[:PREVIEW - have]
-            else:
-                self._response = data[:PREVIEW]
+        self.response_size += len(data)
+        preview = self.response_body
+        if not preview:
+            self.response_body = data if len(data) <= PREVIEW else data[:PREVIEW]
+        elif len(preview) < PREVIEW:
+            if not isinstance(preview, bytearray):
+                preview = self.response_body = bytearray(preview)
+            preview += data[:PREVIEW - len(preview)]
 
     def discard(self) -> None:
         """Nothing of the exchange happened here (the relay loop hands the request on, which records it)."""
         self._finished = True
-        self._request = self._response = b""
+        self._secrets = self._token = None
+        self.request_body = self.response_body = b""
 
     def finish(self, status: int | None = None, error: str | None = None) -> None:
         """The exchange is over (status None with no error: it broke off). Called once; later calls do nothing."""
         if self._finished:
             return
         self._finished = True
-        entry = self.entry
+        self._t1 = _mono()
+        secrets = self._secrets or ()
+        self._secrets = self._token = None  # nothing secret stays on an entry in the ring
         if status is not None:
-            entry.status = status
-        if error is not None:
-            entry.error = self._inspector.redactor.text(error, self._secrets)
-        elif status is None and entry.status is None:
-            entry.error = "the exchange broke off before an answer"
-        entry.duration_ms = round((_mono() - self._started) * 1000, 3)
-        secrets = self._secrets
+            self.status = status
+        raw = self.response_body
+        if (error is None and not self.request_body and type(raw) is bytes and self.response_size == len(raw)
+                and getattr(self, "_encoding", None) is None and not getattr(self, "_chunked", False)
+                and self.status is not None):
+            # the relay loop's common case: a small, whole, plain answer and no request body
+            for secret in secrets:
+                if secret in raw:
+                    self.response_body = self._inspector.redactor.scrub(raw, secrets)
+                    break
+            self._inspector.add(self)
+            return
+        self._finish_slowly(secrets, error)
+
+    def _finish_slowly(self, secrets: tuple[bytes, ...], error: str | None) -> None:
         redactor = self._inspector.redactor
-        if self._request:
-            entry.request_cut = entry.request_size > len(self._request)
-            entry.request_body = redactor.scrub(bytes(self._request), secrets, cut=entry.request_cut)
-        raw = self._response
+        if error is not None:
+            self.error = redactor.text(error, secrets)
+        elif self.status is None:
+            self.error = "the exchange broke off before an answer"
+        request = self.request_body
+        if request:
+            cut = self.request_size > len(request)
+            self._cuts |= cut
+            self.request_body = redactor.scrub(bytes(request), secrets, cut)
+        raw = self.response_body
         if raw:
-            cut = entry.response_size > len(raw)
-            if self._chunked:  # the relay loop passes chunks through framed: the preview is of the data
+            cut = self.response_size > len(raw)
+            encoding = getattr(self, "_encoding", None)
+            if getattr(self, "_chunked", False):  # the relay loop passes chunks through framed: the preview is of the data
                 raw = _dechunk(bytes(raw))
-            encoding = self._encoding
             if encoding is None:
-                entry.response_cut = cut
-                entry.response_body = redactor.scrub(bytes(raw), secrets, cut=cut)
+                if cut:
+                    self._cuts |= 2
+                if type(raw) is not bytes:
+                    raw = bytes(raw)
+                for secret in secrets:  # Redactor.scrub, inlined for the common small answer
+                    if secret in raw:
+                        raw = redactor.scrub(raw, secrets, cut)
+                        break
+                else:
+                    if cut:
+                        raw = redactor.scrub(raw, secrets, cut)
+                self.response_body = raw
             elif encoding in _DECODERS:
                 decoded, complete = _decode(bytes(raw))
-                entry.response_decoded = encoding
-                entry.response_cut = not complete
-                entry.response_body = redactor.scrub(decoded, secrets, cut=not complete) if decoded is not None \
+                self.response_decoded = encoding
+                if not complete:
+                    self._cuts |= 2
+                self.response_body = redactor.scrub(decoded, secrets, not complete) if decoded is not None \
                     else None
             else:  # br, zstd, ...: not decoded, so not shown (a secret could hide in it)
-                entry.response_cut = True
-                entry.response_body = None
-        self._request = self._response = b""
-        self._inspector.add(entry)
+                self._cuts |= 2
+                self.response_body = None
+        self._inspector.add(self)
+
+    def to_wire(self) -> dict[str, Any]:
+        request = _preview(bytes(self.request_body))
+        response = _preview(bytes(self.response_body)) if self.response_body is not None else \
+            {"encoding": None, "data": None}
+        return {
+            "id": self.seq, "time": self.time, "container": self.container, "kind": "http",
+            "method": self.method, "path": self.path, "status": self.status,
+            "durationMs": round((self._t1 - self._t0) * 1000, 3),
+            "coldStartMs": getattr(self, "cold_start_ms", None),
+            "requestHeaders": [list(h) for h in self.request_headers],
+            "responseHeaders": [list(h) for h in getattr(self, "response_headers", ())],
+            "requestBody": request["data"], "requestBodyEncoding": request["encoding"],
+            "requestSize": self.request_size,
+            "responseBody": response["data"], "responseBodyEncoding": response["encoding"],
+            "responseSize": self.response_size, "responseDecoded": getattr(self, "response_decoded", None),
+            "truncated": bool(self._cuts), "error": getattr(self, "error", None),
+        }
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -256,7 +311,7 @@ class WebSocketTap:
     them): counts and sizes for every frame, the first MAX_FRAMES listed with a scrubbed preview of their payload,
     and the close code. Each direction is parsed by its own pump thread; the list is shared."""
 
-    def __init__(self, inspector: "RequestInspector", entry: Entry, secrets: tuple[bytes, ...]):
+    def __init__(self, inspector: RequestInspector, entry: Entry, secrets: tuple[bytes, ...]):
         self._inspector = inspector
         self._entry = entry
         self._secrets = secrets
@@ -392,28 +447,47 @@ class RequestInspector:
     """The rings, one per container, and the redaction every entry goes through. Thread-safe: the relay loop,
     stream threads, WebSocket pumps and call threads add entries; the page and the API read them."""
 
-    def __init__(self, size: int, dev_keys: Iterable[str], clock: "Clock"):
+    def __init__(self, size: int, dev_keys: Iterable[str], clock: Clock):
         self.size = max(0, int(size))
         self.enabled = self.size > 0
         self.redactor = Redactor(dev_keys)
         self._clock = clock
-        self._rings: dict[str, deque[Entry]] = {}
+        self._rings: dict[str, deque[Entry | Recording]] = {}
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._seq = count(1)
+        self._now = clock.now
+        # worked out once, then looked up (the relay loop repeats them): the values to cut out per caller token,
+        # redacted request targets and header blocks, answer heads
+        self._secrets: dict[str | None, tuple[bytes, ...]] = {}
+        self._targets: dict[tuple, str] = {}
         self._request_heads: dict[tuple, tuple] = {}  # (raw header block, token) -> redacted headers
         self._response_heads: dict[tuple, tuple] = {}
 
     # -- recording ------------------------------------------------------------------------------------------------
-    def begin(self, cid: str, method: str, target: str, environ: dict, token: str | None,
-              kind: str = "http") -> Recording | None:
+    def begin(self, cid: str, method: str, target: str, environ: dict, token: str | None) -> Recording | None:
         """A Recording for one request to the (known) container `cid`, or None when the inspector is off."""
         if not self.enabled:
             return None
+        secrets = self._secrets.get(token)
+        if secrets is None:
+            secrets = self._secrets_of(token)
+        key = (target, token)
+        path = self._targets.get(key)
+        if path is None:
+            path = self.redactor.target(target, secrets)
+            if len(self._targets) >= 1024:  # bounded: paths and callers come and go
+                self._targets.clear()
+            self._targets[key] = path
+        return Recording(self, cid, method, path, self.request_headers(environ, token, secrets), secrets, token,
+                         self._now())
+
+    def _secrets_of(self, token: str | None) -> tuple[bytes, ...]:
         secrets = self.redactor.secrets(token)
-        entry = Entry(next(self._seq), self._clock.now(), cid, kind, method, self.redactor.target(target, secrets))
-        entry.request_headers = self.request_headers(environ, token, secrets)
-        return Recording(self, entry, secrets)
+        if len(self._secrets) >= 1024:
+            self._secrets.clear()
+        self._secrets[token] = secrets
+        return secrets
 
     def websocket(self, cid: str, target: str, environ: dict, token: str | None) -> WebSocketTap | None:
         """A session's tap, its entry in the ring at once (open), or None when the inspector is off."""
@@ -493,13 +567,15 @@ class RequestInspector:
             self._response_heads[key] = found
         return found
 
-    def add(self, entry: Entry) -> None:
-        ring = self._rings.get(entry.container)
+    def add(self, entry: Entry | Recording) -> None:
+        entry.seq = seq = next(self._seq)
+        cid = entry.container
+        ring = self._rings.get(cid)
         if ring is None:
             with self._lock:
-                ring = self._rings.setdefault(entry.container, deque(maxlen=self.size))
+                ring = self._rings.setdefault(cid, deque(maxlen=self.size))
         ring.append(entry)
-        self._versions[entry.container] = entry.seq
+        self._versions[cid] = seq
 
     def touched(self, cid: str) -> None:
         """An entry already in the ring changed (a WebSocket frame or close): live readers look again."""
@@ -530,6 +606,8 @@ class RequestInspector:
             self._versions.clear()
             self._request_heads.clear()
             self._response_heads.clear()
+            self._secrets.clear()
+            self._targets.clear()
 
 
 def _bounded_json(value: Any, depth: int = 0) -> bytes:

@@ -13,16 +13,18 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 from grokemu.domain.errors import BadRequest, PayloadTooLarge
 from grokemu.domain.package_rules import ENTRY_PATH_MAX_BYTES, METADATA_MAX_BYTES, MiB, entry_path
 
 CHUNK = 256 * 1024  # decompression / copy unit: memory stays flat however big an entry is
 RATIO_FLOOR = MiB  # the compression ratio is checked for entries bigger than this (small files compress a lot)
+# zipfile's end-of-central-directory reader and its record offsets: private (not in typeshed), stable since Python 2
+_ZIP: Any = zipfile
 _SPOOL_IN_MEMORY = 8 * MiB  # an upload bigger than this is spooled to an unnamed file under <data>/packages
 
-FileSource = Union[bytes, Path]  # a file's bytes (tests, small data) or where it lies in a staging/version folder
+FileSource = bytes | Path  # a file's bytes (tests, small data) or where it lies in a staging/version folder
 
 
 # -- JSON and file contents ---------------------------------------------------------------------------------------
@@ -58,7 +60,7 @@ class ZipLimits:
     max_compression_ratio: float = 200.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "ZipLimits":
+    def from_settings(cls, settings: Any) -> ZipLimits:
         if settings is None:
             return cls()
         return cls(max_package_unpacked_bytes=int(settings.max_package_unpacked_bytes),
@@ -74,19 +76,19 @@ def _count_entries(fp: IO[bytes], limits: ZipLimits) -> None:
     """Walk the central directory (46-byte headers and the lengths they give) counting entries, before zipfile
     builds one object per entry: a many-entries bomb is refused with flat memory."""
     try:
-        endrec = zipfile._EndRecData(fp)  # the same reader zipfile uses; private but stable since Python 2
+        endrec = _ZIP._EndRecData(fp)  # the same reader zipfile uses; private but stable since Python 2
     except (OSError, struct.error, ValueError) as e:
         raise _not_a_zip(e) from None
     if not endrec:
         raise _not_a_zip("no end of central directory record")
-    declared = endrec[zipfile._ECD_ENTRIES_TOTAL]
+    declared = endrec[_ZIP._ECD_ENTRIES_TOTAL]
     if declared > limits.max_package_entries:
         raise PayloadTooLarge(f"Package ZIP has {declared} entries; the limit is {limits.max_package_entries} "
                               "(setting max_package_entries)")
-    size_cd, offset_cd = endrec[zipfile._ECD_SIZE], endrec[zipfile._ECD_OFFSET]
-    start = endrec[zipfile._ECD_LOCATION] - size_cd
-    if endrec[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
-        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    size_cd, offset_cd = endrec[_ZIP._ECD_SIZE], endrec[_ZIP._ECD_OFFSET]
+    start = endrec[_ZIP._ECD_LOCATION] - size_cd
+    if endrec[_ZIP._ECD_SIGNATURE] == _ZIP.stringEndArchive64:
+        start -= _ZIP.sizeEndCentDir64 + _ZIP.sizeEndCentDir64Locator
     if start < 0 or offset_cd < 0:
         raise _not_a_zip("bad central directory offset")
     fp.seek(start)
@@ -213,18 +215,11 @@ def _ratio_error(name: str, unpacked: int, packed: int, ratio: float) -> Payload
                            f"more than {ratio:g} times (setting max_compression_ratio)")
 
 
-def read_zip(body: bytes, limits: ZipLimits | None = None) -> dict[str, bytes]:
-    """Entries by POSIX path, in memory (for tools and tests; publish unpacks to disk)."""
-    with tempfile.TemporaryDirectory(prefix="grokemu-zip-") as tmp:
-        files = extract_zip(io.BytesIO(body), Path(tmp), limits or ZipLimits())
-        return {path: p.read_bytes() for path, p in files.items()}
-
-
 def spool_body(stream: IO[bytes], limit: int, directory: Path) -> IO[bytes]:
     """Copy a request body into a temporary file (memory up to 8 MiB, then an unnamed file in `directory`, gone
     whatever happens to the process), refusing more than `limit` bytes whatever Content-Length said."""
     directory.mkdir(parents=True, exist_ok=True)
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=directory)
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=str(directory))
     size = 0
     try:
         while True:

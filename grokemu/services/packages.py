@@ -7,7 +7,7 @@ replace the package's files.
 Publish is all-or-nothing, whatever fails and whenever the process is killed. A publish checks the name, unpacks
 the ZIP into a staging folder under the ZIP limits (services/package_archive.py, counted while decompressing),
 checks every file, renames the staging folder to a new version folder, commits the database rows that point to
-it, and only then removes the previous version (adapters/package_files.py has the layout). A crash at any instant
+it, and only then removes the previous version (adapters/fs_package_files.py has the layout). A crash at any instant
 leaves a staging folder or an unreferenced version folder at worst; `sweep()` (called once at startup) removes
 them.
 """
@@ -20,9 +20,10 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Mapping
+from typing import IO, TYPE_CHECKING, Any
 
 from grokemu.domain.clock import Clock
 from grokemu.domain.container_config import load_json, parse_container_json
@@ -33,8 +34,16 @@ from grokemu.domain.model import DockerContainer, DockerImage, container_name, f
 from grokemu.domain.package_rules import check_package_name
 from grokemu.domain.ports import PackageFiles, Store
 from grokemu.services.environment import find_published_package, package_entities
-from grokemu.services.package_archive import (FileSource, MiB, ZipLimits, _chunks, _Tree, extract_zip, read_small,
-                                              spool_body)
+from grokemu.services.package_archive import (
+    FileSource,
+    MiB,
+    ZipLimits,
+    _chunks,
+    _Tree,
+    extract_zip,
+    read_small,
+    spool_body,
+)
 
 if TYPE_CHECKING:
     from grokemu.services.images import ImageService
@@ -65,11 +74,12 @@ def folder_hash(files: Mapping[str, FileSource], prefix: str, exclude: set[str])
         entries[rel] = data
     digest = hashlib.sha256()
     for rel in sorted(entries):
-        data = entries[rel]
-        if data is None:
+        entry = entries[rel]
+        if entry is None:
             digest.update(f"dir:{rel}:".encode())
             continue
         digest.update(f"file:{rel}:".encode())
+        data = entry
         has_cr = has_nul = False
         for buf in _chunks(data):
             has_cr = has_cr or b"\r" in buf
@@ -210,8 +220,8 @@ def _package_meta(files: Mapping[str, FileSource], package_name: str) -> tuple[d
 # -- the service ----------------------------------------------------------------------------------------------------
 
 class PackageService:
-    def __init__(self, store: Store, clock: Clock, files: PackageFiles, images: "ImageService",
-                 spawner: "Spawner", settings: Any = None):
+    def __init__(self, store: Store, clock: Clock, files: PackageFiles, images: ImageService,
+                 spawner: Spawner, settings: Any = None):
         self._store = store
         self._clock = clock
         self._files = files
@@ -329,7 +339,7 @@ class PackageService:
 
     # -- startup -----------------------------------------------------------------------------------------------
     def sweep(self) -> int:
-        """Remove what an interrupted publish left (adapters/package_files.py `sweep`). Called once at startup,
+        """Remove what an interrupted publish left (adapters/fs_package_files.py `sweep`). Called once at startup,
         before requests are served. Returns how many entries were removed."""
         return self._files.sweep(self._store.list_packages())
 

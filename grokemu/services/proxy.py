@@ -23,12 +23,20 @@ from __future__ import annotations
 import socket
 from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, cast
 
 from grokemu.domain.errors import GrokemuError, NotFound
 from grokemu.domain.model import DockerContainer
-from grokemu.domain.upstream import (FastForward, Forwarded, HttpUpstream, NotListening, UpstreamFailed,
-                                     UpstreamRefused, WebSocketFailed, WebSocketUpstream)
+from grokemu.domain.upstream import (
+    FastForward,
+    Forwarded,
+    HttpUpstream,
+    NotListening,
+    UpstreamFailed,
+    UpstreamRefused,
+    WebSocketFailed,
+    WebSocketUpstream,
+)
 
 if TYPE_CHECKING:
     from grokemu.config import Settings
@@ -44,9 +52,9 @@ WS_CONNECTED = b"\x81\x09CONNECTED"  # one unmasked FIN text frame: what Datagro
 
 
 class ProxyService:
-    def __init__(self, spawner: "Spawner", activity: "ActivityTracker", settings: "Settings", *, http: HttpUpstream,
-                 websockets: WebSocketUpstream, inspector: "RequestInspector | None" = None):
-        # what passes is recorded for the request inspector (issue 20) unless it is off (inspector_size 0)
+    def __init__(self, spawner: Spawner, activity: ActivityTracker, settings: Settings, *, http: HttpUpstream,
+                 websockets: WebSocketUpstream, inspector: RequestInspector | None = None):
+        # what passes is recorded for the request inspector (docs/inspector.md) unless it is off (inspector_size 0)
         self._inspector = inspector if inspector is not None and inspector.enabled else None
         self._spawner = spawner
         self._activity = activity  # every request touches the container; a stream or a WebSocket holds it
@@ -88,7 +96,7 @@ class ProxyService:
 
     # fetchProxy -------------------------------------------------------------------------------------------------
     def forward(self, cid: str, login: str, method: str, target: str, environ: dict,
-                body: BinaryIO | None, length: int, token: str | None = None) -> Forwarded:
+                body: IO[bytes] | None, length: int, token: str | None = None) -> Forwarded:
         """Send one request to the container and return its answer, the body streamed when it is big; the idle
         hold lasts until the answer's body is closed. `token` is the caller's session token: the container gets it
         as the caller's identity (`x-user-api-key`, docs/real-plugins.md); it is revoked with the session."""
@@ -104,7 +112,7 @@ class ProxyService:
         if self._inspector is not None:
             rec = self._inspector.begin(cid, method, target, environ, token)
             if rec is not None and body is not None:
-                body = _TeeUpload(body, rec)
+                body = cast(IO[bytes], _TeeUpload(body, rec))  # reads like the body it wraps
         send = partial(self._http.send, identity=token)
         release = ExitStack()
         release.enter_context(self._activity.hold(cid))
@@ -114,7 +122,7 @@ class ProxyService:
                                              release)
             if cold_ms is not None:
                 answer.headers.append((COLD_START_HEADER, str(round(cold_ms))))
-            self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers (issue 10)
+            self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers
             if rec is not None:
                 rec.answered(answer.status, rec.response_meta(answer.headers), cold_ms)
                 answer.body = _recorded_body(answer.body, rec)
@@ -144,7 +152,7 @@ class ProxyService:
             raise
 
     def _send(self, cid: str, login: str, c: DockerContainer, cold_ms: float | None, send, method: str,
-              target: str, environ: dict, body: BinaryIO | None, length: int,
+              target: str, environ: dict, body: IO[bytes] | None, length: int,
               release: ExitStack) -> tuple[Forwarded, float | None]:
         try:
             return send(c, method, target, environ, body, length, release.close), cold_ms
@@ -226,21 +234,21 @@ class ProxyService:
 class _TeeUpload:
     """The request body as the upstream reads it, its first bytes seen by the inspector on the way."""
 
-    def __init__(self, body: BinaryIO, rec: "Recording"):
+    def __init__(self, body: IO[bytes], rec: Recording):
         self._body = body
         self._rec = rec
 
     def read(self, size: int = -1) -> bytes:
         data = self._body.read(size)
         if data:
-            self._rec.request_body(data)
+            self._rec.request_body_bytes(data)
         return data
 
     def __getattr__(self, name: str):
         return getattr(self._body, name)
 
 
-def _recorded_body(body, rec: "Recording"):
+def _recorded_body(body, rec: Recording):
     """The answer body with the inspector watching it pass: a body read whole (a list) is recorded at once and
     stays a list (web/proxy.py answers those itself); a streamed one is wrapped, and its close() ends the entry."""
     if isinstance(body, list):
@@ -254,7 +262,7 @@ def _recorded_body(body, rec: "Recording"):
 class _RecordedStream:
     __slots__ = ("_body", "_rec", "_it")
 
-    def __init__(self, body, rec: "Recording"):
+    def __init__(self, body, rec: Recording):
         self._body = body
         self._rec = rec
         self._it = iter(body)

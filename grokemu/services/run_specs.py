@@ -25,8 +25,8 @@ MB = 1024 * 1024
 
 
 class RunSpecs:
-    def __init__(self, settings: Settings, store: Store, auth: "AuthService", package_files: PackageFiles,
-                 broker: "BrokerService | None" = None):
+    def __init__(self, settings: Settings, store: Store, auth: AuthService, package_files: PackageFiles,
+                 broker: BrokerService | None = None):
         self._settings = settings
         self._broker = broker  # Celery workers get its address and credentials
         self._store = store

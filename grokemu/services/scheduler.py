@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from grokemu.domain.clock import Clock
 
@@ -32,10 +32,6 @@ class Scheduler:
                 job()
             except Exception:  # one failing job must not stop the others or the loop
                 log.exception("background job %r failed", name)
-
-    def poke(self) -> None:
-        """Run a pass now instead of at the next interval (after a publish or a start request)."""
-        self._wake.set()
 
     def start(self) -> None:
         if self._thread:

@@ -23,7 +23,7 @@ KEPT = 2000  # records kept per service
 class ServiceLogs(logging.Handler):
     def __init__(self, kept: int = KEPT):
         super().__init__(logging.INFO)
-        self._lines = {name: deque(maxlen=kept) for name in SERVICES}
+        self._lines: dict[str, deque[str]] = {name: deque(maxlen=kept) for name in SERVICES}
         self._guard = threading.Lock()
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 

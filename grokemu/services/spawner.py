@@ -21,12 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock
-from grokemu.domain.errors import BadRequest, DockerUnavailable, GatewayTimeout, GrokemuError, NotFound
-from grokemu.domain.exits import LOG_LINES_SHOWN, explain_exit
-from grokemu.domain.lifecycle import (CONTAINER_TRANSIENT, CONTAINER_TRANSITIONS, ContainerStatus, ImageStatus,
-                                      next_status)
-from grokemu.domain.model import DockerContainer, DockerImage
 from grokemu.domain.container_config import DEFAULTS
+from grokemu.domain.errors import (
+    BadRequest,
+    ContainerStartFailed,
+    DockerUnavailable,
+    GatewayTimeout,
+    GrokemuError,
+    NotFound,
+)
+from grokemu.domain.exits import LOG_LINES_SHOWN, explain_exit
+from grokemu.domain.lifecycle import (
+    CONTAINER_TRANSIENT,
+    CONTAINER_TRANSITIONS,
+    ContainerStatus,
+    ImageStatus,
+    next_status,
+)
+from grokemu.domain.model import DockerContainer, DockerImage
 from grokemu.domain.ports import Orchestrator, RunningContainer, Store
 from grokemu.services.activity import ActivityTracker
 from grokemu.services.run_specs import RunSpecs
@@ -44,17 +56,11 @@ LOG_LINES_KEPT = 200
 NOT_LISTENING = "nothing listens on port"  # the warning on a started container whose port never accepted
 
 
-class ContainerFailed(GrokemuError):
-    """An awaited start ended in `error`."""
-
-    status = 500
-
-
 class Spawner:
-    def __init__(self, store: Store, orchestrator: Orchestrator | None, clock: Clock, settings: Settings,
-                 auth: "AuthService", activity: ActivityTracker, run_specs: RunSpecs,
+    def __init__(self, store: Store, orchestrator: Orchestrator, clock: Clock, settings: Settings,
+                 auth: AuthService, activity: ActivityTracker, run_specs: RunSpecs,
                  background: bool = True, probe_interval: float = 0.02, watch_interval: float = 1.0,
-                 broker: "BrokerService | None" = None):
+                 broker: BrokerService | None = None):
         self._broker = broker  # a Celery worker is ready when it consumes its queue there
         self._store = store
         self._orchestrator = orchestrator
@@ -115,7 +121,7 @@ class Spawner:
         return c
 
     def _require_orchestrator(self) -> Orchestrator:
-        if self._orchestrator is None or not self._orchestrator.ping():
+        if not self._orchestrator.ping():
             raise DockerUnavailable("Docker daemon unreachable: containers cannot be started or stopped")
         return self._orchestrator
 
@@ -130,7 +136,7 @@ class Spawner:
             return self._get(cid)
         c = self._wait(cid, timeout or self._settings.container_status_timeout)
         if c.status is S.ERROR:
-            raise ContainerFailed(f"Container {c.name} failed to start: {c.error}", c.last_logs[-2000:])
+            raise ContainerStartFailed(f"Container {c.name} failed to start: {c.error}", c.last_logs[-2000:])
         if c.status is not S.STARTED:
             raise GatewayTimeout(f"Container {c.name} did not start in time (status '{c.status.value}')")
         return c
@@ -186,7 +192,7 @@ class Spawner:
         if c is None:
             # Not 404: the Dart client turns 404 into an empty string, and CVMTests expects a throw.
             raise BadRequest(f"Docker container {cid} not found")
-        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+        if c.docker_id and self._orchestrator.ping():
             text = self._orchestrator.logs(c.docker_id, limit)
             if text:
                 return text
@@ -214,7 +220,7 @@ class Spawner:
         if c.status is S.STARTED:
             return c, (time.monotonic() - began) * 1000
         if c.status is S.ERROR:
-            raise ContainerFailed(f"Container {c.name} failed to start: {c.error}")
+            raise ContainerStartFailed(f"Container {c.name} failed to start: {c.error}")
         raise GatewayTimeout(f"Container {c.name} was not ready within {timeout:g} s (status '{c.status.value}')")
 
     @property
@@ -231,11 +237,10 @@ class Spawner:
         return self._run_specs
 
     def reset(self) -> None:
-        """Admin reset (after the store is emptied): no driver lock, no activity is kept, and the generation moves
-        on, so whatever a reader cached about a container (the proxy's started-cache) is stale."""
+        """Admin reset (after the store is emptied): no driver lock is kept, and the generation moves on, so
+        whatever a reader cached about a container (the proxy's started-cache) is stale."""
         with self._locks_guard:
             self._locks.clear()
-        self._activity.reset()
         self._notify()
 
     # -- events from other services ----------------------------------------------------------------------------
@@ -262,7 +267,7 @@ class Spawner:
     def forget(self, container: DockerContainer) -> None:
         """The package no longer has this container: remove it from Docker and from the store."""
         orch = self._orchestrator
-        if orch is not None and orch.ping():
+        if orch.ping():
             if container.docker_id:
                 orch.remove(container.docker_id)
             if orch.keeps_stopped:  # a stopped one is still there (a Swarm service scaled to 0)
@@ -312,9 +317,10 @@ class Spawner:
         return False
 
     def _start(self, c: DockerContainer) -> bool:
-        c = self._transition(c.id, "begin_start", expect=(S.PENDING_START,))
-        if c is None:
+        begun = self._transition(c.id, "begin_start", expect=(S.PENDING_START,))
+        if begun is None:
             return True
+        c = begun
         try:
             orch = self._require_orchestrator()
             if c.docker_id:  # a replacement (its grace first), or a leftover of an earlier run
@@ -391,7 +397,7 @@ class Spawner:
         if not self.may_not_listen(c):
             return True
         orch = self._orchestrator
-        running = orch.inspect(c.docker_id) if orch is not None and c.docker_id else None
+        running = orch.inspect(c.docker_id) if c.docker_id else None
         if running is None or not orch.app_ready(running):
             return False
         with self._store.transaction():
@@ -407,19 +413,20 @@ class Spawner:
         if c.status is S.STOPPING:  # resumed after a restart of grokemu
             by = "stopped_by_system" if c.error == "idle" else "stopped_by_user"
         else:
-            c = self._transition(c.id, "begin_stop", expect=(S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP),
-                                 error="idle" if by == "stopped_by_system" else "")
-            if c is None:
+            begun = self._transition(c.id, "begin_stop", expect=(S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP),
+                                     error="idle" if by == "stopped_by_system" else "")
+            if begun is None:
                 return True
+            c = begun
         logs = c.last_logs
-        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+        if c.docker_id and self._orchestrator.ping():
             logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
             self._orchestrator.stop(c.docker_id, timeout=self._settings.stop_timeout)
             if not self._orchestrator.keeps_stopped:
                 self._orchestrator.remove(c.docker_id)
-        c = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None, last_logs=logs,
-                             error="")
-        if c is not None and c.desired_instances == 1:  # a run request arrived while it was stopping
+        stopped = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None,
+                                   last_logs=logs, error="")
+        if stopped is not None and stopped.desired_instances == 1:  # a run request arrived while it was stopping
             self._transition(c.id, "request_start", expect=(S.USER_STOPPED, S.SYSTEM_STOPPED))
             return True
         return False
@@ -429,7 +436,7 @@ class Spawner:
         if c is None:
             return
         logs = c.last_logs
-        if c.docker_id and self._orchestrator is not None and self._orchestrator.ping():
+        if c.docker_id and self._orchestrator.ping():
             logs = self._orchestrator.logs(c.docker_id, LOG_LINES_KEPT) or logs
             self._orchestrator.remove(c.docker_id)  # no orphan: the reason and the logs stay on the entity
         failed = self._transition(cid, event, expect=expect, error=reason, last_logs=logs, docker_id="",
@@ -439,7 +446,7 @@ class Spawner:
 
     # -- the scheduler's pass ----------------------------------------------------------------------------------
     def tick(self) -> None:
-        if self._orchestrator is None or not self._orchestrator.ping():
+        if not self._orchestrator.ping():
             return
         if not self._reconciled:
             self.reconcile()
@@ -492,7 +499,7 @@ class Spawner:
 
     def _exit_reason(self, c: DockerContainer, running: RunningContainer, when: str = "") -> str:
         """How an ended container ended, in words (domain/exits.py), with its last log lines."""
-        logs = self._orchestrator.logs(running.id, LOG_LINES_SHOWN * 2) if self._orchestrator is not None else ""
+        logs = self._orchestrator.logs(running.id, LOG_LINES_SHOWN * 2)
         return explain_exit(running.exit_facts(), c.config.get("memory") or DEFAULTS["memory"], logs or c.last_logs,
                             when)
 
@@ -507,7 +514,7 @@ class Spawner:
                 return None
             if c.status is S.ERROR:
                 return c.error
-            if c.status is not S.STARTED or not c.docker_id or self._orchestrator is None:
+            if c.status is not S.STARTED or not c.docker_id:
                 return None
             running = self._orchestrator.inspect(c.docker_id)
             if running is None or running.state in ("exited", "dead"):

@@ -14,9 +14,10 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -45,7 +46,7 @@ class InvalidToken(GrokemuError):
         self.detail = None
         self.headers: dict[str, str] = {}
 
-    def with_headers(self, headers: dict[str, str]) -> "InvalidToken":
+    def with_headers(self, headers: dict[str, str]) -> InvalidToken:
         self.headers = dict(headers)
         return self
 
@@ -111,10 +112,10 @@ class TokenService:
             os.chmod(path, 0o600)
         if created is not None:
             return created
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
             raise GrokemuError(f"{path} does not hold an RSA private key")
-        return key
+        return loaded
 
     def jwks(self) -> dict[str, Any]:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self._public, as_dict=True)
@@ -194,7 +195,7 @@ class TokenService:
     # -- scopes -----------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def grant(scopes: Iterable[str], authenticated: bool, name_ok=lambda name: True) -> list[dict]:
+    def grant(scopes: Iterable[str], authenticated: bool, name_ok=lambda _name: True) -> list[dict]:
         """The `access` claim for requested scopes. Anyone may pull (Datagrok's proxy lets GET/HEAD through);
         only a dev-key holder gets push/delete. `registry:catalog:*` is granted to authenticated callers."""
         granted: dict[tuple[str, str], list[str]] = {}

@@ -23,7 +23,7 @@ def health():
         return jsonify({"status": "ok", "version": __version__})
     c = ctx()
     orch = c.orchestrator
-    reachable = bool(orch and orch.ping())
+    reachable = orch.ping()
     takeover = c.takeover
     return jsonify({
         "status": "ok", "version": __version__, "uptime": round(time.time() - c.started_at, 3),

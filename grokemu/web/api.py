@@ -60,7 +60,7 @@ def _package_caller() -> tuple[str, str]:
 
 
 @blueprint.get("/packages/dev/<path:rest>/timestamps")
-def package_timestamps(rest: str):
+def package_timestamps(rest: str):  # noqa: ARG001  (Flask passes the URL part; _package_caller reads the path)
     _, name = _package_caller()
     return jsonify(ctx().packages.timestamps(name))
 
@@ -70,7 +70,7 @@ def _flag(name: str) -> bool:
 
 
 @blueprint.post("/packages/dev/<path:rest>")
-def publish_package(rest: str):
+def publish_package(rest: str):  # noqa: ARG001  (Flask passes the URL part; _package_caller reads the path)
     login, name = _package_caller()
     packages = ctx().packages
     packages.check_name(name)  # before a byte of the body is read

@@ -19,13 +19,14 @@ if TYPE_CHECKING:
     from grokemu.services.auth import AuthService
     from grokemu.services.broker import BrokerService
     from grokemu.services.calls import CallService
-    from grokemu.services.functions import FunctionRegistry
     from grokemu.services.container_logs import ContainerLogs
+    from grokemu.services.functions import FunctionRegistry
     from grokemu.services.images import ImageService
     from grokemu.services.inspector import RequestInspector
     from grokemu.services.packages import PackageService
     from grokemu.services.proxy import ProxyService
     from grokemu.services.registry import RegistryService
+    from grokemu.services.resets import Resets
     from grokemu.services.scheduler import Scheduler
     from grokemu.services.spawner import Spawner
     from grokemu.services.tokens import TokenService
@@ -45,27 +46,28 @@ class ConnectionCount(Protocol):
 class Context:
     """Everything a request handler or background job may need; one per app."""
 
-    settings: "Settings"
-    store: "Store"
-    clock: "Clock"
-    orchestrator: "Orchestrator | None"
-    auth: "AuthService"
-    tokens: "TokenService"
-    registry: "RegistryService"
-    package_files: "PackageFiles"
-    activity: "ActivityTracker"
-    spawner: "Spawner"
-    images: "ImageService"
-    packages: "PackageService"
-    scheduler: "Scheduler"
-    proxy: "ProxyService"
-    admin: "AdminService"
-    guard: "Guard"
-    broker: "BrokerService"
-    functions: "FunctionRegistry"
-    calls: "CallService"
-    logs: "ContainerLogs"
-    inspector: "RequestInspector"
+    settings: Settings
+    store: Store
+    clock: Clock
+    orchestrator: Orchestrator
+    auth: AuthService
+    tokens: TokenService
+    registry: RegistryService
+    package_files: PackageFiles
+    activity: ActivityTracker
+    spawner: Spawner
+    images: ImageService
+    packages: PackageService
+    scheduler: Scheduler
+    proxy: ProxyService
+    admin: AdminService
+    guard: Guard
+    broker: BrokerService
+    functions: FunctionRegistry
+    calls: CallService
+    logs: ContainerLogs
+    resets: Resets
+    inspector: RequestInspector
     started_at: float = field(default_factory=time.time)
     # the server's connection takeover, once a server serves this app (None under the Flask test client)
     takeover: ConnectionCount | None = None

@@ -1,4 +1,4 @@
-"""The dashboard's own routes (issue 10): the live feed, the snapshot, Download context and Rebuild. The page itself
+"""The dashboard's own routes: the live feed, the snapshot, Download context and Rebuild. The page itself
 is web/ui.py; its script and styles are files in web/static/ (the page's CSP is `default-src 'self'`: no inline
 script, no CDN, no build step).
 
@@ -75,7 +75,7 @@ def register_websockets(sock) -> None:
         svc = service()
         token = g.token
         changed = threading.Event()
-        unsubscribe = c.activity.subscribe(lambda kind: changed.set())
+        unsubscribe = c.activity.subscribe(lambda _kind: changed.set())
         changed.set()
         follow, last_logs, next_logs = None, None, 0.0
         last_requests, next_requests = -1, 0.0

@@ -1,6 +1,6 @@
-"""fetchProxy without Flask (issue 14). The server's relay loop (server/relay_loop.py) asks `FastProxy.plan` for each
-request head on a connection it took from waitress: a FastForward it sends to the container itself, or None, and
-the request goes to the blocking relay (server/relay.py), which calls `FastProxy.handle`.
+"""fetchProxy without Flask (docs/design.md decision 2). The server's relay loop (server/relay_loop.py) asks
+`FastProxy.plan` for each request head on a connection it took from waitress: a FastForward it sends to the container
+itself, or None, and the request goes to the blocking relay (server/relay.py), which calls `FastProxy.handle`.
 
 The rules are the ones the Flask route runs: the same guard call (`Guard.check`, with the endpoint the URL map would
 find), the same ProxyService (fast_forward for a started container, forward otherwise), the same error answers
@@ -9,9 +9,8 @@ an unusual method, an Upgrade, a path Flask would redirect) returns None and goe
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import logging
+from collections.abc import Iterable
 
 from grokemu.domain.errors import GrokemuError
 from grokemu.domain.upstream import FastForward
@@ -61,7 +60,7 @@ class FastProxy:
         """grokemu's own answer for a failed exchange (502/504 ApiError JSON, as the Flask route's)."""
         return raw_error(error, path)
 
-    def handle(self, environ: dict) -> "tuple[str, list[tuple[str, str]], Iterable[bytes]] | None":
+    def handle(self, environ: dict) -> tuple[str, list[tuple[str, str]], Iterable[bytes]] | None:
         """The answer (status line, headers, body whose close() releases the container) or None: not a fetchProxy
         request this path serves; the caller runs the WSGI app."""
         if not self.recognises(environ):

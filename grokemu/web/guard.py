@@ -22,17 +22,16 @@ Every refusal is a GrokemuError rendered by web/errors.py: ApiError JSON, or the
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from typing import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
 from grokemu.config import Settings
-from grokemu.domain.errors import (BadRequest, Forbidden, GrokemuError, LengthRequired, PayloadTooLarge,
-                                    Unauthorized)
+from grokemu.domain.errors import BadRequest, Forbidden, GrokemuError, LengthRequired, PayloadTooLarge, Unauthorized
 from grokemu.services.auth import AuthService, token_from_headers
 
 SESSION = "session"  # a valid session token, in a header or the `auth` cookie
@@ -134,7 +133,7 @@ def auth_cookie(environ: Mapping) -> str | None:
 
 class Guard:
     def __init__(self, settings: Settings, auth: AuthService, url_map: Map,
-                 registry_authorize: Callable[[Mapping, str | None, dict], None],
+                 registry_authorize: Callable[[dict, str | None, Mapping], None],
                  bridge_addresses: Iterable[str] = ()):
         self._settings = settings
         self._auth = auth
@@ -158,11 +157,11 @@ class Guard:
         return host
 
     # -- the checks ---------------------------------------------------------------------------------------------
-    def check(self, environ: dict, *, head_only: bool = False,
-              matched: tuple[str | None, dict | None] | None = None) -> Caller:
+    def check(self, environ: dict, *, matched: tuple[str | None, Mapping | None] | None = None) -> Caller:
         """Raise a GrokemuError for a request that must not go on; otherwise the authenticated caller (login None
-        on public routes). `head_only`: called from the server before the body is read. `matched`: the (endpoint,
-        view args) Flask already found for this request, so the URL map is not walked twice."""
+        on public routes). Needs only the request head, so the server calls it before the body is read (`preflight`).
+        `matched`: the (endpoint, view args) Flask already found for this request, so the URL map is not walked
+        twice."""
         host = environ.get("HTTP_HOST") or ""
         if _strip_port(host) not in self.host_names:
             raise Forbidden(f"Host '{host[:100]}' is not one of grokemu's names; add it to the allowed_hosts setting "
@@ -189,7 +188,7 @@ class Guard:
         self._check_body(policy, environ)
         return caller
 
-    def _match(self, environ: dict) -> tuple[str | None, dict | None]:
+    def _match(self, environ: dict) -> tuple[str | None, Mapping | None]:
         try:
             adapter = self._url_map.bind_to_environ(environ)
             endpoint, args = adapter.match(environ.get("PATH_INFO") or "/", method=environ.get("REQUEST_METHOD"),
@@ -207,7 +206,7 @@ class Guard:
             return environ.get("REQUEST_METHOD") in ("GET", "HEAD")
         return True
 
-    def _authenticate(self, policy: Policy, environ: dict, view_args: dict, endpoint: str | None) -> Caller:
+    def _authenticate(self, policy: Policy, environ: dict, view_args: Mapping, endpoint: str | None) -> Caller:
         if policy.auth == PIPE:
             return Caller()
         if policy.auth in (PUBLIC, DEV_LOGIN):
@@ -286,7 +285,7 @@ class Guard:
         from grokemu.web.errors import raw_error
 
         try:
-            self.check(environ, head_only=True)
+            self.check(environ)
         except GrokemuError as e:
             return raw_error(e, environ.get("PATH_INFO") or "")
         return None

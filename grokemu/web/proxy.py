@@ -12,6 +12,8 @@ reason the JS client shows.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
 from flask import Blueprint, Response, g, request
@@ -69,7 +71,7 @@ class ProxiedResponse(Response):
     automatically_set_content_length = False
 
     @classmethod
-    def of(cls, answer: Forwarded) -> "ProxiedResponse":
+    def of(cls, answer: Forwarded) -> ProxiedResponse:
         resp = cls(answer.body, status=answer.status_line, direct_passthrough=True)
         resp.headers.clear()
         for name, value in answer.headers:
@@ -83,7 +85,9 @@ class ProxiedResponse(Response):
             # a big answer of known size: written on the socket by this thread, not copied through waitress's
             # output buffers and event loop (server/takeover.py answer_directly); waitress gets nothing to write.
             # Unsized (chunked, server-sent events) answers stay with waitress, which keeps their chunking.
-            takeover.answer_directly(environ, self.status, self.headers.to_wsgi_list(), self.response)
+            # the container's answer: bytes (ProxiedResponse.of), whatever werkzeug's Response.response may hold
+            takeover.answer_directly(environ, self.status, self.headers.to_wsgi_list(),
+                                     cast(Iterable[bytes], self.response))
             start_response("200 OK", [])
             return []
         start_response(self.status, self.headers.to_wsgi_list())
@@ -91,7 +95,7 @@ class ProxiedResponse(Response):
 
 
 @blueprint.route("/proxy/<path:rest>", methods=METHODS, provide_automatic_options=False)
-def fetch_proxy(rest: str):
+def fetch_proxy(rest: str):  # noqa: ARG001  (Flask passes the URL part; split_target reads the raw path)
     environ = request.environ
     cid, target = split_target(environ, HTTP_PREFIX)
     length = request.content_length or 0
@@ -101,7 +105,7 @@ def fetch_proxy(rest: str):
 
 
 @ws_blueprint.route("/proxy-ws/<path:rest>", websocket=True)
-def websocket_proxy(rest: str):
+def websocket_proxy(rest: str):  # noqa: ARG001  (Flask passes the URL part; split_target reads the raw path)
     environ = request.environ
     cid, target = split_target(environ, WS_PREFIX)
     client = environ.get("werkzeug.socket")

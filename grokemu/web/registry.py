@@ -7,6 +7,8 @@ Wire facts and trap numbers: docs/registry.md.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from grokemu.services.registry import MAX_MANIFEST_BYTES, UploadState, check_name, valid_name
@@ -28,7 +30,7 @@ def _bearer(authorization: str | None) -> str | None:
     return rest.strip() or None
 
 
-def authorize(tokens: TokenService, environ: dict, endpoint: str | None, view_args: dict) -> None:
+def authorize(tokens: TokenService, environ: dict, endpoint: str | None, view_args: Mapping) -> None:
     """The registry's access rule for one /v2 request, called by the guard (web/guard.py) before the view runs and,
     for a request with a body, before the body is read: reads need no token, `GET /v2/` any valid token, writes a
     token granting push (delete for DELETE) on the repository."""
@@ -106,10 +108,10 @@ def base():
 
 
 def _page_args() -> tuple[int | None, str | None]:
-    n = request.args.get("n")
-    if n is not None:
+    raw, n = request.args.get("n"), None
+    if raw is not None:
         try:
-            n = int(n)
+            n = int(raw)
         except ValueError:
             n = -1  # PaginationInvalid from the service
     return n, request.args.get("last") or None
@@ -197,6 +199,7 @@ def _body_length() -> int | None:
 def _upload_response(state: UploadState, status: int | None = None) -> Response:
     if state.digest:
         return _empty(status or 201, {"Location": state.location, "Docker-Content-Digest": state.digest})
+    assert state.upload_id is not None  # an open session always has its id
     return _empty(status or 202, {"Location": state.location, "Range": state.range,
                                   "Docker-Upload-UUID": state.upload_id})
 

@@ -6,7 +6,8 @@ taken-over connection); `direct_answers(environ)` reads it.
 """
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 ENVIRON_KEY = "grokemu.takeover"
 

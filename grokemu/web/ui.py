@@ -44,7 +44,7 @@ def dashboard():
     c = ctx()
     return _page(render_template(
         "dashboard.html", version=__version__, api=c.settings.api_url, login=g.login,
-        docker=bool(c.orchestrator and c.orchestrator.ping()), snapshot=service().snapshot()))
+        docker=c.orchestrator.ping(), snapshot=service().snapshot()))
 
 
 @blueprint.post("/_grokemu/login", endpoint="login")

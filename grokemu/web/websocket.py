@@ -43,7 +43,8 @@ def accept_websocket(environ: dict, client: socket.socket) -> WSConnection | Non
             raise RemoteProtocolError("not a WebSocket upgrade", event_hint=RejectConnection())
         client.sendall(ws.send(AcceptConnection()))
     except RemoteProtocolError as e:
-        body = ('{"#type":"ApiError","message":"Bad WebSocket upgrade: %s"}' % str(e).replace('"', "'")).encode()
+        reason = str(e).replace('"', "'")
+        body = f'{{"#type":"ApiError","message":"Bad WebSocket upgrade: {reason}"}}'.encode()
         try:
             client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
                            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import js_runner
-from tests.helpers import healthy, remove_images, require, wait_until
+from tests.helpers import healthy, js_runner, remove_images, require, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import TOOLS
-from tests.helpers import hello_package, package_zip, publish_ready, require, sample_copy
+from tests.helpers import TOOLS, hello_package, package_zip, publish_ready, require, sample_copy
 
 pytestmark = pytest.mark.e2e
 DRIVER = Path(__file__).parent / "browser" / "drive.cjs"

@@ -25,8 +25,7 @@ import pytest
 import requests
 
 from grokemu.testing import GrokemuProcess
-from tests.e2e.conftest import js_runner
-from tests.helpers import require, sample_copy, wait_until
+from tests.helpers import js_runner, require, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -119,8 +118,8 @@ def settle(server, token, short, name, timeout=120) -> dict:
 def test_a_postgresql_like_server_without_healthcheck_is_started_once_it_accepts(server, token, published):
     short = published("corpus")
     c = settle(server, token, short, "pg")
-    assert c["status"] == "started" and c["warnings"] == [f"container.json keys Datagrok does not model (kept, not "
-                                                          f"applied): timeout_minutes"] + [
+    assert c["status"] == "started" and c["warnings"] == ["container.json keys Datagrok does not model (kept, not "
+                                                          "applied): timeout_minutes"] + [
         w for w in c["warnings"] if w.startswith("storage")]
     assert not any(w.startswith("nothing listens") for w in c["warnings"])
     # it really accepts on its published port, and speaks its own protocol (SSLRequest -> N)

@@ -8,7 +8,6 @@ folder and copied to test-artifacts/dashboard/ (listed in .gitignore).
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -20,8 +19,7 @@ import pytest
 import requests
 
 from grokemu.testing import GrokemuProcess
-from tests.e2e.conftest import ROOT, TOOLS
-from tests.helpers import docker_available, package_zip, require, sample_copy, wait_until
+from tests.helpers import ROOT, TOOLS, docker_available, package_zip, require, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 DRIVER = Path(__file__).parent / "browser" / "dashboard.cjs"

@@ -22,8 +22,7 @@ import requests
 import websocket
 
 from grokemu.testing import GrokemuProcess
-from tests.e2e.conftest import js_runner
-from tests.helpers import publish_ready, sample_copy, wait_until
+from tests.helpers import js_runner, publish_ready, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from grokemu.testing import Grokemu, GrokemuProcess
-from tests.helpers import remove_images, wait_until
+from tests.helpers import remove_images
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,7 @@ import pytest
 import requests
 
 from grokemu.testing import GrokemuProcess
-from tests.e2e.conftest import js_runner
-from tests.helpers import remove_images, require, wait_until
+from tests.helpers import js_runner, remove_images, require, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,7 @@ import requests
 
 from grokemu.function_call import FunctionCallError
 from grokemu.testing import Grokemu, GrokemuProcess
-from tests.e2e.conftest import js_runner
-from tests.helpers import free_port, publish_ready, remove_images, sample_copy, wait_until
+from tests.helpers import free_port, js_runner, publish_ready, remove_images, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 

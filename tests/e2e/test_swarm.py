@@ -14,8 +14,7 @@ import requests
 import websocket
 
 from grokemu.testing import GrokemuProcess
-from tests.e2e.conftest import js_runner
-from tests.helpers import free_port, package_folder, sample_copy, wait_until
+from tests.helpers import free_port, js_runner, package_folder, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 IDLE_MINUTES = 0.05  # 3 s

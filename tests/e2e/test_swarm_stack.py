@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import js_runner
-from tests.helpers import free_port, healthy, package_folder, sample_copy, wait_until
+from tests.helpers import free_port, healthy, js_runner, package_folder, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,103 +7,39 @@ import json
 import socket
 import time
 
-from tests.fake_upstream import Upstream, add_container, proxy_url
-from tests.integration.test_proxy import live  # noqa: F401  (the fixture: waitress + the takeover on a free port)
-
-
-def _connect(live) -> socket.socket:
-    host, port = live.host.split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _request(live, path: str, token: str | None, method: str = "GET", extra: str = "") -> bytes:
-    auth = f"Authorization: {token}\r\n" if token else ""
-    return f"{method} {path} HTTP/1.1\r\nHost: {live.host}\r\n{auth}{extra}\r\n".encode()
-
-
-class _Reader:
-    """Answers with a Content-Length or chunked, read one after the other from one socket."""
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.buf = b""
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed")
-        self.buf += data
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def answer(self) -> tuple[int, dict, bytes]:
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        if "content-length" in headers:
-            length = int(headers["content-length"])
-            while len(self.buf) < length:
-                self._fill()
-            body, self.buf = self.buf[:length], self.buf[length:]
-        elif headers.get("transfer-encoding") == "chunked":
-            body = b""
-            while size := int(self._line(), 16):
-                while len(self.buf) < size + 2:
-                    self._fill()
-                body, self.buf = body + self.buf[:size], self.buf[size + 2:]
-            self._line()
-        else:
-            body = b""
-        return status, headers, body
-
-
-def _containers(live, n: int = 2):
-    up = Upstream()
-    live.ctx.orchestrator.fixed_host_port = up.port
-    return up, [add_container(live.ctx, {"on_demand": True}, name=f"fast-{i}") for i in range(n)]
+from tests.fake_upstream import proxy_url
+from tests.helpers import RawReader, connect_raw, fast_containers, raw_request
 
 
 def test_mixed_requests_on_one_keep_alive_connection(live):
-    up, (a, b) = _containers(live)
+    up, (a, b) = fast_containers(live)
     try:
-        sock = _connect(live)
-        reader = _Reader(sock)
-        sock.sendall(_request(live, proxy_url(a, "/first?x=1"), live.token))
+        sock = connect_raw(live)
+        reader = RawReader(sock)
+        sock.sendall(raw_request(live, proxy_url(a, "/first?x=1"), live.token))
         status, headers, body = reader.answer()
         assert status == 200 and json.loads(body) == {"path": "/first?x=1"}
         assert headers.get("x-grokemu-cold-start-ms")  # the container was started for it
         # the API on the same (now relayed) connection: through the WSGI app
-        sock.sendall(_request(live, "/api/users/current", live.token))
+        sock.sendall(raw_request(live, "/api/users/current", live.token))
         status, _, body = reader.answer()
         assert status == 200 and json.loads(body)["login"] == "admin"
         # the dashboard page too
-        sock.sendall(_request(live, "/", live.token, extra=f"Cookie: auth={live.token}\r\n"))
+        sock.sendall(raw_request(live, "/", live.token, extra=f"Cookie: auth={live.token}\r\n"))
         status, headers, _ = reader.answer()
         assert status == 200 and headers["content-type"].startswith("text/html")
         # another container's proxied request
-        sock.sendall(_request(live, proxy_url(b, "/second"), live.token))
+        sock.sendall(raw_request(live, proxy_url(b, "/second"), live.token))
         status, _, body = reader.answer()
         assert status == 200 and json.loads(body) == {"path": "/second"}
         # what the container saw: the caller's token as its identity, no grokemu credentials
         names = {k.lower(): v for k, v in up.last()["headers"]}
         assert names["x-user-api-key"] == live.token and "authorization" not in names
         # an error of grokemu's own on the relayed connection: ApiError JSON, connection kept
-        sock.sendall(_request(live, proxy_url("00000000-0000-0000-0000-000000000000", "/x"), live.token))
+        sock.sendall(raw_request(live, proxy_url("00000000-0000-0000-0000-000000000000", "/x"), live.token))
         status, _, body = reader.answer()
         assert status == 404 and json.loads(body)["#type"] == "ApiError"
-        sock.sendall(_request(live, proxy_url(a, "/third"), live.token))
+        sock.sendall(raw_request(live, proxy_url(a, "/third"), live.token))
         assert reader.answer()[0] == 200
         ports = [s["client_port"] for s in up.seen]
         assert ports[0] == ports[-1] and len(set(ports)) == 2  # one kept-alive upstream connection per container
@@ -113,15 +49,15 @@ def test_mixed_requests_on_one_keep_alive_connection(live):
 
 
 def test_pipelined_requests_are_answered_in_order(live):
-    up, (a, b) = _containers(live)
+    up, (a, b) = fast_containers(live)
     try:
-        sock = _connect(live)
-        reader = _Reader(sock)
-        batch = (_request(live, proxy_url(a, "/p1"), live.token) + _request(live, proxy_url(b, "/p2"), live.token)
-                 + _request(live, "/api/users/current", live.token)
-                 + _request(live, proxy_url(a, "/echo"), live.token, method="POST",
+        sock = connect_raw(live)
+        reader = RawReader(sock)
+        batch = (raw_request(live, proxy_url(a, "/p1"), live.token) + raw_request(live, proxy_url(b, "/p2"), live.token)
+                 + raw_request(live, "/api/users/current", live.token)
+                 + raw_request(live, proxy_url(a, "/echo"), live.token, method="POST",
                             extra="Content-Type: text/plain\r\nContent-Length: 5\r\n") + b"hello"
-                 + _request(live, proxy_url(a, "/p3"), live.token))
+                 + raw_request(live, proxy_url(a, "/p3"), live.token))
         sock.sendall(batch)
         answers = [reader.answer() for _ in range(5)]
         assert [s for s, _, _ in answers] == [200] * 5
@@ -135,12 +71,12 @@ def test_pipelined_requests_are_answered_in_order(live):
 
 
 def test_a_caller_that_disconnects_mid_answer_releases_everything(live):
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     try:
-        sock = _connect(live)
-        sock.sendall(_request(live, proxy_url(a, "/bytes/1000"), live.token))
-        assert _Reader(sock).answer()[0] == 200  # the connection is relayed now
-        sock.sendall(_request(live, proxy_url(a, f"/bytes/{64 * 1024 * 1024}"), live.token))
+        sock = connect_raw(live)
+        sock.sendall(raw_request(live, proxy_url(a, "/bytes/1000"), live.token))
+        assert RawReader(sock).answer()[0] == 200  # the connection is relayed now
+        sock.sendall(raw_request(live, proxy_url(a, f"/bytes/{64 * 1024 * 1024}"), live.token))
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         sock.close()  # a reset mid-answer
@@ -150,24 +86,24 @@ def test_a_caller_that_disconnects_mid_answer_releases_everything(live):
             time.sleep(0.05)
         assert takeover.streams.busy == 0 and live.ctx.activity.active(a) == 0
         # the server serves on
-        sock = _connect(live)
-        sock.sendall(_request(live, proxy_url(a, "/after"), live.token))
-        assert _Reader(sock).answer()[0] == 200
+        sock = connect_raw(live)
+        sock.sendall(raw_request(live, proxy_url(a, "/after"), live.token))
+        assert RawReader(sock).answer()[0] == 200
         sock.close()
     finally:
         up.close()
 
 
 def test_a_session_revoked_between_two_requests_is_refused_on_the_same_connection(live):
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     try:
         token = live.ctx.auth.token_for("admin")
-        sock = _connect(live)
-        reader = _Reader(sock)
-        sock.sendall(_request(live, proxy_url(a, "/one"), token))
+        sock = connect_raw(live)
+        reader = RawReader(sock)
+        sock.sendall(raw_request(live, proxy_url(a, "/one"), token))
         assert reader.answer()[0] == 200
         live.ctx.auth.revoke(token)
-        sock.sendall(_request(live, proxy_url(a, "/two"), token))
+        sock.sendall(raw_request(live, proxy_url(a, "/two"), token))
         status, _, body = reader.answer()
         assert status == 401 and json.loads(body)["#type"] == "ApiError"
         assert [s["path"] for s in up.seen] == ["/one"]
@@ -177,23 +113,23 @@ def test_a_session_revoked_between_two_requests_is_refused_on_the_same_connectio
 
 
 def test_guard_rules_hold_on_a_relayed_connection(live):
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     try:
-        sock = _connect(live)
-        reader = _Reader(sock)
-        sock.sendall(_request(live, proxy_url(a, "/ok"), live.token))
+        sock = connect_raw(live)
+        reader = RawReader(sock)
+        sock.sendall(raw_request(live, proxy_url(a, "/ok"), live.token))
         assert reader.answer()[0] == 200
         # a foreign Origin, a cross-site cookie-only request, a foreign Host: refused as through Flask
-        sock.sendall(_request(live, proxy_url(a, "/x"), live.token, extra="Origin: http://evil.example\r\n"))
+        sock.sendall(raw_request(live, proxy_url(a, "/x"), live.token, extra="Origin: http://evil.example\r\n"))
         assert reader.answer()[0] == 403
-        sock.sendall(_request(live, proxy_url(a, "/x"), None,
+        sock.sendall(raw_request(live, proxy_url(a, "/x"), None,
                               extra=f"Cookie: auth={live.token}\r\nSec-Fetch-Site: cross-site\r\n"))
         assert reader.answer()[0] == 403
         sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: attacker.example\r\n"
                      f"Authorization: {live.token}\r\n\r\n".encode())
         assert reader.answer()[0] == 403
         # a body over the route's limit: refused before it is read, connection closed
-        sock.sendall(_request(live, proxy_url(a, "/echo"), live.token, method="POST",
+        sock.sendall(raw_request(live, proxy_url(a, "/echo"), live.token, method="POST",
                               extra=f"Content-Length: {2 ** 40}\r\n"))
         status, headers, _ = reader.answer()
         assert status == 413 and headers.get("connection") == "close"

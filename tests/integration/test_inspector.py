@@ -13,8 +13,7 @@ from grokemu.config import Settings
 from grokemu.services.inspector import PREVIEW
 from tests.fake_upstream import Upstream, add_container, proxy_url
 from tests.helpers import wait_until
-from tests.integration.test_fast_path import _connect, _Reader, _request
-from tests.integration.test_proxy import Live, live  # noqa: F401  (the real server on a free port)
+from tests.helpers import RawReader, connect_raw, raw_request
 
 DEV_KEY = "s3cret-dev-key-7Q"
 
@@ -180,22 +179,21 @@ def test_inspector_size_0_records_nothing(tmp_path, orchestrator, clock, upstrea
 
 
 # -- the real server: the relay loop's own requests and WebSockets ---------------------------------------------------
-def test_the_relay_loop_records_its_requests_and_the_ring_stays_bounded(live):  # noqa: F811
+def test_the_relay_loop_records_its_requests_and_the_ring_stays_bounded(live):
     """10,000 keep-alive requests, most of them forwarded by the relay loop itself: the ring keeps the last
     inspector_size (200) and every entry is redacted."""
-    from tests.fake_upstream import Upstream
 
     up = Upstream()
     live.ctx.orchestrator.fixed_host_port = up.port
     cid = add_container(live.ctx, {"on_demand": True})
     try:
-        sock = _connect(live)
-        reader = _Reader(sock)
+        sock = connect_raw(live)
+        reader = RawReader(sock)
         loop = live.ctx.takeover.loop
         total = 10_000
         batch = 100
         for start in range(0, total, batch):  # pipelined in batches: the loop answers them in order
-            sock.sendall(b"".join(_request(live, proxy_url(cid, f"/n/{i}"), live.token)
+            sock.sendall(b"".join(raw_request(live, proxy_url(cid, f"/n/{i}"), live.token)
                                   for i in range(start, start + batch)))
             for _ in range(batch):
                 assert reader.answer()[0] == 200
@@ -213,7 +211,7 @@ def test_the_relay_loop_records_its_requests_and_the_ring_stays_bounded(live):  
         up.close()
 
 
-def test_a_websocket_session_is_recorded_with_its_frames_and_close_code(live):  # noqa: F811
+def test_a_websocket_session_is_recorded_with_its_frames_and_close_code(live):
     cid = add_container(live.ctx, {"on_demand": True}, name="ws-app")
     ws = live.ws(cid)
     assert ws.recv() == "CONNECTED"

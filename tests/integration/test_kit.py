@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
-from grokemu.client import Client
+from grokemu.client import Client, ClientError
 from grokemu.testing import ContainerHandle, Grokemu, ThreadedGrokemu
 from tests.helpers import hello_package, package_folder
 
@@ -85,8 +85,9 @@ def test_the_in_process_server_serves_like_grokemu_up_and_stops_cleanly(tmp_path
         health = client.health()
         assert health["apiUrl"] == server.api and health["relay"] is not None  # the server, not the test client
         assert client.json("GET", "users/current")["login"] == "alice"
-        with pytest.raises(Exception):
-            Client(server.url, "admin").token  # only the dev keys it was given
+        with pytest.raises(ClientError) as refused:
+            _ = Client(server.url, "admin").token  # only the dev keys it was given
+        assert refused.value.status == 401, refused.value
     finally:
         server.stop()
     assert not data_dir.exists()  # a temporary data dir goes with the server

@@ -7,27 +7,20 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import importlib.util
 import json
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 import websocket
 
-from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
 from grokemu.app import create_app
-from grokemu.server import bind, create_server
-from grokemu.web import proxy
 from grokemu.web.context import app_context
 from tests.fake_upstream import Upstream, add_container, proxy_url, status
 from tests.helpers import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-WS_ECHO_APP = ROOT / "samples" / "ws-echo" / "dockerfiles" / "ws-echo" / "app.py"
 UNKNOWN = "00000000-0000-0000-0000-000000000000"  # CVMTests' unknown id
 COLD = "X-Grokemu-Cold-Start-Ms"
 
@@ -313,49 +306,7 @@ def test_fifty_concurrent_requests_share_one_cold_start(bg_app, orchestrator, up
     assert sorted(a[2]["path"] for a in answers) == sorted(f"/n/{i}" for i in range(50))
 
 
-# -- the real server: WebSockets (and HTTP through waitress) ---------------------------------------------------------
-def load_ws_echo():
-    spec = importlib.util.spec_from_file_location("ws_echo_sample", WS_ECHO_APP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class Live:
-    def __init__(self, app, host, ws_echo_port):
-        self.app = app
-        self.ctx = app_context(app)
-        self.host = host
-        self.ws_echo_port = ws_echo_port
-        self.token = requests.post(f"http://{host}/api/users/login/dev", headers={"Authorization": "Dev admin"},
-                                   timeout=5).json()["token"]
-
-    def ws(self, cid, path="/ws", token=None, **kw):
-        cookie = f"auth={token or self.token}" if token is not False else None
-        return websocket.create_connection(f"ws://{self.host}/api/docker/containers/proxy-ws/{cid}{path}",
-                                           cookie=cookie, timeout=10, **kw)
-
-
-@pytest.fixture
-def live(tmp_path, settings, clock):
-    orch = MemoryOrchestrator()
-    echo = load_ws_echo()
-    echo_server = echo.Server(("127.0.0.1", 0), echo.Handler)
-    echo.Handler.log_message = lambda *a: None
-    threading.Thread(target=echo_server.serve_forever, args=(0.05,), daemon=True).start()
-    orch.fixed_host_port = echo_server.server_address[1]
-    app = create_app(dataclasses.replace(settings, threads=2, proxy_request_timeout=5.0), orchestrator=orch,
-                     clock=clock, background=True)
-    sockets = bind("127.0.0.1", 0, [])
-    server = create_server(app, sockets, threads=2, max_request_body_size=2**31,
-                           streamed_prefixes=(proxy.HTTP_PREFIX,))
-    threading.Thread(target=server.run, daemon=True).start()
-    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", echo_server.server_address[1])
-    server.close()
-    echo_server.shutdown()
-    echo_server.server_close()
-
-
+# -- the real server: WebSockets (and HTTP through waitress); `live` is in tests/conftest.py --------------------
 @pytest.fixture
 def live_upstream(live):
     """The live server with an on_demand container whose port is a test Upstream: (upstream, container id)."""
@@ -522,7 +473,7 @@ def test_through_waitress_chunked_upload_and_streamed_download(live, live_upstre
 
 
 def test_big_fixed_length_upload_is_relayed_while_it_arrives(live, live_upstream):
-    """A body over 1 MiB with a Content-Length leaves waitress once its headers are in (server.py stream_request):
+    """A body over 1 MiB with a Content-Length leaves waitress once its headers are in (server/takeover.py stream_request):
     the container gets it byte-exact and the caller the container's answer."""
     up, cid = live_upstream
     blob = bytes(range(256)) * 60000  # ~15 MB with a Content-Length

@@ -6,7 +6,7 @@ timeouts (partial head, idle connection, stalled answer), pipelining with and wi
 handed to waitress's parser, a slow reader of a big answer; a head over waitress's header limit (431) and a caller
 that half-closes after its request (answered), as waitress does.
 
-Every test first sends two proxied requests on its connection (`_relayed`: the cold start and one more, both served
+Every test first sends two proxied requests on its connection (`relayed`: the cold start and one more, both served
 by the blocking relay); `_loop_served` records the requests the loop then forwarded itself."""
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import json
 import socket
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 from waitress.adjustments import Adjustments
@@ -25,10 +24,8 @@ from grokemu.app import create_app
 from grokemu.server import bind, create_server
 from grokemu.web import proxy
 from tests.fake_upstream import CHUNKED_PIECES, UNTIL_CLOSE_PIECES, proxy_url
-from tests.integration.test_fast_path import _connect, _containers, _Reader, _request
-from tests.integration.test_proxy import Live, live  # noqa: F401  (the fixture: the real server on a free port)
+from tests.helpers import WARM_UP, Live, RawAnswers, connect_raw, fast_containers, raw_request, relayed
 
-WARM_UP = ["/first", "/warm"]
 SHORT = {"header_timeout": 1.0, "channel_timeout": 2.0, "proxy_request_timeout": 1.5, "stream_timeout": 2.0}
 
 
@@ -43,42 +40,6 @@ def quick(tmp_path, settings, clock):
     threading.Thread(target=server.run, daemon=True).start()
     yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", 0)
     server.close()
-
-
-class _Answers(_Reader):
-    """_Reader, plus every header line in order, body-less answers (HEAD) and a chunked body's bytes as sent."""
-
-    def read(self, body: bool = True) -> SimpleNamespace:
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        pairs = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
-        headers = dict(pairs)
-        data = raw = b""
-        if not body:
-            pass
-        elif "content-length" in headers:
-            length = int(headers["content-length"])
-            while len(self.buf) < length:
-                self._fill()
-            data, self.buf = self.buf[:length], self.buf[length:]
-        elif headers.get("transfer-encoding") == "chunked":
-            while True:
-                line = self._line()
-                raw += line + b"\r\n"
-                size = int(line.split(b";", 1)[0], 16)
-                if size == 0:
-                    break
-                while len(self.buf) < size + 2:
-                    self._fill()
-                data += self.buf[:size]
-                raw, self.buf = raw + self.buf[:size + 2], self.buf[size + 2:]
-            while line := self._line():  # the trailers, up to the empty line
-                raw += line + b"\r\n"
-            raw += b"\r\n"
-        return SimpleNamespace(status=int(lines[0].split()[1]), line=lines[0], pairs=pairs, headers=headers,
-                               body=data, raw=raw)
 
 
 def _loop_served(server) -> list[str]:
@@ -97,22 +58,9 @@ def _loop_served(server) -> list[str]:
     return served
 
 
-def _relayed(server, cid: str) -> tuple[socket.socket, _Answers]:
-    """A connection in the relay loop, its container known started: `/first` (the cold start, which takes the
-    connection from waitress) and `/warm` (the container's status changed during the cold start, so ProxyService
-    looks it up once more) answered by the blocking relay; the loop forwards the requests after them itself."""
-    sock = _connect(server)
-    answers = _Answers(sock)
-    for path in WARM_UP:
-        sock.sendall(_request(server, proxy_url(cid, path), server.token))
-        got = answers.read()
-        assert got.status == 200 and json.loads(got.body) == {"path": path}
-    return sock, answers
-
-
 @pytest.fixture
 def looped(live):
-    """A connection in the loop on `live` (`_relayed`): (upstream, container id, the paths the loop forwarded from
+    """A connection in the loop on `live` (`relayed`): (upstream, container id, the paths the loop forwarded from
     now on, socket, answers); closed afterwards."""
     yield from _looped(live)
 
@@ -123,10 +71,10 @@ def quick_looped(quick):
 
 
 def _looped(server):
-    up, (cid,) = _containers(server, 1)
+    up, (cid,) = fast_containers(server, 1)
     try:
         served = _loop_served(server)
-        sock, answers = _relayed(server, cid)
+        sock, answers = relayed(server, cid)
         yield up, cid, served, sock, answers
         sock.close()
     finally:
@@ -134,7 +82,7 @@ def _looped(server):
 
 
 def _get(server, cid: str, path: str, method: str = "GET", extra: str = "") -> bytes:
-    return _request(server, proxy_url(cid, path), server.token, method=method, extra=extra)
+    return raw_request(server, proxy_url(cid, path), server.token, method=method, extra=extra)
 
 
 def _closed_after(sock: socket.socket, since: float, limit: float) -> float:
@@ -311,7 +259,7 @@ def test_a_container_that_does_not_answer_gets_504_and_the_server_serves_on(quic
     assert served == [proxy_url(a, "/sleep/3")]
     _eventually(lambda: quick.ctx.activity.active(a) == 0)
     assert quick.ctx.activity.active(a) == 0
-    again, _ = _relayed(quick, a)
+    again, _ = relayed(quick, a)
     again.close()
 
 
@@ -333,12 +281,12 @@ def test_a_container_that_hangs_up_without_answering_gets_500(live, looped):
 
 
 def test_a_container_gone_from_its_port_between_requests_gets_an_answer(live):
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     try:
         served = _loop_served(live)
-        sock = _connect(live)
-        answers = _Answers(sock)
-        for _ in range(3):  # as _relayed, but no upstream connection stays open (the third through the loop)
+        sock = connect_raw(live)
+        answers = RawAnswers(sock)
+        for _ in range(3):  # as relayed, but no upstream connection stays open (the third through the loop)
             sock.sendall(_get(live, a, "/close-after"))
             assert answers.read().status == 200
         assert served == [proxy_url(a, "/close-after")]
@@ -357,9 +305,9 @@ def test_a_container_gone_from_its_port_between_requests_gets_an_answer(live):
 
 # -- the loop's own timeouts -----------------------------------------------------------------------------------------
 def test_a_partial_request_head_is_cut_after_header_timeout(quick):
-    up, (a,) = _containers(quick, 1)
+    up, (a,) = fast_containers(quick, 1)
     try:
-        sock, _ = _relayed(quick, a)
+        sock, _ = relayed(quick, a)
         sock.sendall(f"GET {proxy_url(a, '/x')} HTTP/1.1\r\nHost: {quick.host}\r\n".encode())
         waited = _closed_after(sock, time.monotonic(), SHORT["header_timeout"] + 2)
         assert waited >= SHORT["header_timeout"] - 0.1
@@ -369,9 +317,9 @@ def test_a_partial_request_head_is_cut_after_header_timeout(quick):
 
 
 def test_an_idle_relayed_connection_is_closed_after_channel_timeout(quick):
-    up, (a,) = _containers(quick, 1)
+    up, (a,) = fast_containers(quick, 1)
     try:
-        sock, _ = _relayed(quick, a)
+        sock, _ = relayed(quick, a)
         waited = _closed_after(sock, time.monotonic(), SHORT["channel_timeout"] + 2)
         assert waited >= SHORT["channel_timeout"] - 0.2
         _eventually(lambda: quick.ctx.takeover.streams.busy == 0)
@@ -412,7 +360,7 @@ def test_fifty_pipelined_requests_are_answered_in_order_then_closed(live, looped
 
 def test_pipelined_hand_offs_between_loop_requests_keep_the_order(live, looped):
     up, a, served, sock, answers = looped
-    sock.sendall(_get(live, a, "/p1") + _request(live, "/api/users/current", live.token)
+    sock.sendall(_get(live, a, "/p1") + raw_request(live, "/api/users/current", live.token)
                  + _get(live, a, "/echo", method="POST", extra="Content-Type: text/plain\r\nContent-Length: 5\r\n")
                  + b"hello" + _get(live, a, "/p2") + _get(live, a, "/bytes/7", method="HEAD")
                  + _get(live, a, "/p3"))
@@ -438,11 +386,11 @@ def test_a_malformed_request_head_gets_400_from_waitress(live, looped):
 
 # -- a slow reader ---------------------------------------------------------------------------------------------------
 def test_a_slow_reader_gets_a_big_answer_whole_and_everything_is_released(live):
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     size, per_step, step = 16 * 2**20, 2**20, 0.08  # one MiB every 80 ms: about 1.3 s
     try:
         served = _loop_served(live)
-        sock, answers = _relayed(live, a)
+        sock, answers = relayed(live, a)
         sock.sendall(_get(live, a, f"/bytes/{size}"))
         got = answers.read(body=False)
         assert got.status == 200 and got.headers["content-length"] == str(size)
@@ -473,10 +421,10 @@ def test_a_slow_reader_gets_a_big_answer_whole_and_everything_is_released(live):
 def test_mixed_loop_dashboard_and_api_requests_on_one_connection(live):
     """A proxied request the loop serves, the dashboard page and an API call (handed to the WSGI app), then another
     container's proxied request: all answered in order on one keep-alive connection."""
-    up, (a, b) = _containers(live, 2)
+    up, (a, b) = fast_containers(live, 2)
     try:
         served = _loop_served(live)
-        sock, answers = _relayed(live, a)
+        sock, answers = relayed(live, a)
         # b started and looked up once more, on this connection; b's start changed a status, so a is looked up once
         # more too (ProxyService keeps started containers until any status changes)
         for cid, path in [(b, "/first"), (b, "/warm"), (a, "/again")]:
@@ -485,10 +433,10 @@ def test_mixed_loop_dashboard_and_api_requests_on_one_connection(live):
         served.clear()
         sock.sendall(_get(live, a, "/one"))
         assert json.loads(answers.read().body) == {"path": "/one"}
-        sock.sendall(_request(live, "/", None))
+        sock.sendall(raw_request(live, "/", None))
         page = answers.read()
         assert page.status == 200 and page.headers["content-type"].startswith("text/html")
-        sock.sendall(_request(live, "/api/users/current", live.token))
+        sock.sendall(raw_request(live, "/api/users/current", live.token))
         me = answers.read()
         assert me.status == 200 and json.loads(me.body)["login"] == "admin"
         sock.sendall(_get(live, b, "/two"))
@@ -500,10 +448,10 @@ def test_mixed_loop_dashboard_and_api_requests_on_one_connection(live):
 
 
 def test_a_caller_reset_mid_answer_releases_the_container_and_the_loop_serves_on(live):
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     try:
         served = _loop_served(live)
-        sock, answers = _relayed(live, a)
+        sock, answers = relayed(live, a)
         sock.sendall(_get(live, a, f"/bytes/{64 * 2**20}"))
         assert answers.read(body=False).status == 200
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -512,7 +460,7 @@ def test_a_caller_reset_mid_answer_releases_the_container_and_the_loop_serves_on
         _eventually(lambda: activity.active(a) == 0 and streams.busy == 0)
         assert activity.active(a) == 0 and streams.busy == 0
         assert served == [proxy_url(a, f"/bytes/{64 * 2**20}")]
-        sock, answers = _relayed(live, a)  # a new connection, into the loop again
+        sock, answers = relayed(live, a)  # a new connection, into the loop again
         sock.sendall(_get(live, a, "/after"))
         assert json.loads(answers.read().body) == {"path": "/after"}
         assert served[-1] == proxy_url(a, "/after")
@@ -522,15 +470,15 @@ def test_a_caller_reset_mid_answer_releases_the_container_and_the_loop_serves_on
 
 
 def test_a_session_revoked_between_two_loop_requests_refuses_the_second(live):
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     try:
         served = _loop_served(live)
         token = live.ctx.auth.token_for("admin")
-        sock, answers = _relayed(live, a)
-        sock.sendall(_request(live, proxy_url(a, "/one"), token))
+        sock, answers = relayed(live, a)
+        sock.sendall(raw_request(live, proxy_url(a, "/one"), token))
         assert answers.read().status == 200
         live.ctx.auth.revoke(token)
-        sock.sendall(_request(live, proxy_url(a, "/two"), token))
+        sock.sendall(raw_request(live, proxy_url(a, "/two"), token))
         refused = answers.read()
         assert refused.status == 401 and _api_error(refused)
         assert served == [proxy_url(a, "/one")]
@@ -554,12 +502,12 @@ ATTACKS = {
 def test_an_attack_on_a_loop_connection_is_refused_before_the_container(live, attack):
     """The same refusals as through Flask, ApiError JSON, with the connection in the loop: nothing is forwarded and
     the container sees nothing; the caller's next honest request on the connection is served by the loop again."""
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     extra, status = ATTACKS[attack]
     try:
         served = _loop_served(live)
-        sock, answers = _relayed(live, a)
-        sock.sendall(_request(live, proxy_url(a, "/attack"), None, extra=extra.format(token=live.token)))
+        sock, answers = relayed(live, a)
+        sock.sendall(raw_request(live, proxy_url(a, "/attack"), None, extra=extra.format(token=live.token)))
         refused = answers.read()
         assert refused.status == status and _api_error(refused)
         sock.sendall(_get(live, a, "/honest"))
@@ -613,11 +561,11 @@ def test_a_loop_connection_from_the_bridge_keeps_the_bridge_rules(bridged):
     """A container calling fetchProxy with its token is served, by the loop too; the dashboard, grokemu's controls
     and the dev-key login on that same connection are refused, whatever Host it claims."""
     live, port = bridged
-    up, (a,) = _containers(live, 1)
+    up, (a,) = fast_containers(live, 1)
     try:
         served = _loop_served(live)
         sock = socket.create_connection(("127.0.0.2", port), timeout=10)
-        answers = _Answers(sock)
+        answers = RawAnswers(sock)
 
         def send(path: str, extra: str = "", method: str = "GET"):
             sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: host.docker.internal\r\n{extra}\r\n".encode())

@@ -1,2 +1,2 @@
-"""The security suite drives real servers and clients like the e2e suite: it shares that suite's fixtures."""
-from tests.e2e.conftest import base_image, docker_ready  # noqa: F401  (pytest fixtures)
+"""The security suite drives real servers and clients like the e2e suite: docker_ready and base_image, which both
+use, are in tests/conftest.py."""

@@ -126,7 +126,7 @@ def test_kill_during_publish(tmp_path):
             body = bodies[f"big-{run % 3}"]
             result: dict = {}
 
-            def go():
+            def go(result=result, server=server, body=body, run=run):
                 try:
                     result["status"] = publish(server, BIG, body, debug=bool(run % 2)).status_code
                 except requests.RequestException as e:
@@ -218,7 +218,7 @@ def test_kill_during_registry_upload(tmp_path):
             result: dict = {}
             auth = registry_token(server)
 
-            def go():
+            def go(result=result, server=server, data=data, auth=auth):
                 try:
                     result["digest"] = push_blob(server, data, chunk=2 * MiB, auth=auth)
                 except (requests.RequestException, AssertionError) as e:

@@ -1,4 +1,4 @@
-"""Resource limits: no number of idle, slow or non-reading connections stalls the API (server.py).
+"""Resource limits: no number of idle, slow or non-reading connections stalls the API (server/).
 
 Each test runs a real server process on loopback with small limits (GROKEMU_* environment), opens the hostile
 connections, and checks that health and an authenticated API call stay fast. Latencies are printed (`-s` shows them);

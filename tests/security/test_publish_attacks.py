@@ -453,7 +453,7 @@ def test_failure_at_any_step_keeps_the_previous_state(client, ctx, published, mo
 
 def test_failure_removing_the_old_version_still_publishes_and_sweep_cleans(client, ctx, settings, orchestrator,
                                                                            clock, published, monkeypatch):
-    import grokemu.adapters.package_files as package_files_module
+    import grokemu.adapters.fs_package_files as package_files_module
 
     monkeypatch.setattr(package_files_module, "_remove", lambda path: None)
     assert publish(client, _second_version(), debug=False).status_code == 200

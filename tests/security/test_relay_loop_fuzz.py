@@ -10,9 +10,7 @@ import time
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from tests.fake_upstream import proxy_url
-from tests.integration.test_fast_path import _containers
-from tests.integration.test_proxy import live  # noqa: F401  (the fixture: the real server on a free port)
-from tests.integration.test_relay_loop import _relayed
+from tests.helpers import fast_containers, relayed
 
 FUZZ = hsettings(max_examples=150, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -46,9 +44,9 @@ def _read_answer(sock: socket.socket) -> bytes:
        headers=st.lists(st.tuples(st.one_of(SPECIAL, TOKEN, FIELD), FIELD), max_size=8),
        authenticated=st.booleans())
 def test_random_request_heads_on_a_relayed_connection(live, method, suffix, version, headers, authenticated):
-    up, (cid,) = _containers(live, 1)
+    up, (cid,) = fast_containers(live, 1)
     try:
-        sock, _ = _relayed(live, cid)
+        sock, _ = relayed(live, cid)
         target = proxy_url(cid, "/fz/").encode() + suffix.replace(b" ", b"%20")
         lines = [method + b" " + target + b" " + version, b"Host: " + live.host.encode()]
         if authenticated:

@@ -1,7 +1,7 @@
 """container.json → RunSpec: which image reference the orchestrator gets (docs/swarm.md, images on several nodes)."""
 from __future__ import annotations
 
-from grokemu.adapters.package_files import PackageFiles
+from grokemu.adapters.fs_package_files import FsPackageFiles
 from grokemu.adapters.sqlite_store import SqliteStore
 from grokemu.config import Settings
 from grokemu.domain.clock import ManualClock
@@ -15,7 +15,7 @@ DIGEST = "sha256:" + "ab" * 32
 def specs(tmp_path, **settings) -> RunSpecs:
     store = SqliteStore(":memory:")
     s = Settings(data_dir=tmp_path, **settings)
-    return RunSpecs(s, store, AuthService({"admin": "admin"}, store, ManualClock()), PackageFiles(tmp_path / "p"))
+    return RunSpecs(s, store, AuthService({"admin": "admin"}, store, ManualClock()), FsPackageFiles(tmp_path / "p"))
 
 
 def image(digest: str = DIGEST) -> DockerImage:

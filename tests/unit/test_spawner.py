@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
-from grokemu.adapters.package_files import PackageFiles
+from grokemu.adapters.fs_package_files import FsPackageFiles
 from grokemu.adapters.sqlite_store import SqliteStore
 from grokemu.config import Settings
 from grokemu.domain.clock import ManualClock
@@ -33,7 +33,7 @@ class World:
         self.spawner = self.new_spawner(background)
 
     def new_spawner(self, background=False):
-        run_specs = RunSpecs(self.settings, self.store, self.auth, PackageFiles(self.settings.data_dir / "packages"))
+        run_specs = RunSpecs(self.settings, self.store, self.auth, FsPackageFiles(self.settings.data_dir / "packages"))
         return Spawner(self.store, self.orch, self.clock, self.settings, self.auth, ActivityTracker(self.clock),
                        run_specs, background=background)
 

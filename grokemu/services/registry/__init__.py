@@ -11,16 +11,43 @@ OCI error envelope `{"errors": [{"code", "message", "detail"}]}`.
 """
 from grokemu.domain.references import MAX_NAME_LENGTH
 from grokemu.services.registry.errors import (
-    BlobUnknown, BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, ManifestBlobUnknown, ManifestInvalid,
-    ManifestTooBig, ManifestUnknown, NameInvalid, NameUnknown, PaginationInvalid, RangeInvalid, RegistryDenied,
-    RegistryError, RegistryUnauthorized, SizeInvalid, TagInvalid,
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestTooBig,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    PaginationInvalid,
+    RangeInvalid,
+    RegistryDenied,
+    RegistryError,
+    RegistryUnauthorized,
+    SizeInvalid,
+    TagInvalid,
 )
 from grokemu.services.registry.gc import GC_GRACE
 from grokemu.services.registry.manifests import Manifest, Page
 from grokemu.services.registry.references import (
-    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, FOREIGN_LAYERS, IMAGE_MANIFESTS, INDEXES,
-    MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST, check_digest, check_name, check_tag, digest_of,
-    is_digest_reference, valid_name,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_SCHEMA1,
+    FOREIGN_LAYERS,
+    IMAGE_MANIFESTS,
+    INDEXES,
+    MANIFEST_TYPES,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    check_digest,
+    check_name,
+    check_tag,
+    digest_of,
+    is_digest_reference,
+    valid_name,
 )
 from grokemu.services.registry.service import RegistryService
 from grokemu.services.registry.uploads import UPLOAD_TTL, BlobInfo, UploadState

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from grokemu.domain.ports import BlobStore
 

@@ -10,10 +10,30 @@ from dataclasses import dataclass
 
 from grokemu.domain.clock import Clock
 from grokemu.domain.ports import BlobStore
-from grokemu.services.registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestInvalid, ManifestTooBig, \
-    ManifestUnknown, NameUnknown, PaginationInvalid, RegistryError
-from grokemu.services.registry.references import DOCKER_SCHEMA1, FOREIGN_LAYERS, IMAGE_MANIFESTS, MANIFEST_TYPES, \
-    MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST, check_digest, check_name, check_tag, digest_of, is_digest_reference
+from grokemu.services.registry.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestTooBig,
+    ManifestUnknown,
+    NameUnknown,
+    PaginationInvalid,
+    RegistryError,
+)
+from grokemu.services.registry.references import (
+    DOCKER_SCHEMA1,
+    FOREIGN_LAYERS,
+    IMAGE_MANIFESTS,
+    MANIFEST_TYPES,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    check_digest,
+    check_name,
+    check_tag,
+    digest_of,
+    is_digest_reference,
+)
 
 
 @dataclass(frozen=True)
@@ -99,9 +119,10 @@ class Manifests:
             digest = reference
         else:
             check_tag(reference)
-            digest = self.store.get_tag(repo, reference)
-            if digest is None:
+            tagged = self.store.get_tag(repo, reference)
+            if tagged is None:
                 return None
+            digest = tagged
         link = self.store.manifest_link(repo, digest)
         return (digest, link) if link is not None else None
 
@@ -109,7 +130,7 @@ class Manifests:
         check_name(repo)
         found = self._resolve(repo, reference)
         body = self.store.read_blob(found[0]) if found else None
-        if body is None:
+        if found is None or body is None:
             raise ManifestUnknown(f"manifest unknown: {repo}:{reference}" if not is_digest_reference(reference)
                                   else f"manifest unknown: {repo}@{reference}", detail={"reference": reference})
         return Manifest(found[0], found[1].get("mediaType") or _guess_type(body), body)

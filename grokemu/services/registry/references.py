@@ -62,7 +62,7 @@ def check_tag(tag: str) -> str:
     return tag
 
 
-def hasher_for(alg: str):
+def hasher_for(alg: str) -> hashlib._Hash:
     return hashlib.sha512() if alg == "sha512" else hashlib.sha256()
 
 

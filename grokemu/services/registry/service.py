@@ -4,7 +4,7 @@ the part that owns it: blobs and uploads (uploads.py), manifests, tags and listi
 from __future__ import annotations
 
 import logging
-from typing import BinaryIO
+from typing import IO
 
 from grokemu.domain.clock import Clock
 from grokemu.domain.ports import BlobStore
@@ -40,7 +40,7 @@ class RegistryService:
         self._blobs.delete_blob(repo, digest)
 
     def start_upload(self, repo: str, *, mount: str | None = None, from_repo: str | None = None,
-                     digest: str | None = None, stream: BinaryIO | None = None,
+                     digest: str | None = None, stream: IO[bytes] | None = None,
                      length: int | None = None) -> UploadState:
         return self._blobs.start_upload(repo, mount=mount, from_repo=from_repo, digest=digest, stream=stream,
                                         length=length)
@@ -48,11 +48,11 @@ class RegistryService:
     def upload_status(self, repo: str, upload_id: str) -> UploadState:
         return self._blobs.upload_status(repo, upload_id)
 
-    def append_upload(self, repo: str, upload_id: str, stream: BinaryIO | None, length: int | None = None,
+    def append_upload(self, repo: str, upload_id: str, stream: IO[bytes] | None, length: int | None = None,
                       content_range: str | None = None) -> UploadState:
         return self._blobs.append_upload(repo, upload_id, stream, length, content_range)
 
-    def finish_upload(self, repo: str, upload_id: str, digest: str, stream: BinaryIO | None = None,
+    def finish_upload(self, repo: str, upload_id: str, digest: str, stream: IO[bytes] | None = None,
                       length: int | None = None) -> UploadState:
         return self._blobs.finish_upload(repo, upload_id, digest, stream, length)
 

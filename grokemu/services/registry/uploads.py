@@ -10,13 +10,18 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from grokemu.domain.clock import Clock
 from grokemu.domain.ports import BlobStore, ShortRead
 from grokemu.domain.references import UPLOAD_ID
-from grokemu.services.registry.errors import BlobUnknown, BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, \
-    RangeInvalid
+from grokemu.services.registry.errors import (
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    RangeInvalid,
+)
 from grokemu.services.registry.references import check_digest, check_name, hasher_for, valid_name
 
 UPLOAD_TTL = 24 * 3600.0  # an upload session untouched this long is abandoned (distribution purges after 168 h)
@@ -65,7 +70,7 @@ class Blobs:
         self._upload_locks: dict[str, threading.Lock] = {}
         # Streaming hash state per open session: (offset it covers, sha256 object). Lost on restart; then the
         # upload file is re-hashed at commit.
-        self._hash_state: dict[str, tuple[int, object]] = {}
+        self._hash_state: dict[str, tuple[int, hashlib._Hash]] = {}  # sha256 so far, by upload
         self._last_purge = float("-inf")
 
     # -- blobs ------------------------------------------------------------------------------------------------------
@@ -90,7 +95,7 @@ class Blobs:
     # -- uploads ----------------------------------------------------------------------------------------------------
 
     def start_upload(self, repo: str, *, mount: str | None = None, from_repo: str | None = None,
-                     digest: str | None = None, stream: BinaryIO | None = None,
+                     digest: str | None = None, stream: IO[bytes] | None = None,
                      length: int | None = None) -> UploadState:
         """POST /blobs/uploads/: a cross-repo mount (`mount`+`from`; without `from`, any blob this registry has,
         as OCI 1.1 allows), a single-POST monolithic upload (`digest` + body), or a new session (202)."""
@@ -144,7 +149,7 @@ class Blobs:
         info = self._session(repo, upload_id)
         return UploadState(repo, upload_id, info["size"])
 
-    def append_upload(self, repo: str, upload_id: str, stream: BinaryIO | None, length: int | None = None,
+    def append_upload(self, repo: str, upload_id: str, stream: IO[bytes] | None, length: int | None = None,
                       content_range: str | None = None) -> UploadState:
         """PATCH: add a chunk. Docker sends the whole layer as one chunked PATCH with no Content-Range (trap T4);
         OCI chunked clients send `Content-Range: <start>-<end>`, which must start where the upload ends."""
@@ -171,7 +176,7 @@ class Blobs:
         state = UploadState(repo, upload_id, offset)
         return {"Location": state.location, "Range": state.range, "Docker-Upload-UUID": upload_id}
 
-    def _append(self, upload_id: str, offset: int, stream: BinaryIO | None, length: int | None) -> int:
+    def _append(self, upload_id: str, offset: int, stream: IO[bytes] | None, length: int | None) -> int:
         if stream is None or length == 0:
             return offset
         state = self._hash_state.get(upload_id)
@@ -186,7 +191,7 @@ class Blobs:
             self._hash_state.pop(upload_id, None)
         return new_size
 
-    def finish_upload(self, repo: str, upload_id: str, digest: str, stream: BinaryIO | None = None,
+    def finish_upload(self, repo: str, upload_id: str, digest: str, stream: IO[bytes] | None = None,
                       length: int | None = None) -> UploadState:
         """PUT ?digest=: take the last chunk (maybe empty), verify the digest of the WHOLE upload (trap T12) and
         commit by rename. On mismatch the session is dropped and nothing is stored."""

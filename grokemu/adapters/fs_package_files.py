@@ -15,9 +15,10 @@ import re
 import shutil
 import stat
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from grokemu.domain.container_config import load_json
@@ -40,7 +41,7 @@ def current_files_dir(root: Path, record: Mapping[str, Any] | None) -> Path | No
     if not record:
         return None
     try:
-        base = package_dir(root, record.get("name"))
+        base = package_dir(root, check_package_name(record.get("name")))
     except BadRequest:
         return None  # a row written by an older grokemu under a name that is not a safe folder name
     if os.path.islink(base):
@@ -92,7 +93,7 @@ def _remove(path: Path) -> None:
         log.warning("could not remove %s", path, exc_info=True)
 
 
-class PackageFiles:
+class FsPackageFiles:
     """Every package's files under one root; the service layer passes the package's database row in."""
 
     def __init__(self, root: Path):
@@ -194,8 +195,8 @@ class PackageFiles:
                 continue
             if not _is_real_dir(entry):
                 continue
-            if entry.name in referenced and referenced[entry.name] is not None:
-                keep = referenced[entry.name]
+            keep = referenced.get(entry.name)
+            if keep is not None:
                 if not (entry / keep).is_dir():
                     log.warning("package folder %s has no version %s (its database row points there)", entry, keep)
                 for child in list(entry.iterdir()):
