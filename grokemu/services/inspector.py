@@ -120,6 +120,14 @@ class Recording:
                  "_secrets", "_token", "_finished")
 
     kind = "http"
+    seq: int  # set when it goes into the ring
+    _t1: float
+    response_headers: tuple
+    cold_start_ms: float | None
+    response_decoded: str | None
+    _encoding: str | None
+    _chunked: bool
+    error: str | None
 
     def __init__(self, inspector: RequestInspector, container: str, method: str, path: str,
                  request_headers: tuple, secrets: tuple[bytes, ...], token: str | None, now: float):
@@ -204,11 +212,19 @@ class Recording:
                 and getattr(self, "_encoding", None) is None and not getattr(self, "_chunked", False)
                 and self.status is not None):
             # the relay loop's common case: a small, whole, plain answer and no request body
+            inspector = self._inspector
             for secret in secrets:
                 if secret in raw:
-                    self.response_body = self._inspector.redactor.scrub(raw, secrets)
+                    self.response_body = inspector.redactor.scrub(raw, secrets)
                     break
-            self._inspector.add(self)
+            # RequestInspector.add, inlined
+            self.seq = seq = next(inspector._seq)
+            ring = inspector._rings.get(self.container)
+            if ring is None:
+                inspector.add(self)
+                return
+            ring.append(self)
+            inspector._versions[self.container] = seq
             return
         self._finish_slowly(secrets, error)
 
@@ -460,7 +476,7 @@ class RequestInspector:
         # worked out once, then looked up (the relay loop repeats them): the values to cut out per caller token,
         # redacted request targets and header blocks, answer heads
         self._secrets: dict[str | None, tuple[bytes, ...]] = {}
-        self._targets: dict[tuple, str] = {}
+        self._relayed: dict[tuple, tuple] = {}  # (raw header block, target, token) -> (path, headers, secrets)
         self._request_heads: dict[tuple, tuple] = {}  # (raw header block, token) -> redacted headers
         self._response_heads: dict[tuple, tuple] = {}
 
@@ -469,20 +485,26 @@ class RequestInspector:
         """A Recording for one request to the (known) container `cid`, or None when the inspector is off."""
         if not self.enabled:
             return None
-        secrets = self._secrets.get(token)
-        if secrets is None:
-            secrets = self._secrets_of(token)
-        key = (target, token)
-        path = self._targets.get(key)
-        if path is None:
-            path = self.redactor.target(target, secrets)
-            if len(self._targets) >= 1024:  # bounded: paths and callers come and go
-                self._targets.clear()
-            self._targets[key] = path
-        return Recording(self, cid, method, path, self.request_headers(environ, token, secrets), secrets, token,
-                         self._now())
+        raw = environ.get("grokemu.raw_headers")
+        if raw is not None:  # the relay loop: one lookup for what its repeated requests share
+            key = (raw, target, token)
+            known = self._relayed.get(key)
+            if known is None:
+                secrets = self._secrets_of(token)
+                known = (self.redactor.target(target, secrets), self.request_headers(environ, token, secrets),
+                         secrets)
+                if len(self._relayed) >= 1024:  # bounded: paths and callers come and go
+                    self._relayed.clear()
+                self._relayed[key] = known
+            return Recording(self, cid, method, known[0], known[1], known[2], token, self._now())
+        secrets = self._secrets_of(token)
+        return Recording(self, cid, method, self.redactor.target(target, secrets),
+                         self.request_headers(environ, token, secrets), secrets, token, self._now())
 
     def _secrets_of(self, token: str | None) -> tuple[bytes, ...]:
+        secrets = self._secrets.get(token)
+        if secrets is not None:
+            return secrets
         secrets = self.redactor.secrets(token)
         if len(self._secrets) >= 1024:
             self._secrets.clear()
@@ -607,7 +629,7 @@ class RequestInspector:
             self._request_heads.clear()
             self._response_heads.clear()
             self._secrets.clear()
-            self._targets.clear()
+            self._relayed.clear()
 
 
 def _bounded_json(value: Any, depth: int = 0) -> bytes:
