@@ -15,8 +15,7 @@ import pytest
 import requests
 
 from grokemu.testing import GrokemuProcess
-from tests.e2e.conftest import TOOLS, js_runner
-from tests.helpers import publish_ready, require, sample_copy, wait_until
+from tests.helpers import TOOLS, js_runner, publish_ready, require, sample_copy, wait_until
 
 pytestmark = pytest.mark.e2e
 DRIVER = Path(__file__).parent / "browser" / "inspector.cjs"
