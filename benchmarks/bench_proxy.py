@@ -494,6 +494,21 @@ class CpuMeter:
         return shot
 
     @staticmethod
+    def threads(pid: int) -> dict[int, float]:
+        """CPU seconds of each thread of one process."""
+        try:
+            return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+        except psutil.Error:
+            return {}
+
+    @staticmethod
+    def busiest(before: dict[int, float], after: dict[int, float], requests: float) -> float:
+        """CPU microseconds per request of the thread that spent the most between two `threads` snapshots: during
+        small keep-alive GETs that is grokemu's relay loop, which serves them all on one thread. A thread's own CPU
+        time hardly moves with what else loads the machine, unlike requests per second."""
+        return max((after[t] - before.get(t, 0.0) for t in after), default=0.0) / requests * 1e6
+
+    @staticmethod
     def per_request(before: dict[str, float], after: dict[str, float], requests: float) -> dict[str, float]:
         return {k: (after[k] - before[k]) / requests * 1e6 for k in after if after[k] - before[k] > 0.001}
 
@@ -557,11 +572,18 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, 
             rps = {k: [] for k in kinds}
             p50 = {k: [] for k in kinds}
             cpu = {k: [] for k in kinds}
+            loop: dict[str, list[float]] = {"grokemu": [], "no-inspector": []}  # relay loop thread us/request
+            loop_pid = {"grokemu": grokemu_pid, "no-inspector": off[3] if off is not None else None}
             for r in range(args.rounds):
                 for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                     url, headers = paths[app][kind]
                     before = meter.snapshot() if meter else None
+                    pid = loop_pid.get(kind)
+                    threads_before = CpuMeter.threads(pid) if pid else {}
                     rps[kind].append(wrk(url, headers, args.threads, args.seconds)["rps"])
+                    if pid:
+                        loop[kind].append(CpuMeter.busiest(threads_before, CpuMeter.threads(pid),
+                                                           rps[kind][-1] * args.seconds))
                     if meter:
                         cpu[kind].append(meter.per_request(before, meter.snapshot(), rps[kind][-1] * args.seconds))
                     p50[kind].append(wrk(url, headers, 1, min(args.seconds, 2))["p50_ms"])
@@ -588,6 +610,12 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, 
                     offcpu = statistics.median(shot.get("grokemu (inspector off)", 0.0) for shot in cpu["no-inspector"])
                     print(f"  {'':<12} grokemu CPU us/request: inspector on {on:.1f}, off {offcpu:.1f}: off/on "
                           f"{offcpu / on:.3f} (the throughput a CPU-bound loop keeps)", flush=True)
+                if loop["grokemu"] and loop["no-inspector"]:
+                    on_loop, off_loop = statistics.median(loop["grokemu"]), statistics.median(loop["no-inspector"])
+                    print(f"  {'':<12} relay loop thread CPU us/request: inspector on {on_loop:.1f}, off "
+                          f"{off_loop:.1f}: off/on {off_loop / on_loop:.3f} (target >= 0.95; rounds on "
+                          f"{[round(x, 1) for x in loop['grokemu']]} off {[round(x, 1) for x in loop['no-inspector']]})",
+                          flush=True)
                 cost = inspector_cost_us()
                 print(f"  {'':<12} inspector work per request, measured in process: {cost:.2f} us", flush=True)
             for kind in kinds if meter else ():
