@@ -1,5 +1,5 @@
-"""`grokemu up` (serve; `--demo` publishes the samples), `grokemu publish DIR`, `grokemu status`, `grokemu logs NAME`,
-`grokemu registry gc`.
+"""`grokemu up` (serve; `--demo` publishes the samples), `grokemu publish DIR`, `grokemu dev DIR`, `grokemu status`,
+`grokemu logs NAME`, `grokemu registry gc`.
 Settings precedence: defaults < YAML file < GROKEMU_* env < flags."""
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def orchestrator_for(settings: Settings) -> Orchestrator:
 
 
 def cmd_up(args) -> int:
-    from grokemu.server.serve import ServeError, prepare
+    from grokemu.bootstrap import ServeError, prepare
 
     settings = _load(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -177,6 +177,57 @@ def cmd_publish(args) -> int:
         print(f"ready: {image['name']} ({image['dockerFullName']})")
     for c in client.containers(package):
         print(f"container {c['name']} ({c['id']}): {c['status']}; proxy {client.proxy_url(c['id'])}")
+    return 0
+
+
+def _quiet_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds between 0 and 60000")
+    return value
+
+
+def cmd_dev(args) -> int:
+    """`grokemu dev DIR`: publish (debug), start the containers, then rebuild, replace and re-upload on every save
+    until Ctrl-C (exit 130; `--clean` first removes what it published). grokemu/dev_session.py does the work."""
+    try:
+        import watchfiles  # noqa: F401  (a dependency; say so plainly when an install left it out)
+    except ImportError:
+        print("grokemu dev: the watchfiles package is missing: pip install watchfiles", file=sys.stderr)
+        return 1
+    from grokemu.adapters.docker_orchestrator import DockerOrchestrator
+    from grokemu.client import ClientError
+    from grokemu.dev_session import Board, DevSession
+
+    docker = DockerOrchestrator()
+    if not docker.ping():
+        print("grokemu dev: the Docker daemon is not reachable (dev builds the images with it, as `grok publish` "
+              "does)", file=sys.stderr)
+        return 1
+    board = Board(sys.stdout)
+    try:
+        session = DevSession(_client(args), args.dir, docker, board, quiet=args.quiet_ms / 1000)
+    except ClientError as e:
+        print(f"grokemu dev: {e}", file=sys.stderr)
+        return 1
+    try:
+        session.start()
+        session.watch()
+    except ClientError as e:
+        print(f"grokemu dev: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.clean:
+            try:
+                session.clean()
+            except KeyboardInterrupt:
+                pass
+        else:
+            board.log("stopped watching; what dev published stays (--clean removes it)")
+        return 130
     return 0
 
 
@@ -320,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--release", action="store_true", help="a release upload (default: debug)")
     publish.add_argument("--timeout", type=float, default=600, help="seconds to wait for the images (default 600)")
     publish.set_defaults(func=cmd_publish)
+    dev = sub.add_parser("dev", help="publish a package folder, start its containers, then rebuild and replace "
+                                     "them (or re-upload) on every save until Ctrl-C")
+    dev.add_argument("dir", help="the package folder (with package.json and dockerfiles/)")
+    _client_args(dev)
+    dev.add_argument("--clean", action="store_true", help="on Ctrl-C, delete what dev published (the package's "
+                                                          "images and containers, and the images it built)")
+    dev.add_argument("--quiet-ms", type=_quiet_ms, default=50, metavar="MS",
+                     help="how long the folder must stay unchanged after a save before dev acts (default 50): "
+                          "saves closer together than this make one rebuild")
+    dev.set_defaults(func=cmd_dev)
     status = sub.add_parser("status", help="a running grokemu's containers and images: status and URLs")
     _client_args(status)
     status.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -50,7 +50,8 @@ def api_message(data: bytes) -> str:
     return str(value.get("message") or text[:500]) if isinstance(value, dict) else text[:500]
 
 
-def _ignored(rel: str, patterns: Iterable[str]) -> bool:
+def ignored(rel: str, patterns: Iterable[str]) -> bool:
+    """Is the package path `rel` (POSIX, relative) left out by one of `patterns` (.npmignore lines)?"""
     parts = rel.split("/")
     for pattern in patterns:
         pattern = pattern.strip().rstrip("/")
@@ -75,7 +76,7 @@ def package_files(folder: str | os.PathLike) -> dict[str, bytes]:
     files = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and not _ignored(rel, ignore):
+        if path.is_file() and not ignored(rel, ignore):
             files[rel] = path.read_bytes()
     return files
 
@@ -263,6 +264,13 @@ class Client:
     def run(self, cid: str, await_start: bool = True) -> dict:
         return self.json("GET", f"docker/containers/{urllib.parse.quote(cid)}/run?awaitStart="
                                 f"{'true' if await_start else 'false'}", timeout=max(self.timeout, 300))
+
+    def replace(self, cid: str, image: str) -> dict:
+        """Replace a started container live with `image`, a new build of its own image (`datagrok/<image>:<tag>`):
+        the same entity, the new container running once this returns (`grokemu dev`; web/admin.py)."""
+        return self.json("POST", f"/_grokemu/containers/{urllib.parse.quote(cid)}/replace",
+                         body=json.dumps({"image": image}).encode(), headers={"Content-Type": "application/json"},
+                         timeout=max(self.timeout, 330))
 
     def stop(self, cid: str, await_stop: bool = True) -> dict:
         return self.json("GET", f"docker/containers/{urllib.parse.quote(cid)}/stop?awaitStop="

@@ -44,7 +44,7 @@ from grokemu.client import Client, ClientError, PublishFailed
 from grokemu.domain.names import resolve_container
 
 if TYPE_CHECKING:
-    from grokemu.server.serve import Serving
+    from grokemu.bootstrap import Serving
 
 
 class GrokemuProcess:
@@ -182,9 +182,9 @@ class ThreadedGrokemu:
     def start(self) -> ThreadedGrokemu:
         import tempfile
 
+        from grokemu.bootstrap import prepare
         from grokemu.cli import orchestrator_for
         from grokemu.config import load_settings
-        from grokemu.server.serve import prepare
 
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="grokemu-"))

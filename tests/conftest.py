@@ -10,7 +10,8 @@ from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
 from grokemu.app import create_app
 from grokemu.config import Settings
 from grokemu.domain.clock import ManualClock
-from grokemu.server import bind, create_server
+from grokemu.bootstrap import create_server
+from grokemu.server import bind
 from grokemu.web import proxy
 from grokemu.web.context import app_context
 from tests.helpers import Live, docker_available, load_ws_echo, require, swarm_state
@@ -71,7 +72,7 @@ def live(tmp_path, settings, clock):
     server = create_server(app, sockets, threads=2, max_request_body_size=2**31,
                            streamed_prefixes=(proxy.HTTP_PREFIX,))
     threading.Thread(target=server.run, daemon=True).start()
-    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", echo_server.server_address[1])
+    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", echo_server.server_address[1], server.application)
     server.close()
     echo_server.shutdown()
     echo_server.server_close()

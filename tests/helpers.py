@@ -224,9 +224,10 @@ def load_ws_echo():
 class Live:
     """A real server (waitress + the takeover) on `host`, with a dev session's token and WebSockets to containers."""
 
-    def __init__(self, app, host, ws_echo_port):
+    def __init__(self, app, host, ws_echo_port, takeover=None):
         self.app = app
         self.ctx = app_context(app)
+        self.takeover = takeover  # the server's ConnectionTakeover (its stream pool and relay loop)
         self.host = host
         self.ws_echo_port = ws_echo_port
         self.token = requests.post(f"http://{host}/api/users/login/dev", headers={"Authorization": "Dev admin"},

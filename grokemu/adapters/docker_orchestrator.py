@@ -12,6 +12,7 @@ import logging
 import math
 import socket
 import threading
+from collections.abc import Callable
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -184,7 +185,9 @@ class DockerOrchestrator:
         return ImageInfo(id=attrs["Id"], exposed_ports=ports, labels=config.get("Labels") or {},
                          healthcheck=bool((config.get("Healthcheck") or {}).get("Test")))
 
-    def build_image(self, context_dir: str, tag: str, labels: dict[str, str]) -> BuildResult:
+    def build_image(self, context_dir: str, tag: str, labels: dict[str, str],
+                    on_output: Callable[[str], None] | None = None) -> BuildResult:
+        """Build `context_dir` as `tag`; `on_output` gets the build output as it comes (`grokemu dev` streams it)."""
         lines: list[str] = []
         image_id = ""
         try:
@@ -192,10 +195,14 @@ class DockerOrchestrator:
                                                decode=True):
                 if "stream" in chunk:
                     lines.append(chunk["stream"])
+                    if on_output is not None:
+                        on_output(chunk["stream"])
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
                 if "error" in chunk:
                     lines.append(chunk["error"].rstrip("\n") + "\n")
+                    if on_output is not None:
+                        on_output(lines[-1])
                     return BuildResult(ok=False, logs="".join(lines))
         except (APIError, DockerException) as e:
             lines.append(f"{e}\n")
@@ -215,6 +222,21 @@ class DockerOrchestrator:
         if not repository or "/" in tag:
             repository, tag = target, "latest"
         self.client.api.tag(source, repository, tag)
+
+    def remove_image(self, ref: str, untagged_only: bool = False) -> bool:
+        """Remove one image by reference or id, never forced (an image a container uses stays): a reference loses
+        only that tag. `untagged_only`: only when no tag names it any more (a build that a newer one replaced; the
+        same layers may carry someone else's tag). False when nothing was removed."""
+        try:
+            if untagged_only and (self.client.api.inspect_image(ref).get("RepoTags") or []):
+                return False
+            self.client.api.remove_image(ref)
+            return True
+        except (ImageNotFound, NotFound):
+            return False
+        except APIError as e:
+            log.info("image %s not removed: %s", ref, e)
+            return False
 
     def remove_images(self, labels: dict[str, str]) -> int:
         removed = 0

@@ -136,9 +136,13 @@ class FsBlobStore:
         # a concurrent purge never mistakes a session being created for debris.
         tmp = self._uploads / f".tmp-{upload_id}"
         tmp.mkdir()
-        (tmp / "data").touch()
-        (tmp / "meta.json").write_text(json.dumps({"repo": repo, "started": now, "updated": now}))
-        os.rename(tmp, self._upload_dir(upload_id))
+        try:
+            (tmp / "data").touch()
+            (tmp / "meta.json").write_text(json.dumps({"repo": repo, "started": now, "updated": now}))
+            os.rename(tmp, self._upload_dir(upload_id))
+        except BaseException:  # a full disk, mostly: no half-made session stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return upload_id
 
     def upload_info(self, upload_id: str) -> dict | None:

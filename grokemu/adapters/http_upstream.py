@@ -30,6 +30,7 @@ from urllib3.util.retry import Retry
 from grokemu.domain.errors import GatewayTimeout
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.upstream import Forwarded, UpstreamFailed, UpstreamRefused
+from grokemu.http1 import HOP_BY_HOP, parse_response_head, response_framing
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,6 @@ def upstream_port(c: DockerContainer) -> int:
     return c.port
 
 
-# RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy Proxy-Connection; Host is set for the upstream hop.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                        "trailers", "transfer-encoding", "upgrade", "proxy-connection"})
 # Never forwarded to a container: grokemu's credentials (the session token is the user's API key), the hop's own
 # framing (Content-Length is re-sent from the body grokemu holds), and Expect (waitress already answered 100).
 NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "content-length", "expect", "x-user-api-key"}
@@ -389,7 +387,7 @@ class _LeanPool:
                 end = buf.find(b"\r\n\r\n")
                 if end < 0 and len(buf) > _MAX_HEAD:
                     raise ConnectionError("the container's answer head is too big")
-            status, reason, version, raw = _parse_head(buf[:end])
+            status, reason, version, raw = parse_response_head(buf[:end])
             buf = buf[end + 4:]
             if 100 <= status < 200 and status != 101:
                 continue
@@ -420,23 +418,6 @@ class _LeanPool:
             sock.close()
 
 
-def _parse_head(head: bytes) -> tuple[int, str, str, list[tuple[str, str]]]:
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/") or len(code) != 3 or not (code.isascii() and code.isdigit()):
-        raise ConnectionError(f"the container's answer is not HTTP: {lines[0][:80]!r}")
-    raw: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t") and raw:  # obsolete line folding
-            raw[-1] = (raw[-1][0], raw[-1][1] + " " + line.strip())
-            continue
-        name, sep, value = line.partition(":")
-        if sep:
-            raw.append((name.strip(), value.strip()))
-    return int(code), reason, version, raw
-
-
 def bodyless_request_head(address: tuple[str, int], method: str, target: str, environ: dict,
                           identity: str | None) -> bytes:
     """The head of a body-less request to the container at `address`, built once: the caller's headers shaped by
@@ -461,35 +442,6 @@ def bodyless_request_head(address: tuple[str, int], method: str, target: str, en
 
 
 _HEAD_BLOCKS: dict[tuple, bytes] = {}
-
-
-def response_framing(version: str, raw: list[tuple[str, str]]) -> tuple[int | None, bool, bool]:
-    """(Content-Length or None, chunked, whether the connection can be reused) of a container's answer head.
-    ConnectionError (a broken answer) on a Content-Length that is not a number."""
-    keep = version == "HTTP/1.1"
-    length = None
-    chunked = False
-    for name, value in raw:
-        lower = name.lower()
-        if lower == "content-length":
-            if not (value.isascii() and value.isdigit()):
-                raise ConnectionError(f"the container's answer has an invalid Content-Length {value[:40]!r}")
-            length = int(value)
-        elif lower == "transfer-encoding":
-            chunked = "chunked" in value.lower()
-        elif lower == "connection":
-            tokens = value.lower()
-            if "close" in tokens:
-                keep = False
-            elif "keep-alive" in tokens and version == "HTTP/1.0":
-                keep = True
-    return length, chunked, keep
-
-
-def parse_response_head(head: bytes) -> tuple[int, str, str, list[tuple[str, str]]]:
-    """(status, reason, version, headers) of a container's answer head (without its blank line); ConnectionError
-    when it is not HTTP."""
-    return _parse_head(head)
 
 
 class _LeanBody:

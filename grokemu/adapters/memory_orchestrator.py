@@ -40,6 +40,7 @@ class MemoryOrchestrator:
         self.images: dict[str, _Image] = {}
         self.containers: dict[str, _Container] = {}
         self.run_calls = 0
+        self.log_streams_opened = 0  # test control: a test waits for a follower to attach before the app prints
         self._ports = itertools.count(40000)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # a log line, a stop or a removal: followers look again
@@ -229,6 +230,7 @@ class _MemoryLogStream:
         with orch._lock:
             self._c = orch.containers.get(container_id)  # kept: what it printed before a removal is still read
             count = len(self._c.log) if self._c else 0
+            orch.log_streams_opened += 1
         self._next = 0 if tail is None else max(0, count - max(tail, 0))
 
     def __iter__(self):

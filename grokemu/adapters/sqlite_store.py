@@ -56,11 +56,21 @@ class SqliteStore:
             except BaseException:
                 self._depth -= 1
                 if outer:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                 raise
             self._depth -= 1
             if outer:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:  # a full disk at commit: the transaction must not stay open
+                    self._rollback()
+                    raise
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back by itself (SQLITE_FULL, SQLITE_IOERR: sqlite.org/lang_transaction.html); a
+        # ROLLBACK then fails with "no transaction is active" and would hide the error that matters.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _one(self, sql: str, args: tuple) -> Any:
         with self._lock:

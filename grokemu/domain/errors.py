@@ -68,7 +68,9 @@ def disk_full(e: BaseException, data_dir: object = "") -> DiskFull | None:
         return None
     where = f" ({data_dir})" if data_dir else ""
     return DiskFull(f"Insufficient storage: the disk of grokemu's data directory{where} is full; nothing of this "
-                    f"request was kept. Free some space and try again", type(e).__name__)
+                    f"request was kept. Free some space and try again",
+                    # the system's words, without the file name (a path of this machine)
+                    (e.strerror or "") if isinstance(e, OSError) else str(e))
 
 
 class GatewayTimeout(GrokemuError):

@@ -12,13 +12,13 @@ Resource limits (settings in config.py):
   connection idle the longest is closed to make room, so idle sockets can never keep a new caller out; an idle
   keep-alive connection is closed after `channel_timeout`, a request head not complete `header_timeout` seconds
   after its first byte is cut (slowloris).
-- fetchProxy requests (the `streamed_prefixes` given to create_server) run on threads of their own, at most
+- fetchProxy requests (the `streamed_prefixes` given to the takeover) run on threads of their own, at most
   `max_streams` at once together with the streamed uploads; beyond that a proxied request gets 503 at once. The
   shared workers (`threads`) serve the rest of the API and never wait on a container or on a caller that does not
   read.
 - A connection whose first request is a fetchProxy request (nothing else pending on it) leaves waitress at once; that
-  request is served on a stream thread (relay.py), then the connection lives in the relay loop (relay_loop.py, issue
-  14): one selector thread for every such connection, httptools for the request heads, the guard and
+  request is served on a stream thread (relay.py), then the connection lives in the relay loop (relay_loop.py,
+  docs/design.md decision 2): one selector thread for every such connection, httptools for the request heads, the guard and
   ProxyService.fast_forward (web/fast_proxy.py) for each body-less request to a started container, which the loop
   sends over kept-alive upstream sockets and answers as the container's bytes arrive. Anything else on such a
   connection is handed to a stream thread for that one request (relay.py: waitress's parser, the whole WSGI app) and
@@ -36,11 +36,16 @@ Modules: takeover.py (ConnectionTakeover: WebSockets, relayed uploads, direct an
 fetchProxy connections served off waitress, one thread), relay.py (one request handed off by the loop), streams.py
 (stream threads, serving one request on a taken-over socket), watchdog.py (TrackedSocket), channel.py (waitress's
 channel with the preflight, refusals and limits), listener.py (GrokemuServer: timeouts, eviction), serve.py (bind,
-create_server, run_forever; prepare: what `grokemu up` serves, also run on a thread by the test kit).
+build_server, run_forever, serve_on_thread, stop_server).
+
+The server imports neither the web layer nor an adapter (an import-linter contract): what it calls of the web layer
+(the error renderer, the WebSocket rejecter, the fetchProxy fast path) comes in a WebHooks value from the
+composition root, grokemu/bootstrap.py, which also decides the listeners (plan_listeners) and builds what
+`grokemu up` and the test kit's in-process grokemu serve (prepare).
 """
 from __future__ import annotations
 
-from grokemu.server.serve import bind, create_server, run_forever
-from grokemu.server.takeover import ConnectionTakeover
+from grokemu.server.serve import bind, build_server, run_forever
+from grokemu.server.takeover import ConnectionTakeover, WebHooks
 
-__all__ = ["ConnectionTakeover", "bind", "create_server", "run_forever"]
+__all__ = ["ConnectionTakeover", "WebHooks", "bind", "build_server", "run_forever"]

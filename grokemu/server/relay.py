@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from waitress.parser import HTTPRequestParser
 
+from grokemu.http1 import frame_answer
 from grokemu.server.channel import REFUSAL_DRAIN, REFUSAL_LINGER, STREAM_BODIES_FROM, GrokemuTask, raw_answer
 from grokemu.server.streams import STREAM_BLOCK, SocketBody, close_socket
 
@@ -39,9 +40,6 @@ log = logging.getLogger("grokemu.server")
 
 RECV = 256 * 1024
 IDLE_SLICE = 1.0  # seconds between looks at the clock while a connection waits for the rest of a request
-_NO_BODY_STATUS = (b"1", b"204", b"304")
-
-
 class _Date:
     """The Date header, formatted once a second."""
 
@@ -218,68 +216,22 @@ class Relay:
 
     def _write(self, environ: dict, version: str, keep: bool, status: str, headers: list[tuple[str, str]],
                body: Iterable[bytes]) -> bool:
-        """Write one answer as waitress would frame it (Content-Length kept, chunked when unsized on HTTP/1.1,
-        Connection: close otherwise); True when the connection stays open."""
+        """Write one answer as waitress would frame it (http1.py frame_answer); True when the connection stays
+        open."""
         try:
-            length = None
-            has_date = has_server = False
-            for name, value in headers:
-                lower = name.lower()
-                if lower == "content-length":
-                    length = int(value)
-                elif lower == "date":
-                    has_date = True
-                elif lower == "server":
-                    has_server = True
-                elif lower == "connection" and value.lower() == "close":
-                    keep = False
-            status_b = status.encode("latin-1")
-            no_body = environ["REQUEST_METHOD"] == "HEAD" or status_b.startswith(_NO_BODY_STATUS)
-            if length is None and not no_body and isinstance(body, (list, tuple)):
-                length = sum(len(b) for b in body)
-                headers = headers + [("Content-Length", str(length))]
-            chunked = length is None and not no_body and keep
-            lines = [f"HTTP/{version} {status}"]
-            lines += [f"{k}: {v}" for k, v in headers]
-            if not has_server:
-                lines.append(f"Server: {self.ident}")
-            if not has_date:
-                lines.append(f"Date: {http_date()}")
-            if chunked:
-                lines.append("Transfer-Encoding: chunked")
-            if not keep:
-                lines.append("Connection: close")
-            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            sized = body if isinstance(body, (list, tuple)) else None
+            framing = frame_answer(version, status, headers, environ["REQUEST_METHOD"], keep, sized,
+                                   self.ident, http_date)
             sock = self.sock
-            if no_body:
-                sock.sendall(head)
-                return keep
-            if isinstance(body, list) and len(body) == 1 and length == len(body[0]):
-                sock.sendall(head + body[0])  # the common small answer: one write
-                return keep
-            sock.sendall(head)
-            sent = 0
-            for data in body:
-                if not data:
-                    continue
-                if chunked and len(data) < 65536:
-                    sock.sendall(b"%x\r\n" % len(data) + data + b"\r\n")  # small: one write, joining is cheap
-                elif chunked:  # large: three writes rather than copying the data into one
-                    sock.sendall(b"%x\r\n" % len(data))
-                    sock.sendall(data)
-                    sock.sendall(b"\r\n")
-                else:
-                    if length is not None and sent + len(data) > length:
-                        data = data[:length - sent]
-                    sock.sendall(data)
-                    sent += len(data)
-                    if length is not None and sent >= length:
-                        break
-            if chunked:
-                sock.sendall(b"0\r\n\r\n")
-            elif length is not None and sent < length:
-                return False  # the body broke off: only closing tells the caller
-            return keep
+            if framing.no_body:
+                sock.sendall(framing.head)
+                return framing.keep
+            if isinstance(body, list) and len(body) == 1 and framing.length == len(body[0]):
+                sock.sendall(framing.head + body[0])  # the common small answer: one write
+                return framing.keep
+            sock.sendall(framing.head)
+            complete = _send_body(sock, body, framing.length, framing.chunked)
+            return framing.keep and complete
         finally:
             close = getattr(body, "close", None)
             if close is not None:
@@ -317,6 +269,32 @@ class Relay:
         status, headers, body = request.error.to_response(self.ident)
 
         self.sock.sendall(raw_answer(status, headers, body))
+
+
+def _send_body(sock, body: Iterable[bytes], length: int | None, chunked: bool) -> bool:
+    """The body's chunks on `sock`, chunk-encoded or cut at `length`; False when it broke off before `length`
+    (only closing the connection tells the caller then)."""
+    sent = 0
+    for data in body:
+        if not data:
+            continue
+        if chunked and len(data) < 65536:
+            sock.sendall(b"%x\r\n" % len(data) + data + b"\r\n")  # small: one write, joining is cheap
+        elif chunked:  # large: three writes rather than copying the data into one
+            sock.sendall(b"%x\r\n" % len(data))
+            sock.sendall(data)
+            sock.sendall(b"\r\n")
+        else:
+            if length is not None and sent + len(data) > length:
+                data = data[:length - sent]
+            sock.sendall(data)
+            sent += len(data)
+            if length is not None and sent >= length:
+                break
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")
+        return True
+    return length is None or sent >= length
 
 
 def _no_write(_data: bytes) -> None:

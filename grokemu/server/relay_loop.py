@@ -40,9 +40,9 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from grokemu.adapters.http_upstream import HOP_BY_HOP, parse_response_head, response_framing
 from grokemu.domain.errors import Busy, GatewayTimeout
 from grokemu.domain.upstream import FastForward, UpstreamFailed
+from grokemu.http1 import HOP_BY_HOP, parse_response_head, response_framing
 from grokemu.server.channel import raw_answer
 from grokemu.server.relay import Relay, http_date
 from grokemu.server.watchdog import WATCHDOG, TrackedSocket
@@ -312,6 +312,10 @@ class RelayLoop:
     @property
     def connections(self) -> int:
         return len(self._clients)
+
+    def stats(self) -> dict[str, int]:
+        """What the signed-in health shows of the loop (reported through the app's gauges)."""
+        return {"connections": self.connections, "forwarded": self.forwarded, "handedOff": self.handed_off}
 
     # -- connections arriving --------------------------------------------------------------------------------------
     def adopt(self, channel, sock, rest: bytes, *, parked: bool) -> None:

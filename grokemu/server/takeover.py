@@ -8,25 +8,55 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 from waitress.channel import HTTPChannel
 
 from grokemu.config import Settings
-from grokemu.domain.errors import Busy
+from grokemu.domain.errors import Busy, GrokemuError
+from grokemu.domain.upstream import FastForward
 from grokemu.server.channel import GrokemuTask
 from grokemu.server.relay import Relay
+from grokemu.server.relay_loop import RelayLoop
 from grokemu.server.streams import STREAM_BLOCK, SocketBody, StreamPool, close_socket, run_on_socket
 from grokemu.server.watchdog import TrackedSocket
-from grokemu.web import takeover as web_takeover
-from grokemu.web.errors import raw_error
-from grokemu.web.websocket import reject_websocket
-
-if TYPE_CHECKING:
-    from grokemu.server.relay_loop import RelayLoop
 
 log = logging.getLogger("grokemu.server")
+
+RawAnswer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
+
+
+class FastPath(Protocol):
+    """fetchProxy without Flask on relayed connections (web/fast_proxy.py FastProxy)."""
+
+    PREFIX: str
+
+    def plan(self, environ: dict) -> FastForward | None: ...
+
+    def failure(self, error: GrokemuError, path: str) -> RawAnswer: ...
+
+    def handle(self, environ: dict) -> tuple[str, list[tuple[str, str]], Iterable[bytes]] | None: ...
+
+
+class Gauges(Protocol):
+    """Where the server reports the numbers the app shows (the signed-in health): web/context.py Gauges."""
+
+    def add(self, name: str, read: Callable[[], object]) -> None: ...
+
+
+@dataclass(frozen=True)
+class WebHooks:
+    """What the server calls of the web layer, handed in by the composition root (bootstrap.py), so the server
+    imports no view, renderer or route: errors rendered in one place (web/errors.py raw_error), WebSocket refusals
+    as the views refuse (web/websocket.py reject_websocket), the environ key a view finds the takeover under
+    (web/takeover.py), and the fetchProxy fast path (None: no relay loop)."""
+
+    render_error: Callable[[GrokemuError, str], RawAnswer]
+    reject_websocket: Callable[[dict, socket.socket, int, str], None]
+    takeover_key: str
+    fast_path: FastPath | None = None
 
 
 class ConnectionTakeover:
@@ -36,15 +66,24 @@ class ConnectionTakeover:
     (answer_directly, through web/takeover.py's DirectAnswers) or have a stream thread write a long-lived one
     (answer_on_stream: a followed log). Plain HTTP passes through."""
 
-    def __init__(self, app: Callable, settings=None, streamed_prefixes: tuple[str, ...] = ()):
+    def __init__(self, app: Callable, settings: Settings | None, hooks: WebHooks,
+                 streamed_prefixes: tuple[str, ...] = (), gauges: Gauges | None = None):
         self.app = app
         self.settings = settings or Settings()
+        self.hooks = hooks
         self.streamed_prefixes = tuple(streamed_prefixes)
-        self.loop: RelayLoop | None = None  # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py); create_server
         self.streams = StreamPool(self.settings.max_streams)
+        # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py), when there is a fast path
+        fast = hooks.fast_path if self.streamed_prefixes else None
+        self.loop: RelayLoop | None = None if fast is None else \
+            RelayLoop(self, fast.plan, fast.failure, fast.handle, fast.PREFIX)
         self._open = 0
         self._lock = threading.Lock()
         self._refusals = threading.BoundedSemaphore(32)  # WebSocket refusals being written at once
+        if gauges is not None:
+            gauges.add("openWebSockets", lambda: self.open_websockets)
+            if self.loop is not None:
+                gauges.add("relay", self.loop.stats)
 
     @property
     def open_websockets(self) -> int:
@@ -65,7 +104,7 @@ class ConnectionTakeover:
         if "waitress.client_disconnected" not in environ:
             return self.app(environ, start_response)
         if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
-            environ[web_takeover.ENVIRON_KEY] = self  # lets a view answer a big download on the socket itself
+            environ[self.hooks.takeover_key] = self  # lets a view answer a big download on the socket itself
             return self.app(environ, start_response)
         # waitress gives no public handle on the connection; the bound method it puts in the environ does.
         channel = environ["waitress.client_disconnected"].__self__
@@ -100,8 +139,8 @@ class ConnectionTakeover:
         the JS client says `Could not open WebSocket connection: <reason>`."""
         try:
             sock.settimeout(2.0)
-            reject_websocket(environ, sock, 503, f"Too many open WebSockets ({self.settings.max_websockets}, the "
-                                                 f"max_websockets setting): close one or try again later")
+            self.hooks.reject_websocket(environ, sock, 503, f"Too many open WebSockets ({self.settings.max_websockets},"
+                                        f" the max_websockets setting): close one or try again later")
         except OSError:
             pass
         finally:
@@ -158,7 +197,7 @@ class ConnectionTakeover:
         request = channel.requests[0]
         log.warning("refusing %s %s: %d streams open (max_streams)", request.command, request.path,
                     self.streams.limit)
-        channel.refuse_queued(*raw_error(Busy(
+        channel.refuse_queued(*self.hooks.render_error(Busy(
             f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
             f"try again later"), request.path))
 

@@ -74,17 +74,26 @@ class AuthService:
         self._store.put_session(token, login, now, expires=now + self.session_ttl)
         return token, login
 
-    def token_for(self, login: str, owner: str | None = None) -> str:
+    def token_for(self, login: str, owner: str | None = None, keep_earlier: bool = False) -> str:
         """A fresh token for `login`. With `owner` (a container id): that container's USER_API_KEY, no time limit,
-        replacing (revoking) any earlier token of the same owner. Without: a user session of `session_ttl`."""
+        replacing (revoking) any earlier token of the same owner, unless `keep_earlier` (a live replacement: the
+        container that serves keeps its key until the new one takes over, `hand_over`). Without: a user session of
+        `session_ttl`."""
         now = self._clock.now()
         token = secrets.token_urlsafe(32)
         if owner is None:
             self._store.put_session(token, login, now, expires=now + self.session_ttl)
             return token
-        self.revoke_owner(owner)
+        if not keep_earlier:
+            self.revoke_owner(owner)
         self._store.put_session(token, login, now, expires=None, owner=owner)
         return token
+
+    def hand_over(self, owner: str, token: str, login: str) -> None:
+        """Every token of `owner` but `token` is revoked (the replaced container's key dies, the new one's lives)."""
+        with self._store.transaction():
+            self.revoke_owner(owner)
+            self._store.put_session(token, login, self._clock.now(), expires=None, owner=owner)
 
     # -- checking ----------------------------------------------------------------------------------------------
     def session(self, token: str | None) -> Session:

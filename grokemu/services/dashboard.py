@@ -52,7 +52,9 @@ class DashboardService:
     def _container(self, c: DockerContainer) -> dict[str, Any]:
         wire = {k: v for k, v in c.to_wire().items() if k not in _HEAVY}
         wire["grokemu"] = {**self._activity.stats(c.id).to_wire(), "statusSince": c.status_since,
-                           "idleAt": self._idle_at(c), "activeHolds": self._activity.active(c.id)}
+                           "idleAt": self._idle_at(c), "activeHolds": self._activity.active(c.id),
+                           # the daemon's id of the image it runs: `grokemu dev` waits for its new build's id here
+                           "runningImageId": c.running_image_id or None}
         if c.is_worker:
             wire["grokemu"].update(self._queue(c))
         return wire

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grokemu.config import Settings
 from grokemu.domain.clock import Clock
-from grokemu.domain.errors import NotFound
+from grokemu.domain.errors import NotFound, disk_full
 from grokemu.domain.labels import managed_labels
 from grokemu.domain.lifecycle import IMAGE_TRANSITIONS, ImageStatus, next_status
 from grokemu.domain.model import DockerImage
@@ -29,6 +30,18 @@ log = logging.getLogger(__name__)
 
 def image_labels(settings: Settings, image: DockerImage) -> dict[str, str]:
     return {**managed_labels(settings.instance), "grokemu.package": image.package, "grokemu.image": image.name}
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A finished validation: the image as checked (ref, docker id, digest found), when its validation began, the
+    verdict, the log and the port."""
+
+    image: DockerImage
+    started: float
+    ok: bool
+    logs: str
+    port: int | None
 
 
 class ImageService:
@@ -46,6 +59,8 @@ class ImageService:
         self._queue: queue.Queue[str] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._unrecorded: dict[str, _Outcome] = {}  # validation results a full disk held back, by image id
+        self._unrecorded_lock = threading.Lock()
         self._recover()
 
     def _recover(self) -> None:
@@ -107,7 +122,12 @@ class ImageService:
             self.process_pending()
 
     def process_pending(self) -> None:
-        """Claim every pending image (→ validating) and validate it: inline in tests, on the build worker otherwise."""
+        """Claim every pending image (→ validating) and validate it: inline in tests, on the build worker otherwise.
+        Results a full disk held back are written first."""
+        with self._unrecorded_lock:
+            waiting, self._unrecorded = list(self._unrecorded.values()), {}
+        for outcome in waiting:
+            self._record(outcome, retry=True)
         with self._lock:
             claimed = []
             with self._store.transaction():
@@ -159,17 +179,34 @@ class ImageService:
         except Exception as e:  # the daemon went away mid-build, an API error...
             log.exception("validating %s", image.name)
             ok, logs, port = False, f"Validation failed: {e}\n", None
-        with self._store.transaction():
-            current = self._store.get_image(image_id)
-            if current is None or current.status is not ImageStatus.VALIDATING or current.status_since != started:
-                return
-            current.port = port
-            current.image_ref = image.image_ref
-            current.docker_id = image.docker_id
-            current.digest = image.digest
-            self._set_status(current, "valid" if ok else "invalid", logs)
+        self._record(_Outcome(image, started, ok, logs, port))
+
+    def _record(self, outcome: _Outcome, retry: bool = False) -> None:
+        """Write a validation's result. When the disk under the data directory is full, the result waits in memory
+        (the image stays `validating`) and the scheduler writes it once there is room (docs/faults.md §3): the
+        build is not lost and not run again."""
+        image = outcome.image
+        try:
+            with self._store.transaction():
+                current = self._store.get_image(image.id)
+                if current is None or current.status is not ImageStatus.VALIDATING or \
+                        current.status_since != outcome.started:
+                    return
+                current.port = outcome.port
+                current.image_ref = image.image_ref
+                current.docker_id = image.docker_id
+                current.digest = image.digest
+                self._set_status(current, "valid" if outcome.ok else "invalid", outcome.logs)
+        except Exception as e:
+            if disk_full(e) is None:
+                raise
+            if not retry:  # the scheduler retries every pass: one line, not one per pass
+                log.error("the result of validating image %s waits for disk space: %s", image.name, e)
+            with self._unrecorded_lock:
+                self._unrecorded[image.id] = outcome
+            return
         log.info("image %s:%s is %s", current.name, current.version, current.status.value)
-        if ok:
+        if outcome.ok:
             self._spawner.image_ready(current)
 
     def _check(self, image: DockerImage) -> tuple[bool, str, int | None]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from grokemu.domain.errors import BadRequest, PayloadTooLarge
+from grokemu.domain.errors import BadRequest, PayloadTooLarge, disk_full
 from grokemu.domain.package_rules import ENTRY_PATH_MAX_BYTES, METADATA_MAX_BYTES, MiB, entry_path
 
 CHUNK = 256 * 1024  # decompression / copy unit: memory stays flat however big an entry is
@@ -196,6 +196,9 @@ def extract_zip(source: IO[bytes], dest: Path, limits: ZipLimits) -> dict[str, P
                     out.write(chunk)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError, EOFError, ValueError,
                 NotImplementedError, struct.error, OverflowError, zlib.error) as e:
+            full = disk_full(e)
+            if full is not None:  # our disk, not the archive: 507, and the caller removes the staging folder
+                raise full from e
             raise BadRequest(f"Package ZIP entry {json.dumps(info.filename[:200])} cannot be read", str(e)) from None
     return tree.files
 

@@ -86,9 +86,11 @@ class RunSpecs:
     def pipe_key_hash(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
 
-    def build(self, c: DockerContainer, image: DockerImage) -> tuple[RunSpec, list[str]]:
+    def build(self, c: DockerContainer, image: DockerImage, keep_earlier_token: bool = False
+              ) -> tuple[RunSpec, list[str]]:
         """The RunSpec for one start of `c`, with the warnings to show on the container. Mints the container's
-        USER_API_KEY (revoked again when the container stops: services/auth.py)."""
+        USER_API_KEY (revoked again when the container stops: services/auth.py); `keep_earlier_token` for a live
+        replacement, where the running container keeps its key until the new one takes over."""
         cfg = c.config
         warnings = []
         if cfg.get("unknown_keys"):
@@ -100,7 +102,8 @@ class RunSpecs:
             gpus = 0
         files = self._package_files
         env = build_environment(
-            api_url=self.container_api_url(), user_token=self._auth.token_for(c.started_by or "admin", owner=c.id),
+            api_url=self.container_api_url(), user_token=self._auth.token_for(c.started_by or "admin", owner=c.id,
+                                                                   keep_earlier=keep_earlier_token),
             env=cfg.get("env") or {}, own_package=c.package,
             find_package=lambda ref: find_published_package(self._store, files, ref),
             own_entities=package_entities(files, self._store.get_package(c.package)),

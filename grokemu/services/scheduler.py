@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from grokemu.domain.clock import Clock
+from grokemu.domain.errors import disk_full
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class Scheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._waiting_for_disk: set[str] = set()  # jobs whose last pass met a full disk (logged once)
 
     def add(self, name: str, job: Callable[[], None]) -> None:
         self._jobs.append((name, job))
@@ -30,8 +32,17 @@ class Scheduler:
         for name, job in self._jobs:
             try:
                 job()
-            except Exception:  # one failing job must not stop the others or the loop
-                log.exception("background job %r failed", name)
+            except Exception as e:  # one failing job must not stop the others or the loop
+                if disk_full(e) is None:
+                    log.exception("background job %r failed", name)
+                elif name not in self._waiting_for_disk:
+                    # every pass retries it: one line until it gets through, not a traceback 5 times a second
+                    self._waiting_for_disk.add(name)
+                    log.error("background job %r waits for disk space under the data directory: %s", name, e)
+                continue
+            if name in self._waiting_for_disk:
+                self._waiting_for_disk.discard(name)
+                log.info("background job %r got through: there is disk space again", name)
 
     def start(self) -> None:
         if self._thread:

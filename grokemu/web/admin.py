@@ -10,7 +10,8 @@ import time
 from flask import Blueprint, Response, g, jsonify, request
 
 from grokemu import __version__
-from grokemu.domain.errors import BadRequest, Busy
+from grokemu.domain.container_config import load_json
+from grokemu.domain.errors import BadRequest, Busy, PayloadTooLarge
 from grokemu.web.context import ctx
 from grokemu.web.takeover import direct_answers
 
@@ -24,22 +25,35 @@ def health():
     c = ctx()
     orch = c.orchestrator
     reachable = orch.ping()
-    takeover = c.takeover
     return jsonify({
         "status": "ok", "version": __version__, "uptime": round(time.time() - c.started_at, 3),
         "apiUrl": c.settings.api_url,
         "docker": {"reachable": reachable,
                    "message": "ok" if reachable else "Docker daemon unreachable: containers cannot be built or run"},
-        "openWebSockets": takeover.open_websockets if takeover else 0,
+        "openWebSockets": c.gauges.read("openWebSockets", 0),
         # keep-alive fetchProxy connections in the relay loop, and the requests it forwarded itself or handed on
-        "relay": {"connections": loop.connections, "forwarded": loop.forwarded, "handedOff": loop.handed_off}
-        if (loop := getattr(takeover, "loop", None)) is not None else None,
+        "relay": c.gauges.read("relay"),
     })
 
 
 @blueprint.post("/reset")
 def reset():
     return jsonify(ctx().admin.reset())
+
+
+@blueprint.post("/containers/<container_id>/replace")
+def replace_container_image(container_id):
+    """`grokemu dev`: {"image": "datagrok/<image name>:<tag>"}, a new build of the container's own image, replaces the
+    running container live, keeping the entity (services/spawner.py `replace_image`); answers it once the new one
+    serves."""
+    limit = ctx().settings.max_api_body_bytes
+    raw = request.stream.read(limit + 1)  # the guard checked Content-Length; this bounds any other framing
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"Body is bigger than {limit} bytes (setting max_api_body_bytes)")
+    body = load_json(raw, "replace body") if raw.strip() else None  # bad, deep or huge JSON: 400, never a 500
+    if not isinstance(body, dict) or not isinstance(body.get("image"), str) or not body["image"].strip():
+        raise BadRequest('The body must be JSON {"image": "datagrok/<image name>:<tag>"}')
+    return jsonify(ctx().spawner.replace_image(container_id, body["image"].strip()).to_wire())
 
 
 MAX_TAIL = 1_000_000  # lines, as the Datagrok logs route's `limit`

@@ -5,8 +5,9 @@ imports `ctx` at the top.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
@@ -35,11 +36,20 @@ if TYPE_CHECKING:
 EXTENSION = "grokemu"
 
 
-class ConnectionCount(Protocol):
-    """What the app reads of the server's connection takeover (grokemu/server/): how many WebSockets it holds open."""
+class Gauges:
+    """Numbers the server reports about itself for the app to show (the signed-in health): the server adds a reader
+    per name when it is built around the app (server/takeover.py), a metrics registry's pattern, so the app holds
+    no reference to the server and nothing is set on it afterwards. Under the Flask test client there are none."""
 
-    @property
-    def open_websockets(self) -> int: ...
+    def __init__(self) -> None:
+        self._readers: dict[str, Callable[[], object]] = {}
+
+    def add(self, name: str, read: Callable[[], object]) -> None:
+        self._readers[name] = read
+
+    def read(self, name: str, default: object = None) -> object:
+        reader = self._readers.get(name)
+        return default if reader is None else reader()
 
 
 @dataclass
@@ -69,8 +79,7 @@ class Context:
     resets: Resets
     inspector: RequestInspector
     started_at: float = field(default_factory=time.time)
-    # the server's connection takeover, once a server serves this app (None under the Flask test client)
-    takeover: ConnectionCount | None = None
+    gauges: Gauges = field(default_factory=Gauges)
 
 
 def ctx() -> Context:

@@ -10,7 +10,7 @@ import logging
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
-from grokemu.domain.errors import GrokemuError, disk_full
+from grokemu.domain.errors import DiskFull, GrokemuError, disk_full
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ def _answered_on_taken_socket(resp: Response) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GrokemuError)
     def _domain_error(e: GrokemuError):
+        if isinstance(e, DiskFull):  # raised by a writer that cleaned up; the operator still needs the cause
+            log.error("disk full on %s %s: %s", request.method, request.path, e.__cause__ or e)
         return _answered_on_taken_socket(domain_error_response(e, request.path, request.blueprint))
 
     @app.errorhandler(HTTPException)

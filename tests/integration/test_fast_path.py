@@ -80,7 +80,7 @@ def test_a_caller_that_disconnects_mid_answer_releases_everything(live):
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         sock.close()  # a reset mid-answer
-        takeover = live.ctx.takeover
+        takeover = live.takeover
         deadline = time.time() + 10
         while (takeover.streams.busy or live.ctx.activity.active(a)) and time.time() < deadline:
             time.sleep(0.05)

@@ -189,7 +189,7 @@ def test_the_relay_loop_records_its_requests_and_the_ring_stays_bounded(live):
     try:
         sock = connect_raw(live)
         reader = RawReader(sock)
-        loop = live.ctx.takeover.loop
+        loop = live.takeover.loop
         total = 10_000
         batch = 100
         for start in range(0, total, batch):  # pipelined in batches: the loop answers them in order

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -82,10 +81,11 @@ def test_logs_errors_are_api_errors(client, token, ctx, started):
 
 
 def test_a_follow_brings_new_lines_and_ends_when_the_container_stops(client, token, orchestrator, started):
-    def later():
-        time.sleep(0.3)
+    attached = orchestrator.log_streams_opened
+
+    def later():  # once the follow is attached: a line printed before it would be the tail instead
+        wait_until(lambda: orchestrator.log_streams_opened > attached or None, 20, "the follow attached")
         orchestrator.emit(started.docker_id, "third line\n")
-        time.sleep(0.2)
         orchestrator.stop(started.docker_id)
 
     threading.Thread(target=later, daemon=True).start()
@@ -96,8 +96,10 @@ def test_a_follow_brings_new_lines_and_ends_when_the_container_stops(client, tok
 
 
 def test_a_follow_of_a_container_killed_for_memory_ends_saying_so(client, token, ctx, orchestrator, started):
-    def later():
-        time.sleep(0.3)
+    attached = orchestrator.log_streams_opened
+
+    def later():  # once the follow is attached (with tail 0, a crash before it would be read as nothing)
+        wait_until(lambda: orchestrator.log_streams_opened > attached or None, 20, "the follow attached")
         orchestrator.crash(started.docker_id, log="allocating 400 MB\n", oom_killed=True)
 
     threading.Thread(target=later, daemon=True).start()
@@ -145,8 +147,11 @@ def upload(server, name: str, files: dict) -> list[dict]:
     client = Client(server.url)
     client.upload(name, {k: v.encode() if isinstance(v, str) else v for k, v in files.items()})
     client.wait_images(name, timeout=30)
-    return wait_until(lambda: [c for c in client.containers(name) if c["status"] == "started"] or None, 10,
-                      f"the containers of {name} started")
+    def all_started():  # every container, not the first one up (two folders start one after the other)
+        found = client.containers(name)
+        return found if found and all(c["status"] == "started" for c in found) else None
+
+    return wait_until(all_started, 10, f"the containers of {name} started")
 
 
 @pytest.fixture
@@ -258,7 +263,7 @@ def test_logs_follow_prints_new_lines_until_the_container_stops(server):
     try:
         # the tail line says the follow is attached: what the container prints from now on is followed
         assert lines.get(timeout=20) == b"before\n"
-        assert server.context.takeover.streams.busy == 1  # on a stream thread, not a waitress worker
+        assert server.serving.takeover.streams.busy == 1  # on a stream thread, not a waitress worker
         server.orchestrator.emit(docker_id, "new line\n")
         assert lines.get(timeout=20) == b"new line\n"  # as it comes, not when the answer ends
         Client(server.url).stop(c["id"])
@@ -268,7 +273,7 @@ def test_logs_follow_prints_new_lines_until_the_container_stops(server):
     finally:
         follower.kill()
         follower.wait()
-    wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
+    wait_until(lambda: server.serving.takeover.streams.busy == 0 or None, 10, "the stream thread released")
 
 
 def test_a_follower_that_leaves_frees_its_stream(server):
@@ -279,14 +284,14 @@ def test_a_follower_that_leaves_frees_its_stream(server):
     lines = line_reader(follower)
     try:
         assert lines.get(timeout=20).startswith(b"started ")
-        assert server.context.takeover.streams.busy == 1
+        assert server.serving.takeover.streams.busy == 1
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=20) == 130
         assert follower.stderr.read() == b""  # no traceback, nothing at all
     finally:
         follower.kill()
         follower.wait()
-    wait_until(lambda: server.context.takeover.streams.busy == 0 or None, 10, "the stream thread released")
+    wait_until(lambda: server.serving.takeover.streams.busy == 0 or None, 10, "the stream thread released")
     assert Client(server.url).container(c["id"])["status"] == "started"  # leaving stops nothing
 
 

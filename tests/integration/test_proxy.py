@@ -413,7 +413,7 @@ def test_open_websocket_keeps_the_container_up_past_shutdown_timeout(live, clock
     assert ws.recv() == "still there?"
     ws.close()
     deadline = time.time() + 5
-    while live.ctx.takeover.open_websockets and time.time() < deadline:
+    while live.takeover.open_websockets and time.time() < deadline:
         time.sleep(0.02)
     clock.advance(61)
     live.ctx.spawner.tick()
@@ -448,9 +448,9 @@ def test_open_websockets_do_not_take_http_worker_threads(live):
         for ws in proxied + own:
             ws.close()
     deadline = time.time() + 5
-    while live.ctx.takeover.open_websockets and time.time() < deadline:
+    while live.takeover.open_websockets and time.time() < deadline:
         time.sleep(0.05)
-    assert live.ctx.takeover.open_websockets == 0
+    assert live.takeover.open_websockets == 0
 
 
 def test_through_waitress_chunked_upload_and_streamed_download(live, live_upstream):

@@ -21,7 +21,8 @@ from waitress.adjustments import Adjustments
 
 from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
 from grokemu.app import create_app
-from grokemu.server import bind, create_server
+from grokemu.bootstrap import create_server
+from grokemu.server import bind
 from grokemu.web import proxy
 from tests.fake_upstream import CHUNKED_PIECES, UNTIL_CLOSE_PIECES, proxy_url
 from tests.helpers import WARM_UP, Live, RawAnswers, connect_raw, fast_containers, raw_request, relayed
@@ -38,14 +39,14 @@ def quick(tmp_path, settings, clock):
     server = create_server(app, sockets, threads=2, max_request_body_size=2**31,
                            streamed_prefixes=(proxy.HTTP_PREFIX,))
     threading.Thread(target=server.run, daemon=True).start()
-    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", 0)
+    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", 0, server.application)
     server.close()
 
 
 def _loop_served(server) -> list[str]:
     """The paths (PATH_INFO) of the requests the relay loop forwards itself from now on: those FastProxy.plan gave a
     plan for. The others are handed to the blocking relay."""
-    loop = server.ctx.takeover.loop
+    loop = server.takeover.loop
     served, plan = [], loop._plan
 
     def recording(environ):
@@ -322,8 +323,8 @@ def test_an_idle_relayed_connection_is_closed_after_channel_timeout(quick):
         sock, _ = relayed(quick, a)
         waited = _closed_after(sock, time.monotonic(), SHORT["channel_timeout"] + 2)
         assert waited >= SHORT["channel_timeout"] - 0.2
-        _eventually(lambda: quick.ctx.takeover.streams.busy == 0)
-        assert quick.ctx.takeover.streams.busy == 0
+        _eventually(lambda: quick.takeover.streams.busy == 0)
+        assert quick.takeover.streams.busy == 0
     finally:
         up.close()
 
@@ -409,7 +410,7 @@ def test_a_slow_reader_gets_a_big_answer_whole_and_everything_is_released(live):
         after = answers.read()
         assert after.status == 200 and json.loads(after.body) == {"path": "/next"}
         assert served == [proxy_url(a, f"/bytes/{size}"), proxy_url(a, "/next")]
-        activity, streams = live.ctx.activity, live.ctx.takeover.streams
+        activity, streams = live.ctx.activity, live.takeover.streams
         _eventually(lambda: activity.active(a) == 0 and streams.busy == 0)
         assert activity.active(a) == 0 and streams.busy == 0
         sock.close()
@@ -456,7 +457,7 @@ def test_a_caller_reset_mid_answer_releases_the_container_and_the_loop_serves_on
         assert answers.read(body=False).status == 200
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         sock.close()  # a reset with most of the answer still to come
-        activity, streams = live.ctx.activity, live.ctx.takeover.streams
+        activity, streams = live.ctx.activity, live.takeover.streams
         _eventually(lambda: activity.active(a) == 0 and streams.busy == 0)
         assert activity.active(a) == 0 and streams.busy == 0
         assert served == [proxy_url(a, f"/bytes/{64 * 2**20}")]
@@ -553,7 +554,7 @@ def bridged(tmp_path, settings, clock):
     server = create_server(app, sockets, threads=2, bridge_addresses=["127.0.0.2"],
                            streamed_prefixes=(proxy.HTTP_PREFIX,))
     threading.Thread(target=server.run, daemon=True).start()
-    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", 0), sockets[1].getsockname()[1]
+    yield Live(app, f"127.0.0.1:{sockets[0].getsockname()[1]}", 0, server.application), sockets[1].getsockname()[1]
     server.close()
 
 

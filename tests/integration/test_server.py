@@ -12,7 +12,8 @@ import pytest
 import requests
 import websocket
 
-from grokemu.server import bind, create_server
+from grokemu.bootstrap import create_server
+from grokemu.server import bind
 from grokemu.web import proxy
 from grokemu.testing import GrokemuProcess
 from grokemu.web.context import app_context

@@ -302,7 +302,8 @@ PREFLIGHT_SERVER = textwrap.dedent("""
     from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
     from grokemu.app import create_app
     from grokemu.config import Settings
-    from grokemu.server import bind, create_server, run_forever
+    from grokemu.bootstrap import create_server
+    from grokemu.server import bind, run_forever
 
     def preflight(environ):
         # refuse bodies without credentials or over 1 MiB, as web/guard.py does

@@ -58,7 +58,7 @@ def test_random_request_heads_on_a_relayed_connection(live, method, suffix, vers
         status = int(answer.split(b" ", 2)[1])
         assert 100 <= status < 500, answer[:1000]
         sock.close()
-        activity, streams = live.ctx.activity, live.ctx.takeover.streams
+        activity, streams = live.ctx.activity, live.takeover.streams
         deadline = time.monotonic() + 5
         while (activity.active(cid) or streams.busy) and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -151,7 +151,7 @@ def test_adjustments_and_dispatcher():
 
 
 def test_the_trigger_internals_the_in_process_stop_uses():
-    """Serving.stop (server/serve.py `_run_on_loop`) queues the closing on waitress's trigger and writes to its pipe
+    """stop_server (server/serve.py `_run_on_loop`) queues the closing on waitress's trigger and writes to its pipe
     while holding `trigger.lock`, the lock under which the loop runs thunks, so the loop cannot close the pipe
     between the queueing and the write; a closed trigger gets no write at all."""
     from waitress import trigger as waitress_trigger

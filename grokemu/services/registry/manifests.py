@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 
 from grokemu.domain.clock import Clock
+from grokemu.domain.errors import disk_full
 from grokemu.domain.ports import BlobStore
 from grokemu.services.registry.errors import (
     DigestInvalid,
@@ -84,10 +85,24 @@ class Manifests:
         media_type = _media_type(doc, content_type)
         self._check_references(repo, doc, media_type)
         now = self._clock.now()
-        self.store.put_blob_bytes(digest, body)
-        self.store.link_manifest(repo, digest, media_type, now)
-        if tag:
-            self.store.set_tag(repo, tag, digest)
+        new_blob = self.store.blob_size(digest) is None
+        new_link = self.store.manifest_link(repo, digest) is None
+        try:
+            self.store.put_blob_bytes(digest, body)
+            self.store.link_manifest(repo, digest, media_type, now)
+            if tag:
+                self.store.set_tag(repo, tag, digest)
+        except OSError as e:
+            full = disk_full(e)
+            if full is None:
+                raise
+            # A full disk keeps nothing of this PUT (docs/faults.md §3): the link and the bytes it added go, the
+            # bytes only if no other repository linked them meanwhile.
+            if new_link:
+                self.store.unlink_manifest(repo, digest)
+            if new_blob and not self.store.linked_since(digest, now):
+                self.store.delete_blob(digest)
+            raise full from e
         return Manifest(digest, media_type, body)
 
     def _check_references(self, repo: str, doc: dict, media_type: str) -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from grokemu.domain.clock import Clock
+from grokemu.domain.errors import disk_full
 from grokemu.domain.ports import BlobStore, ShortRead
 from grokemu.domain.references import UPLOAD_ID
 from grokemu.services.registry.errors import (
@@ -167,9 +170,23 @@ class Blobs:
                                        headers=self._range_headers(repo, upload_id, offset))
                 if length is None:
                     length = end - start + 1
-            offset = self._append(upload_id, offset, stream, length)
-            self.store.touch_upload(upload_id, self._clock.now())
+            with self._dropped_when_disk_full(upload_id):
+                offset = self._append(upload_id, offset, stream, length)
+                self.store.touch_upload(upload_id, self._clock.now())
             return UploadState(repo, upload_id, offset)
+
+    @contextmanager
+    def _dropped_when_disk_full(self, upload_id: str) -> Iterator[None]:
+        """A full disk ends the session: its bytes go at once (they are what the disk lacks), the client gets 507
+        and starts the upload over once there is room, as docker does (docs/faults.md §3)."""
+        try:
+            yield
+        except OSError as e:
+            full = disk_full(e)
+            if full is None:
+                raise
+            self._drop_upload(upload_id)
+            raise full from e
 
     @staticmethod
     def _range_headers(repo: str, upload_id: str, offset: int) -> dict[str, str]:
@@ -198,28 +215,34 @@ class Blobs:
         check_digest(digest)
         with self._upload_lock(upload_id):
             info = self._session(repo, upload_id)
-            size = self._append(upload_id, info["size"], stream, length)
-            alg = digest.split(":", 1)[0]
-            state = self._hash_state.get(upload_id)
-            if alg == "sha256" and state and state[0] == size:
-                actual = f"sha256:{state[1].hexdigest()}"
-            else:
-                hasher = hasher_for(alg)
-                self.store.hash_upload(upload_id, hasher)
-                actual = f"{alg}:{hasher.hexdigest()}"
-            if actual != digest:
-                self._drop_upload(upload_id)
-                raise DigestInvalid(f"digest {digest} does not match the uploaded content ({actual})",
-                                    detail={"digest": digest, "actual": actual})
-            # Link first, then rename: a concurrent gc sees a fresh link and keeps the blob; a HEAD in between
-            # finds the link without bytes and answers 404, which is right until this PUT returns.
-            self.store.link_layer(repo, digest, self._clock.now())
-            try:
-                self.store.commit_upload(upload_id, digest)
-            except BaseException:
-                self.store.unlink_layer(repo, digest)
-                raise
-            self._forget(upload_id)
+            with self._dropped_when_disk_full(upload_id):
+                return self._finish(repo, upload_id, digest, info, stream, length)
+
+    def _finish(self, repo: str, upload_id: str, digest: str, info: dict, stream: IO[bytes] | None,
+                length: int | None) -> UploadState:
+        """finish_upload under the session's lock: the last chunk, the digest check, link and commit."""
+        size = self._append(upload_id, info["size"], stream, length)
+        alg = digest.split(":", 1)[0]
+        state = self._hash_state.get(upload_id)
+        if alg == "sha256" and state and state[0] == size:
+            actual = f"sha256:{state[1].hexdigest()}"
+        else:
+            hasher = hasher_for(alg)
+            self.store.hash_upload(upload_id, hasher)
+            actual = f"{alg}:{hasher.hexdigest()}"
+        if actual != digest:
+            self._drop_upload(upload_id)
+            raise DigestInvalid(f"digest {digest} does not match the uploaded content ({actual})",
+                                detail={"digest": digest, "actual": actual})
+        # Link first, then rename: a concurrent gc sees a fresh link and keeps the blob; a HEAD in between
+        # finds the link without bytes and answers 404, which is right until this PUT returns.
+        self.store.link_layer(repo, digest, self._clock.now())
+        try:
+            self.store.commit_upload(upload_id, digest)
+        except BaseException:
+            self.store.unlink_layer(repo, digest)
+            raise
+        self._forget(upload_id)
         return UploadState(repo, None, size, digest=digest)
 
     def cancel_upload(self, repo: str, upload_id: str) -> None:
