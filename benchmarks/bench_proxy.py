@@ -14,7 +14,9 @@ measures the same client against the container's published port (direct) and thr
 The `nginx` section (issue 14) puts Debian's nginx (`apt-get install -y nginx wrk`; started here on loopback with a
 generated config and a keepalive upstream, never the system service) in front of the same containers and loads
 direct, nginx and grokemu with wrk in 5 alternating rounds (--rounds), for two apps: the tuned raw-socket app and a
-plain ThreadingHTTPServer app with TCP_NODELAY; it prints the medians, grokemu/direct and nginx/direct.
+plain ThreadingHTTPServer app with TCP_NODELAY; it prints the medians, grokemu/direct and nginx/direct. A second
+`grokemu up` with the request inspector off (`inspector_size: 0`, issue 20) serves its own copy of the apps in the
+same rounds, so the inspector's cost is measured in one run: grokemu/no-inspector (target >= 0.95).
     python benchmarks/bench_proxy.py --only nginx
 
 Loopback only, bounded loops, everything it creates removed at the end. Numbers are printed whether met or not.
@@ -412,8 +414,8 @@ class Nginx:
     def __init__(self, ports: dict[str, int]):
         self.dir = Path(tempfile.mkdtemp(prefix="grokemu-bench-nginx-"))
         self.port = free_port()
-        upstreams = "".join(f"    upstream {app} {{ server 127.0.0.1:{p}; keepalive 32; }}\n"
-                            for app, p in ports.items())
+        upstreams = "".join(f"    upstream {app} {{ server {p if ':' in str(p) else f'127.0.0.1:{p}'}; "
+                            f"keepalive 32; }}\n" for app, p in ports.items())
         locations = "".join(f"        location /{app}/ {{ proxy_pass http://{app}/; proxy_http_version 1.1; "
                             "proxy_set_header Connection '';  proxy_buffering on; }\n" for app in ports)
         conf = self.dir / "nginx.conf"
@@ -459,8 +461,10 @@ class CpuMeter:
     app's container, Docker's port forwarder (docker-proxy, on both the direct and the proxied path), nginx, and
     wrk itself. Divided by the requests served, it says where the two cores went."""
 
-    def __init__(self, grokemu_pid: int, nginx_pid: int | None, app_ports: dict[str, int]):
+    def __init__(self, grokemu_pid: int, nginx_pid: int | None, app_ports: dict[str, int],
+                 more: dict[str, int] | None = None):
         self.parties = {"grokemu": [grokemu_pid], "nginx": [nginx_pid] if nginx_pid else []}
+        self.parties.update({name: [pid] for name, pid in (more or {}).items()})
         for app, port in app_ports.items():
             ids = subprocess.run(["docker", "ps", "-q", "--filter", f"publish={port}"], capture_output=True,
                                  text=True).stdout.split()
@@ -490,25 +494,74 @@ class CpuMeter:
         return shot
 
     @staticmethod
+    def threads(pid: int) -> dict[int, float]:
+        """CPU seconds of each thread of one process."""
+        try:
+            return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+        except psutil.Error:
+            return {}
+
+    @staticmethod
+    def busiest(before: dict[int, float], after: dict[int, float], requests: float) -> float:
+        """CPU microseconds per request of the thread that spent the most between two `threads` snapshots: during
+        small keep-alive GETs that is grokemu's relay loop, which serves them all on one thread. A thread's own CPU
+        time hardly moves with what else loads the machine, unlike requests per second."""
+        return max((after[t] - before.get(t, 0.0) for t in after), default=0.0) / requests * 1e6
+
+    @staticmethod
     def per_request(before: dict[str, float], after: dict[str, float], requests: float) -> dict[str, float]:
         return {k: (after[k] - before[k]) / requests * 1e6 for k in after if after[k] - before[k] > 0.001}
 
 
-def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None) -> None:
+def inspector_cost_us(n: int = 20000) -> float:
+    """The request inspector's own work for one small relayed GET, measured in this process: what the relay loop
+    and ProxyService.fast_forward call (begin, the answer's head, one body chunk, finish) with a shaped head reused,
+    as the loop reuses it. Microseconds per request."""
+    from grokemu.domain.clock import SystemClock
+    from grokemu.services.inspector import RequestInspector
+
+    inspector = RequestInspector(200, ["admin"], SystemClock())
+    token = "t" * 43
+    environ = {"grokemu.raw_headers": f"Host: localhost\r\nAuthorization: {token}\r\nAccept: */*".encode()}
+    headers = (("Content-Type", "application/json"), ("Content-Length", "16"), ("Server", "x"),
+               ("Date", "Thu, 01 Jan 2026 00:00:00 GMT"))
+    body = b'{"result": "ok"}'
+    meta = None
+    start = time.perf_counter()
+    for _ in range(n):
+        rec = inspector.begin("c", "GET", "/small", environ, token)
+        if meta is None:
+            meta = rec.response_meta(headers)
+        rec.answered(200, meta)
+        rec.body(body)
+        rec.finish(200)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, off=None) -> None:
     """Small GETs: direct, nginx in front, grokemu in front, for both apps, in `--rounds` alternating rounds (the
     order rotates each round); medians. One wrk thread with `--threads` connections, then one connection for p50."""
     if not (shutil.which("wrk") and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())):
         print("  nginx side-by-side skipped: needs `apt-get install -y nginx wrk`", flush=True)
         return
     ports = {app: c["port"] for app, (c, _) in apps.items()}
-    nginx = Nginx(ports)
-    meter = CpuMeter(grokemu_pid, nginx.proc.pid, ports) if grokemu_pid else None
+    # with the docker_network setting (GROKEMU_DOCKER_NETWORK) containers publish nothing: direct is their address
+    direct = {app: f"{c.get('address') or '127.0.0.1'}:{c['port']}" for app, (c, _) in apps.items()}
+    nginx = Nginx(direct)
+    meter = CpuMeter(grokemu_pid, nginx.proc.pid, ports,
+                     {"grokemu (inspector off)": off[3]} if off is not None else None) if grokemu_pid else None
     try:
-        paths = {app: {"direct": (f"http://127.0.0.1:{ports[app]}/small", {}),
+        paths = {app: {"direct": (f"http://{direct[app]}/small", {}),
                        "nginx": (f"http://127.0.0.1:{nginx.port}/{app}/small", {}),
                        "grokemu": (f"http://127.0.0.1:{gport}/api/docker/containers/proxy/{c['id']}/small", auth)}
                  for app, (c, _) in apps.items()}
         kinds = ["direct", "nginx", "grokemu"]
+        if off is not None:  # (port, auth, apps) of the grokemu with the request inspector off
+            oport, oauth, oapps, _ = off
+            for app, (c, _) in oapps.items():
+                paths[app]["no-inspector"] = (f"http://127.0.0.1:{oport}/api/docker/containers/proxy/{c['id']}/small",
+                                              oauth)
+            kinds.append("no-inspector")
         for app in apps:  # warm-up
             for kind in kinds:
                 wrk(paths[app][kind][0], paths[app][kind][1], args.threads, 1)
@@ -519,11 +572,18 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None) 
             rps = {k: [] for k in kinds}
             p50 = {k: [] for k in kinds}
             cpu = {k: [] for k in kinds}
+            loop: dict[str, list[float]] = {"grokemu": [], "no-inspector": []}  # relay loop thread us/request
+            loop_pid = {"grokemu": grokemu_pid, "no-inspector": off[3] if off is not None else None}
             for r in range(args.rounds):
-                for kind in kinds[r % 3:] + kinds[:r % 3]:
+                for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                     url, headers = paths[app][kind]
                     before = meter.snapshot() if meter else None
+                    pid = loop_pid.get(kind)
+                    threads_before = CpuMeter.threads(pid) if pid else {}
                     rps[kind].append(wrk(url, headers, args.threads, args.seconds)["rps"])
+                    if pid:
+                        loop[kind].append(CpuMeter.busiest(threads_before, CpuMeter.threads(pid),
+                                                           rps[kind][-1] * args.seconds))
                     if meter:
                         cpu[kind].append(meter.per_request(before, meter.snapshot(), rps[kind][-1] * args.seconds))
                     p50[kind].append(wrk(url, headers, 1, min(args.seconds, 2))["p50_ms"])
@@ -539,6 +599,25 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None) 
                   f"(+{lat['nginx'] - lat['direct']:.2f})  grokemu {lat['grokemu']:.2f} "
                   f"(+{lat['grokemu'] - lat['direct']:.2f}{', target <= 1 ms' if app == 'plain' else ''})",
                   flush=True)
+            if "no-inspector" in m:
+                ratio = m["grokemu"] / m["no-inspector"]
+                print(f"  {'':<12} request inspector: grokemu (on) {m['grokemu']:.0f} req/s, no-inspector "
+                      f"{m['no-inspector']:.0f} req/s: on/off {ratio:.3f} (target >= 0.95)", flush=True)
+                pairs = zip(rps["grokemu"], rps["no-inspector"], strict=True)
+                print(f"  {'':<12} on/off by round {[round(a / b, 3) for a, b in pairs]}", flush=True)
+                if meter:  # grokemu's own CPU per request: what the inspector costs, whatever else loads the machine
+                    on = statistics.median(shot.get("grokemu", 0.0) for shot in cpu["grokemu"])
+                    offcpu = statistics.median(shot.get("grokemu (inspector off)", 0.0) for shot in cpu["no-inspector"])
+                    print(f"  {'':<12} grokemu CPU us/request: inspector on {on:.1f}, off {offcpu:.1f}: off/on "
+                          f"{offcpu / on:.3f} (the throughput a CPU-bound loop keeps)", flush=True)
+                if loop["grokemu"] and loop["no-inspector"]:
+                    on_loop, off_loop = statistics.median(loop["grokemu"]), statistics.median(loop["no-inspector"])
+                    print(f"  {'':<12} relay loop thread CPU us/request: inspector on {on_loop:.1f}, off "
+                          f"{off_loop:.1f}: off/on {off_loop / on_loop:.3f} (target >= 0.95; rounds on "
+                          f"{[round(x, 1) for x in loop['grokemu']]} off {[round(x, 1) for x in loop['no-inspector']]})",
+                          flush=True)
+                cost = inspector_cost_us()
+                print(f"  {'':<12} inspector work per request, measured in process: {cost:.2f} us", flush=True)
             for kind in kinds if meter else ():
                 parties = sorted({k for shot in cpu[kind] for k in shot})
                 median = {k: statistics.median(shot.get(k, 0.0) for shot in cpu[kind]) for k in parties}
@@ -668,7 +747,21 @@ def main() -> int:
         if "small" in only:
             bench_small(args, direct_port, gport, proxy_path, auth, record)
         if "nginx" in only:
-            bench_side_by_side(args, apps, gport, auth, server.proc.pid)
+            off_dir = Path(tempfile.mkdtemp(prefix="grokemu-bench-off-"))
+            off_server = GrokemuProcess(off_dir, env={"GROKEMU_INSPECTOR_SIZE": "0"})
+            off_server.start()
+            try:
+                off_auth = {"Authorization": off_server.login()}
+                off_apps = publish_bench_app(off_server, off_auth)
+                bench_side_by_side(args, apps, gport, auth, server.proc.pid,
+                                   off=(off_server.port, off_auth, off_apps, off_server.proc.pid))
+            finally:
+                try:
+                    off_server.reset()
+                except OSError:
+                    pass
+                off_server.stop()
+                shutil.rmtree(off_dir, ignore_errors=True)
         for kind in ("upload", "download"):
             if kind in only:
                 bench_body(kind, args, server.proc.pid, direct_port, gport, proxy_path, auth, record)

@@ -30,6 +30,7 @@ from grokemu.services.calls import CallService
 from grokemu.services.container_logs import ContainerLogs
 from grokemu.services.functions import FunctionRegistry
 from grokemu.services.images import ImageService
+from grokemu.services.inspector import RequestInspector
 from grokemu.services.packages import PackageService
 from grokemu.services.proxy import ProxyService
 from grokemu.services.registry import RegistryService
@@ -63,19 +64,21 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     registry_service = RegistryService(FsBlobStore(settings.data_dir / "registry"), clock)
     package_files = FsPackageFiles(settings.data_dir / "packages")
     activity = ActivityTracker(clock)
+    inspector = RequestInspector(settings.inspector_size, settings.dev_keys, clock)
+    activity.on_forget(inspector.forget)
     broker = BrokerService(settings, orchestrator, connect_broker)
     run_specs = RunSpecs(settings, store, auth, package_files, broker=broker)
     spawner = Spawner(store, orchestrator, clock, settings, auth=auth, activity=activity, run_specs=run_specs,
                       background=background, broker=broker)
     functions_registry = FunctionRegistry(store)
     calls = CallService(settings, store, clock, functions_registry, spawner, broker, activity, run_specs,
-                        background=background)
+                        background=background, inspector=inspector)
     images = ImageService(store, orchestrator, clock, settings, spawner=spawner, package_files=package_files,
                           registry=registry_service, background=background)
     packages = PackageService(store, clock, package_files, images=images, spawner=spawner, settings=settings)
     proxy_service = ProxyService(spawner, activity, settings,
                                  http=HttpUpstreamPools(settings.threads, settings.proxy_request_timeout),
-                                 websockets=WebSocketDialer(settings.proxy_request_timeout))
+                                 websockets=WebSocketDialer(settings.proxy_request_timeout), inspector=inspector)
     resets = Resets()  # what admin reset empties, in this order within each stage (services/resets.py)
     resets.add("calls", calls, ResetStage.CALLERS)  # every caller gets its answer before the workers go
     resets.add("broker", broker, ResetStage.CALLERS)  # its container went with the others: new credentials next time
@@ -84,6 +87,7 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     resets.add("package files", package_files, ResetStage.STATE)
     resets.add("registry", registry_service, ResetStage.STATE)
     resets.add("images", images, ResetStage.STATE)
+    resets.add("inspector", inspector, ResetStage.STATE)  # the recorded requests of every container
     # readers last: the spawner's generation moves on once the rows are gone, so no reader keeps a container from
     # before; the proxy forgets its started-cache and upstream pools, so a deleted container id is never served
     resets.add("spawner", spawner, ResetStage.READERS)
@@ -127,6 +131,7 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
         settings=settings, store=store, clock=clock, orchestrator=orchestrator, auth=auth, tokens=tokens,
         registry=registry_service, package_files=package_files, activity=activity, spawner=spawner, images=images,
         packages=packages, scheduler=scheduler, proxy=proxy_service, admin=admin_service, guard=guard,
-        broker=broker, functions=functions_registry, calls=calls, logs=container_logs, resets=resets)
+        broker=broker, functions=functions_registry, calls=calls, logs=container_logs, resets=resets,
+        inspector=inspector)
     log.debug("grokemu %s app created (data dir %s)", __version__, settings.data_dir)
     return app

@@ -287,6 +287,12 @@ class Client:
             return text
         return value if isinstance(value, str) else json.dumps(value)
 
+    def requests(self, cid: str, limit: int | None = None) -> list[dict]:
+        """The request inspector's entries for a container, newest first (`GET /_grokemu/requests`, docs/inspector.md):
+        its fetchProxy requests, WebSocket sessions and queue calls, credentials redacted."""
+        query = urllib.parse.urlencode({"container": cid, **({"limit": limit} if limit else {})})
+        return self.json("GET", f"/_grokemu/requests?{query}")
+
     def delete_package(self, package: str) -> None:
         """Remove what publishing `package` created: its containers (stopped and removed from Docker) and images."""
         for image in self.images(package):

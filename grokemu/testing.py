@@ -8,6 +8,7 @@
         with squares.websocket("/ws") as ws:                # through webSocketProxy (after its CONNECTED frame)
             ws.send("hi"); assert ws.recv() == "hi"
         print(squares.logs()); squares.stop()
+        assert grokemu.requests(squares)[0]["kind"] == "websocket"  # the request inspector's entries, newest first
         assert grokemu.call("QueueDemo:add", a=40, b=2) == 42    # a Python function in a Celery worker
 
 `grokemu` is session-scoped. It uses a running grokemu when given one (`--grokemu-url URL` or `GROKEMU_URL`, e.g. the
@@ -305,6 +306,10 @@ class ContainerHandle:
                                                         body=body, headers=all_headers, timeout=timeout)
         return Response(status, got, content)
 
+    def requests(self, limit: int | None = None) -> list[dict]:
+        """What the request inspector recorded for this container, newest first (Grokemu.requests)."""
+        return self._kit.requests(self, limit)
+
     def websocket(self, path: str = "/", timeout: float = 60):
         """A WebSocket through webSocketProxy (websocket-client's WebSocket, a context manager), once grokemu has
         linked it to the container and sent its `CONNECTED` frame."""
@@ -395,6 +400,19 @@ class Grokemu:
         packages = {p for p, _ in self.published}
         images = [i for i in self.client.images() if (i.get("package") or {}).get("name") in packages]
         return ContainerHandle(self, dict(resolve_container(name, self.containers(), images)))
+
+    def requests(self, container: str | ContainerHandle, limit: int | None = None) -> list[dict]:
+        """The request inspector's entries for `container` (a handle or any name `container()` takes), newest first:
+        each fetchProxy request, WebSocket session and queue call with `time`, `kind`, `method`, `path`, `status`,
+        `durationMs`, `requestHeaders`, `responseHeaders`, `requestBody`, `responseBody` (the first 4 KiB, text or
+        hex) and `truncated`, credentials redacted (docs/inspector.md). A plugin test asserts with it what its code
+        sent:
+
+            squares.fetch("/echo", method="POST", json={"a": 1})
+            [last, *_] = grokemu.requests(squares)
+            assert last["method"] == "POST" and json.loads(last["requestBody"]) == {"a": 1}
+        """
+        return self.client.requests(self.container(container).id, limit)
 
     def cleanup(self) -> None:
         """Remove what this session published: containers (stopped, removed from Docker), images, Docker images."""

@@ -82,7 +82,7 @@ class UpstreamWebSocket:
         self.early = early
         self._cid = cid
 
-    def relay(self, client: socket.socket, on_traffic: Callable[[], None]) -> None:
+    def relay(self, client: socket.socket, on_traffic: Callable[[], None], observer=None) -> None:
         """Two pumps, caller→container on this thread and container→caller on another, each calling `on_traffic`
         per chunk. When one side's stream ends the other side is half-closed, so the closing handshake finishes
         end to end; after WS_LINGER both are cut."""
@@ -92,10 +92,11 @@ class UpstreamWebSocket:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        back = threading.Thread(target=_pump, args=(upstream, client, on_traffic), daemon=True,
+        back = threading.Thread(target=_pump, args=(upstream, client, on_traffic,
+                                                    observer.from_container if observer else None), daemon=True,
                                 name=f"grokemu-ws-{self._cid[:8]}")
         back.start()
-        _pump(client, upstream, on_traffic)
+        _pump(client, upstream, on_traffic, observer.from_caller if observer else None)
         back.join(WS_LINGER)
         if back.is_alive():
             for s in (client, upstream):
@@ -109,13 +110,20 @@ class UpstreamWebSocket:
         self.sock.close()
 
 
-def _pump(src: socket.socket, dst: socket.socket, on_traffic: Callable[[], None]) -> None:
+def _pump(src: socket.socket, dst: socket.socket, on_traffic: Callable[[], None],
+          observe: Callable[[bytes], None] | None = None) -> None:
+    """`observe` (the request inspector's frame reader) sees each chunk; its failure never breaks the relay."""
     recv, send = src.recv, dst.sendall
     try:
         while True:
             data = recv(WS_RELAY_CHUNK)
             if not data:
                 break
+            if observe is not None:  # before it is passed on: the side that closed first is seen first
+                try:
+                    observe(data)
+                except Exception:
+                    observe = None
             send(data)
             on_traffic()
     except OSError:

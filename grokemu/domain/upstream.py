@@ -65,7 +65,10 @@ class FastForward:
     on_demand container).
 
     `explain()` (blocking: never on the loop's thread) says why the exchange broke off when the container ended
-    under it (domain/exits.py), or None."""
+    under it (domain/exits.py), or None.
+
+    `recording` (the request inspector's, services/inspector.py; None when it is off) is handed the answer's head
+    and body bytes as they pass; `done` ends it."""
 
     cid: str
     name: str
@@ -75,6 +78,29 @@ class FastForward:
     done: Callable[[int | None], None]
     refused: Callable[[], None]
     explain: Callable[[], str | None] | None = None
+    recording: ExchangeRecording | None = None
+
+
+class ExchangeRecording(Protocol):
+    """What the relay loop tells the request inspector about one exchange (services/inspector.py Recording)."""
+
+    def response_meta(self, headers: Iterable[tuple[str, str]], chunked: bool = False) -> tuple: ...
+
+    def answered(self, status: int, meta: tuple, cold_start_ms: float | None = None) -> None: ...
+
+    def body(self, data: bytes) -> None: ...
+
+    def finish(self, status: int | None = None, error: str | None = None) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class FrameObserver(Protocol):
+    """Sees the bytes a WebSocket relay passes each way (services/inspector.py WebSocketTap)."""
+
+    def from_caller(self, data: bytes) -> None: ...
+
+    def from_container(self, data: bytes) -> None: ...
 
 
 class HttpUpstream(Protocol):
@@ -106,9 +132,10 @@ class WebSocketLink(Protocol):
 
     early: bytes
 
-    def relay(self, client: socket.socket, on_traffic: Callable[[], None]) -> None:
+    def relay(self, client: socket.socket, on_traffic: Callable[[], None],
+              observer: FrameObserver | None = None) -> None:
         """Pass bytes both ways between the caller's socket and the container until both sides are done;
-        `on_traffic` is called per chunk relayed."""
+        `on_traffic` is called per chunk relayed, `observer` (the request inspector) shown each chunk."""
         ...
 
     def close(self) -> None:

@@ -178,9 +178,12 @@ class _Upstream:
 class _Shape:
     """An answer head shaped for the caller (see _shape_answer)."""
 
-    __slots__ = ("status", "informational", "framing", "length", "keep_up", "head")
+    __slots__ = ("status", "informational", "framing", "length", "keep_up", "head", "headers", "recorded")
 
-    def __init__(self, status: int, informational: bool, framing: str, length: int, keep_up: bool, head: bytes):
+    def __init__(self, status: int, informational: bool, framing: str, length: int, keep_up: bool, head: bytes,
+                 headers: tuple = ()):
+        self.headers = headers  # (name, value) as the caller gets them, for the request inspector
+        self.recorded: tuple | None = None  # the inspector's redacted view of them, worked out once (_record_head)
         self.status = status
         self.informational = informational
         self.framing = framing  # "length", "chunked" (passed through), "close" (re-chunked) or "none"
@@ -228,7 +231,8 @@ def _shape_answer(raw_head: bytes, head_method: bool, keep: bool, date: str) -> 
     if not keep:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return _Shape(status, False, framing, length or 0, keep_up, head)
+    headers = tuple(tuple(line.split(": ", 1)) for line in lines[1:])
+    return _Shape(status, False, framing, length or 0, keep_up, head, headers)
 
 
 class _ChunkScanner:
@@ -760,6 +764,8 @@ class RelayLoop:
         the front of the caller's buffer and takes the full way, which looks at the container again."""
         c = ex.client
         ex.plan.refused()
+        if ex.plan.recording is not None:
+            ex.plan.recording.discard()  # the full way records it
         self._end(ex, reusable=False)
         c.buf = ex.head + c.buf
         self._hand_off(c)
@@ -840,6 +846,12 @@ class RelayLoop:
                 break
             ex.rbuf = b""
             ex.status, ex.framing, ex.remaining, ex.up_keep = shape.status, shape.framing, shape.length, shape.keep_up
+            rec = ex.plan.recording
+            if rec is not None:
+                meta = shape.recorded
+                if meta is None:  # once per shaped head: the inspector's redaction of its headers
+                    meta = shape.recorded = rec.response_meta(shape.headers, shape.framing == "chunked")
+                rec.answered(shape.status, meta)
             ex.answered = True
             ex.head_out = shape.head  # sent with the first body bytes
             if shape.framing == "chunked":
@@ -874,6 +886,9 @@ class RelayLoop:
         return shape
 
     def _answer_body(self, ex: _Exchange, data: bytes) -> None:
+        rec = ex.plan.recording
+        if rec is not None:
+            rec.body(data)  # takes a slice while its preview has room, counts the rest
         framing = ex.framing
         if framing == "length":
             if len(data) >= ex.remaining:
@@ -918,6 +933,8 @@ class RelayLoop:
         """grokemu's own error answer (nothing of the container's went out yet), then the connection closes."""
         c = ex.client
         target = ex.head.split(b" ", 2)[1].decode("latin-1", "replace")
+        if ex.plan.recording is not None and not ex.answered:
+            ex.plan.recording.finish(error.status, error.message)
         self._end(ex, reusable=False)
         if ex.answered:
             c.closing = True

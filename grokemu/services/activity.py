@@ -43,6 +43,7 @@ class ActivityTracker:
         self._touched: dict[str, float] = {}  # last activity, by container id (clock time)
         self._stats: dict[str, ProxyStats] = {}
         self._subscribers: list[Callable[[str], None]] = []
+        self._forgetters: list[Callable[[str], None]] = []  # told when a container is deleted (the inspector)
 
     # -- change notification (the dashboard's live feed) ---------------------------------------------------------
     def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
@@ -120,11 +121,17 @@ class ActivityTracker:
         last = max(since, self._touched.get(cid, 0))
         return now - last >= float(shutdown_minutes) * 60
 
+    def on_forget(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(cid)` when a container is deleted (what else keeps per-container memory drops it)."""
+        self._forgetters.append(callback)
+
     def forget(self, cid: str) -> None:
         with self._lock:
             self._active.pop(cid, None)
             self._stats.pop(cid, None)
         self._touched.pop(cid, None)
+        for callback in self._forgetters:
+            callback(cid)
 
     def reset(self) -> None:
         """Admin reset: no container is touched or held any more (a hold still open releases harmlessly)."""

@@ -46,6 +46,7 @@ from grokemu.services.run_specs import RunSpecs
 
 if TYPE_CHECKING:
     from grokemu.services.broker import BrokerService
+    from grokemu.services.inspector import RequestInspector
     from grokemu.services.spawner import Spawner
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ class CallSession:
 class CallService:
     def __init__(self, settings: Settings, store: Store, clock: Clock, functions: FunctionRegistry,
                  spawner: Spawner, broker: BrokerService, activity: ActivityTracker, run_specs: RunSpecs,
-                 background: bool = True):
+                 background: bool = True, inspector: RequestInspector | None = None):
+        self._inspector = inspector  # finished calls are entries of kind `call` (docs/inspector.md)
         self._settings = settings
         self._store = store
         self._clock = clock
@@ -226,6 +228,12 @@ class CallService:
             kept = self._history.setdefault(call.container_id, deque(maxlen=self._settings.calls_kept))
             kept.appendleft(call.summary(str(out.get("status")), now))
         self._activity.changed("container")
+        if self._inspector is not None:
+            self._inspector.call(call.container_id, call.func.nq_name, call.started, str(out.get("status")),
+                                 round((now - call.started) * 1000, 1),
+                                 request=call.request.get("parameterValues"),
+                                 response=out.get("parameterValues") if error is None else None,
+                                 error=error, token=(call.request.get("aux") or {}).get("USER_API_KEY"))
         try:
             call.client.send_text(text_frame(call.n, "CALL " + result_json(out)))
         except OSError:

@@ -23,9 +23,9 @@ from __future__ import annotations
 import socket
 from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
-from grokemu.domain.errors import DockerUnavailable
+from grokemu.domain.errors import DockerUnavailable, GrokemuError, NotFound
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.upstream import (
     FastForward,
@@ -41,6 +41,7 @@ from grokemu.domain.upstream import (
 if TYPE_CHECKING:
     from grokemu.config import Settings
     from grokemu.services.activity import ActivityTracker
+    from grokemu.services.inspector import Recording, RequestInspector
     from grokemu.services.spawner import Spawner
 
 __all__ = ["COLD_START_HEADER", "Forwarded", "ProxyService", "UpstreamFailed", "WebSocketFailed", "WS_CONNECTED"]
@@ -52,7 +53,9 @@ WS_CONNECTED = b"\x81\x09CONNECTED"  # one unmasked FIN text frame: what Datagro
 
 class ProxyService:
     def __init__(self, spawner: Spawner, activity: ActivityTracker, settings: Settings, *, http: HttpUpstream,
-                 websockets: WebSocketUpstream):
+                 websockets: WebSocketUpstream, inspector: RequestInspector | None = None):
+        # what passes is recorded for the request inspector (docs/inspector.md) unless it is off (inspector_size 0)
+        self._inspector = inspector if inspector is not None and inspector.enabled else None
         self._spawner = spawner
         self._activity = activity  # every request touches the container; a stream or a WebSocket holds it
         self._settings = settings
@@ -97,7 +100,19 @@ class ProxyService:
         """Send one request to the container and return its answer, the body streamed when it is big; the idle
         hold lasts until the answer's body is closed. `token` is the caller's session token: the container gets it
         as the caller's identity (`x-user-api-key`, docs/real-plugins.md); it is revoked with the session."""
-        c, cold_ms = self.reachable(cid, login)
+        rec = None
+        try:
+            c, cold_ms = self.reachable(cid, login)
+        except GrokemuError as e:
+            if self._inspector is not None and not isinstance(e, NotFound):  # a known container that could not serve
+                failed = self._inspector.begin(cid, method, target, environ, token)
+                if failed is not None:
+                    failed.finish(e.status, e.message)
+            raise
+        if self._inspector is not None:
+            rec = self._inspector.begin(cid, method, target, environ, token)
+            if rec is not None and body is not None:
+                body = cast(IO[bytes], _TeeUpload(body, rec))  # reads like the body it wraps
         send = partial(self._http.send, identity=token)
         release = ExitStack()
         release.enter_context(self._activity.hold(cid))
@@ -108,9 +123,19 @@ class ProxyService:
             if cold_ms is not None:
                 answer.headers.append((COLD_START_HEADER, str(round(cold_ms))))
             self._activity.record_request(cid, answer.status, cold_ms)  # the dashboard's card numbers
+            if rec is not None:
+                rec.answered(answer.status, rec.response_meta(answer.headers), cold_ms)
+                answer.body = _recorded_body(answer.body, rec)
             return answer
+        except GrokemuError as e:
+            release.close()
+            if rec is not None:
+                rec.finish(e.status, e.message)
+            raise
         except BaseException:
             release.close()
+            if rec is not None:
+                rec.finish(None)
             raise
 
     @contextmanager
@@ -169,12 +194,15 @@ class ProxyService:
         c = seen[1]
         address, head = self._http.request_head(c, method, target, environ, identity=token)
         activity = self._activity
+        rec = self._inspector.begin(cid, method, target, environ, token) if self._inspector is not None else None
         activity.begin_hold(cid)
 
         def done(status: int | None) -> None:
             try:
                 if status is not None:
                     activity.record_request(cid, status, None)
+                if rec is not None:
+                    rec.finish(status)
             finally:
                 activity.end_hold(cid)
 
@@ -186,7 +214,7 @@ class ProxyService:
             self._started.pop(cid, None)
             return self._spawner.explain_broken(cid)
 
-        return FastForward(cid, c.name, address, head, method, done, refused, explain)
+        return FastForward(cid, c.name, address, head, method, done, refused, explain, rec)
 
     # webSocketProxy ---------------------------------------------------------------------------------------------
     def websocket(self, cid: str, login: str, target: str, environ: dict, client: socket.socket,
@@ -196,10 +224,75 @@ class ProxyService:
         was linked (the caller is closed with its reason); OSError, that the caller went away."""
         c, _ = self.reachable(cid, login)
         with self._activity.hold(cid):
-            with self._explained(c):
-                link = self._websockets.connect(c, target, environ, identity=token)
+            try:
+                with self._explained(c):
+                    link = self._websockets.connect(c, target, environ, identity=token)
+            except GrokemuError as e:
+                if self._inspector is not None:  # a refused upgrade is a session that never opened
+                    tap = self._inspector.websocket(cid, target, environ, token)
+                    if tap is not None:
+                        tap.refused(e.status, e.message)
+                raise
+            tap = self._inspector.websocket(cid, target, environ, token) if self._inspector is not None else None
             try:
                 client.sendall(WS_CONNECTED + link.early)
-                link.relay(client, partial(self._activity.touch, cid))
+                if tap is not None and link.early:
+                    tap.from_container(link.early)
+                link.relay(client, partial(self._activity.touch, cid), tap)
             finally:
                 link.close()
+                if tap is not None:
+                    tap.close()
+
+
+class _TeeUpload:
+    """The request body as the upstream reads it, its first bytes seen by the inspector on the way."""
+
+    def __init__(self, body: IO[bytes], rec: Recording):
+        self._body = body
+        self._rec = rec
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._body.read(size)
+        if data:
+            self._rec.request_body_bytes(data)
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self._body, name)
+
+
+def _recorded_body(body, rec: Recording):
+    """The answer body with the inspector watching it pass: a body read whole (a list) is recorded at once and
+    stays a list (web/proxy.py answers those itself); a streamed one is wrapped, and its close() ends the entry."""
+    if isinstance(body, list):
+        for chunk in body:
+            rec.body(chunk)
+        rec.finish()
+        return body
+    return _RecordedStream(body, rec)
+
+
+class _RecordedStream:
+    __slots__ = ("_body", "_rec", "_it")
+
+    def __init__(self, body, rec: Recording):
+        self._body = body
+        self._rec = rec
+        self._it = iter(body)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        data = next(self._it)
+        self._rec.body(data)
+        return data
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._rec.finish()

@@ -110,3 +110,32 @@ def register_websockets(sock) -> None:
             if message is None:
                 break
             ws.send(message)
+
+
+MAX_NAME = 300  # characters of a container name in a query
+
+
+@blueprint.get("/requests")
+def inspected_requests():
+    """The request inspector (services/inspector.py, docs/inspector.md): `?container=NAME` (as `logs` takes it; 404
+    unknown, 400 ambiguous) `&limit=N` (1 to inspector_size; default all kept): the container's recorded fetchProxy
+    requests, WebSocket sessions and queue calls, newest first, credentials redacted."""
+    name = (request.args.get("container") or "").strip()
+    if not name:
+        raise BadRequest("Say which container: ?container=<id, container name, package or image name>")
+    if len(name) > MAX_NAME:
+        raise BadRequest(f"container must be at most {MAX_NAME} characters")
+    c = ctx()
+    size = c.inspector.size
+    raw = (request.args.get("limit") or "").strip()
+    limit = None
+    if raw:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= max(size, 1):
+            raise BadRequest(f"limit must be a number from 1 to {max(size, 1)} (the inspector_size setting), "
+                             f"not {raw[:40]!r}")
+        limit = int(raw)
+    container = c.logs.find(name)
+    resp = jsonify(c.inspector.entries(container.id, limit))
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from grokemu.services.container_logs import ContainerLogs
     from grokemu.services.functions import FunctionRegistry
     from grokemu.services.images import ImageService
+    from grokemu.services.inspector import RequestInspector
     from grokemu.services.packages import PackageService
     from grokemu.services.proxy import ProxyService
     from grokemu.services.registry import RegistryService
@@ -76,6 +77,7 @@ class Context:
     calls: CallService
     logs: ContainerLogs
     resets: Resets
+    inspector: RequestInspector
     started_at: float = field(default_factory=time.time)
     gauges: Gauges = field(default_factory=Gauges)
 

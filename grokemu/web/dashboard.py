@@ -9,7 +9,8 @@ open the feed nor read it. Start / Stop / Delete use the Datagrok API routes the
 The live feed (`/_grokemu/live`, flask-sock on its own thread, docs/design.md decision 2) sends the whole snapshot
 whenever something changed (services/activity.py `subscribe`: the spawner's `_notify`, image status writes and the
 proxy's numbers), at most four times a second; and, for the container the page follows, its log tail once a second
-when it changed; and, every RESYNC seconds, the snapshot again if it differs from the last one sent. The page sends
+when it changed, and its request inspector entries (the Requests tab: the newest REQUESTS_SENT, at most every
+REQUESTS_POLL seconds, when its ring changed); and, every RESYNC seconds, the snapshot again if it differs from the last one sent. The page sends
 `{"follow": <container id or null>}`. A session that ends (logout, expiry) ends the feed with a `bye` message.
 """
 from __future__ import annotations
@@ -32,6 +33,8 @@ SERVICE = "grokemu.dashboard"
 FEED_TICK = 0.25  # s between looks at the change flag (the most snapshots a second is 1 / FEED_TICK)
 LOG_POLL = 1.0  # s between log tails of the followed container
 LOG_LINES = 500
+REQUESTS_POLL = 0.5  # s between looks at the followed container's inspector ring
+REQUESTS_SENT = 50  # entries sent for the Requests tab
 SESSION_RECHECK = 15.0  # s between checks that the feed's session is still valid
 # s between looks at the snapshot without a notification: a safety net for a change notified inside a store
 # transaction (images' status writes) and read before its commit
@@ -76,6 +79,7 @@ def register_websockets(sock) -> None:
         unsubscribe = c.activity.subscribe(lambda _kind: changed.set())
         changed.set()
         follow, last_logs, next_logs = None, None, 0.0
+        last_requests, next_requests = -1, 0.0
         last_sent, next_resync = None, 0.0
         next_auth = time.monotonic() + SESSION_RECHECK
         try:
@@ -105,6 +109,13 @@ def register_websockets(sock) -> None:
                     if text != last_logs:
                         last_logs = text
                         ws.send(json.dumps({"type": "logs", "id": follow, "text": text}))
+                if follow and now >= next_requests:
+                    next_requests = now + REQUESTS_POLL
+                    version = c.inspector.version(follow)
+                    if version != last_requests:
+                        last_requests = version
+                        ws.send(json.dumps({"type": "requests", "id": follow,
+                                            "entries": c.inspector.entries(follow, REQUESTS_SENT)}))
                 message = ws.receive(timeout=FEED_TICK)
                 if message is None:
                     continue
@@ -114,6 +125,7 @@ def register_websockets(sock) -> None:
                     continue
                 if wanted is None or (isinstance(wanted, str) and len(wanted) <= 100):
                     follow, last_logs, next_logs = wanted, None, 0.0
+                    last_requests, next_requests = -1, 0.0
         except Exception as e:  # the page went away (ConnectionClosed) or the socket broke: nothing to tell anyone
             log.debug("live feed closed: %r", e)
             return

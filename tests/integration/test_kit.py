@@ -128,3 +128,31 @@ def test_the_bare_in_process_fixture(no_docker, grokemu_inprocess):
     client = Client(grokemu_inprocess.url)
     assert client.health()["docker"]["reachable"] is False
     assert client.containers() == [] and grokemu_inprocess.login()
+
+
+def test_requests_returns_what_the_inspector_saw(tmp_path):
+    """`grokemu.requests(container)`: the inspector's entries, newest first, so a plugin test can assert what its
+    code sent; by handle or by any name, credentials redacted."""
+    from tests.fake_upstream import Upstream
+
+    up = Upstream()
+    orchestrator = MemoryOrchestrator()
+    orchestrator.fixed_host_port = up.port
+    try:
+        with ThreadedGrokemu(tmp_path / "data", orchestrator=orchestrator) as server:
+            kit = Grokemu(server.url, process=server)
+            kit.publish(root_package(tmp_path, "HeldoutRoot"))
+            app = kit.container("HeldoutRoot").start()
+            assert app.fetch("/echo", method="POST", json={"a": 1}).json() == {"a": 1}
+            assert app.fetch("/status/404").status_code == 404
+            newest, posted = kit.requests("HeldoutRoot")
+            assert (newest["method"], newest["path"], newest["status"]) == ("GET", "/status/404", 404)
+            assert posted["method"] == "POST" and json.loads(posted["requestBody"]) == {"a": 1}
+            assert dict(posted["requestHeaders"])["Authorization"] == "[redacted]"
+            assert kit.token not in json.dumps([newest, posted])
+            assert app.requests(limit=1) == kit.requests(app, limit=1) == [newest]
+            with pytest.raises(LookupError):
+                kit.requests("nope")
+            kit.cleanup()
+    finally:
+        up.close()

@@ -95,6 +95,9 @@ def test_pages_of_other_origins_cannot_drive_grokemu_but_its_own_page_can(server
                 # an opaque (no-cors) answer hides the status from the page; cors ones fail without CORS headers.
                 # Either way the page learns nothing, and the server state below shows nothing happened.
                 assert attempt[name].get("status", 0) in (0, 401, 403) or "error" in attempt[name], (site, mode, name)
+            # the request inspector's entries: refused, opaque or blocked by CORS, never read
+            read = attempt["requests"]
+            assert read.get("read", 0) == 0 and (read.get("status", 0) in (0, 401, 403) or "error" in read), read
     # nothing happened: the container still runs, nothing was published, nothing was reset
     assert container(server, token, cid)["status"] == "started"
     r = requests.get(f"{server.api}/packages/dev/@acme/frompage/timestamps", headers={"Authorization": "Dev admin"})
@@ -109,6 +112,7 @@ def test_pages_of_other_origins_cannot_drive_grokemu_but_its_own_page_can(server
     # session is used and `admin/@acme/frompage` is refused as a package name)
     assert own["publishKeyInPath"]["status"] == 400
     assert own["ws"]["frames"][:2] == ["CONNECTED", "hi"]  # on_demand: the proxied socket started it again
+    assert own["requests"]["status"] == 200 and own["requests"]["read"] > 2  # its own page reads the entries
     assert own["reset"]["status"] == 200
     assert requests.get(f"{server.api}/docker/containers", headers={"Authorization": token}).json() == []
 

@@ -11,6 +11,7 @@
     selected: null, // {kind: 'container'|'image', id}
     filter: null, // null, or {containers: Set, images: Set} of ids the search matched
     busy: new Set(), socket: null, retry: 0, ended: false, logsFor: null, buildLogsKey: null,
+    tab: 'logs', requests: [], requestsFor: null, request: null, // the Requests tab (the request inspector)
   };
 
   // -- status dots (the help page's "Managing docker containers and images") -------------------------------
@@ -188,6 +189,8 @@
     }
     renderFunctions(kind === 'container' ? sel.grokemu || {} : {});
     $('logs-heading').textContent = kind === 'container' ? 'Logs' : 'Build logs';
+    $('pane-tabs').hidden = kind !== 'container';
+    showTab(kind === 'container' ? state.tab : 'logs');
     $('try-section').hidden = kind !== 'container';
     $('snippet-section').hidden = kind !== 'container';
     if (kind === 'container') {
@@ -230,6 +233,10 @@
     const changed = !state.selected || state.selected.id !== id;
     state.selected = { kind, id };
     if (changed) {
+      state.requests = [];
+      state.requestsFor = kind === 'container' ? id : null;
+      state.request = null;
+      renderRequests();
       setLogs(kind === 'container' ? '(loading logs…)' : '(loading build logs…)');
       state.buildLogsKey = null;
       $('try-result').textContent = '';
@@ -281,6 +288,153 @@
       getSelection().addRange(range);
       toast('Press Ctrl+C to copy the selected snippet', true);
     }
+  });
+
+  // -- the Requests tab: the request inspector's entries (GET /_grokemu/requests, docs/inspector.md), live ----
+  // Credentials are redacted by the server before an entry exists: replay sends the recorded request again through
+  // fetchProxy with this page's own session (the auth cookie), and the curl line names $GROKEMU_TOKEN instead.
+  function showTab(tab) {
+    for (const [name, panel] of [['logs', 'logs-section'], ['requests', 'requests-section']]) {
+      const selected = name === tab;
+      const button = $(`tab-${name}`);
+      button.setAttribute('aria-selected', selected ? 'true' : 'false');
+      button.tabIndex = selected ? 0 : -1;
+      $(panel).hidden = !selected;
+    }
+  }
+  function pickTab(tab) {
+    state.tab = tab;
+    showTab(tab);
+    if (tab === 'requests') loadRequests();
+  }
+  $('tab-logs').addEventListener('click', () => pickTab('logs'));
+  $('tab-requests').addEventListener('click', () => pickTab('requests'));
+  $('pane-tabs').addEventListener('keydown', (ev) => {
+    if (ev.key !== 'ArrowLeft' && ev.key !== 'ArrowRight') return;
+    const next = state.tab === 'logs' ? 'requests' : 'logs';
+    pickTab(next);
+    $(`tab-${next}`).focus();
+    ev.preventDefault();
+  });
+  async function loadRequests() {
+    const id = state.requestsFor;
+    if (!id) return;
+    try {
+      const got = await (await call('GET', `/_grokemu/requests?container=${encodeURIComponent(id)}&limit=50`)).json();
+      if (state.requestsFor === id) { state.requests = got; renderRequests(); }
+    } catch (e) {
+      toast(`Requests: ${e.message}`);
+    }
+  }
+  const RED = '[redacted]';
+  function renderRequests() {
+    const rows = state.requests.map((e) => {
+      const tr = el('tr', { 'data-id': String(e.id), tabindex: '0',
+        'aria-selected': state.request === e.id ? 'true' : 'false' },
+      ...[clock(e.time), e.kind, e.method, e.path, String(e.status ?? ''), e.durationMs === null ? (e.open ? 'open' : '') : `${Math.round(e.durationMs)} ms`]
+        .map((c) => el('td', { text: c })));
+      return tr;
+    });
+    $('requests').tBodies[0].replaceChildren(...rows);
+    $('requests-empty').hidden = rows.length > 0;
+    $('requests').hidden = rows.length === 0;
+    renderRequest();
+  }
+  const headerText = (headers) => (headers || []).map(([k, v]) => `${k}: ${v}`).join('\n');
+  function bodyText(data, encoding, size, what) {
+    if (data === null || data === undefined) return size ? `(${size} bytes, not shown)` : '(none)';
+    return encoding === 'hex' ? `(hex) ${data}` : data;
+  }
+  function renderRequest() {
+    const e = state.requests.find((x) => x.id === state.request);
+    $('request-detail').hidden = !e;
+    if (!e) return;
+    $('request-title').textContent = `${e.method} ${e.path} → ${e.status ?? ''}${e.error ? ` (${e.error})` : ''}`;
+    $('request-headers').textContent = headerText(e.requestHeaders);
+    $('request-body').textContent = bodyText(e.requestBody, e.requestBodyEncoding, e.requestSize);
+    $('response-headers').textContent = headerText(e.responseHeaders);
+    let response = bodyText(e.responseBody, e.responseBodyEncoding, e.responseSize);
+    if (e.kind === 'websocket') {
+      response = `${e.framesSent} frames sent, ${e.framesReceived} received${e.closeCode ? `, closed ${e.closeCode} by ${e.closedBy}` : ''}\n`
+        + e.frames.map((f) => `${f.direction === 'sent' ? '→' : '←'} ${f.opcode} ${f.size} B ${f.data ?? ''}`).join('\n');
+    }
+    $('response-body').textContent = response;
+    $('response-body-heading').textContent = e.kind === 'websocket' ? 'Frames' : 'Response body';
+    $('replay').disabled = !replayable(e);
+    $('replay').title = replayable(e) ? '' : 'Only an HTTP request whose whole body was recorded can be replayed';
+    $('curl').textContent = asCurl(e);
+  }
+  function requestBytes(e) {
+    if (!e.requestBody) return new Uint8Array(0);
+    if (e.requestBodyEncoding === 'hex') return new Uint8Array(e.requestBody.match(/../g).map((h) => parseInt(h, 16)));
+    return new TextEncoder().encode(e.requestBody);
+  }
+  const replayable = (e) => e.kind === 'http' && requestBytes(e).length === e.requestSize;
+  // headers a page cannot or must not set again: the browser's own, the hop's, the credentials (redacted anyway)
+  const NOT_REPLAYED = new Set(['host', 'content-length', 'connection', 'cookie', 'authorization', 'origin', 'referer',
+    'accept-encoding', 'user-agent', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'expect', 'x-user-api-key']);
+  function replayHeaders(e) {
+    const out = [];
+    for (const [k, v] of e.requestHeaders || []) {
+      const l = k.toLowerCase();
+      if (v === RED || NOT_REPLAYED.has(l) || l.startsWith('sec-') || l.startsWith('proxy-') || l.startsWith('x-forwarded-')) continue;
+      out.push([k, v]);
+    }
+    return out;
+  }
+  const proxyUrl = (e) => `/api/docker/containers/proxy/${encodeURIComponent(e.container)}${e.path}`;
+  $('replay').addEventListener('click', async () => {
+    const e = state.requests.find((x) => x.id === state.request);
+    if (!e || !replayable(e)) return;
+    const init = { method: e.method, headers: replayHeaders(e), credentials: 'same-origin' };
+    if (e.requestSize) init.body = requestBytes(e);
+    $('replay-result').textContent = 'sending…';
+    const t0 = performance.now();
+    try {
+      const r = await fetch(proxyUrl(e), init);
+      await r.arrayBuffer();
+      $('replay-result').textContent = `replayed: ${r.status} ${r.statusText} in ${Math.round(performance.now() - t0)} ms`;
+      $('replay-result').dataset.status = String(r.status);
+      loadRequests();
+    } catch (err) {
+      $('replay-result').textContent = `replay failed: ${err.message}`;
+    }
+  });
+  const shellQuote = (s) => `'${String(s).replace(/'/g, "'\\''")}'`;
+  function asCurl(e) {
+    if (e.kind !== 'http') return `(a ${e.kind} entry: no curl line)`;
+    const parts = [`curl -X ${e.method} ${shellQuote(location.origin + proxyUrl(e))}`, '-H "Authorization: $GROKEMU_TOKEN"'];
+    for (const [k, v] of replayHeaders(e)) parts.push(`-H ${shellQuote(`${k}: ${v}`)}`);
+    let line = parts.join(' ');
+    if (e.requestBody) {
+      line = e.requestBodyEncoding === 'hex'
+        ? `echo ${e.requestBody} | xxd -r -p | ${line} --data-binary @-`
+        : `${line} --data-binary ${shellQuote(e.requestBody)}`;
+    }
+    if (!replayable(e) && e.requestSize) line += `  # the body was ${e.requestSize} bytes: only its first ${requestBytes(e).length} were recorded`;
+    return line;
+  }
+  $('copy-curl').addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText($('curl').textContent);
+      toast('curl command copied', true);
+    } catch (err) {
+      const range = document.createRange();
+      range.selectNodeContents($('curl'));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      toast('Press Ctrl+C to copy the selected curl command', true);
+    }
+  });
+  function pickRequest(tr) {
+    if (!tr) return;
+    state.request = Number(tr.dataset.id);
+    for (const row of $('requests').tBodies[0].rows) row.setAttribute('aria-selected', row === tr ? 'true' : 'false');
+    renderRequest();
+  }
+  $('requests').addEventListener('click', (ev) => pickRequest(ev.target.closest('tr[data-id]')));
+  $('requests').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' || ev.key === ' ') { pickRequest(ev.target.closest('tr[data-id]')); ev.preventDefault(); }
   });
 
   // -- the context menu ------------------------------------------------------------------------------------
@@ -451,6 +605,7 @@
       const m = JSON.parse(ev.data);
       if (m.type === 'snapshot') applySnapshot(m);
       else if (m.type === 'logs' && state.selected && m.id === state.selected.id) setLogs(m.text || '(no output yet)');
+      else if (m.type === 'requests' && m.id === state.requestsFor) { state.requests = m.entries; renderRequests(); }
       else if (m.type === 'bye') { state.ended = true; setLive('signed out', `${m.reason} Reload the page.`); }
     };
     ws.onclose = () => {

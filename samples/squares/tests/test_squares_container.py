@@ -6,6 +6,7 @@
 
 CI runs this file (`make test`, `make example`).
 """
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +44,11 @@ def test_square_through_fetch_proxy(grokemu):
     assert echoed.json() == {"hello": "grokemu"}
 
     assert squares.fetch("/status/418").status_code == 418  # the container's answer comes back as it is
+    # what the request inspector recorded, newest first: what this code sent, credentials redacted
+    teapot, posted = grokemu.requests(squares)[:2]
+    assert (teapot["method"], teapot["path"], teapot["status"]) == ("GET", "/status/418", 418)
+    assert posted["method"] == "POST" and json.loads(posted["requestBody"]) == {"hello": "grokemu"}
+    assert dict(posted["requestHeaders"])["Authorization"] == "[redacted]"
     assert "GET /square?number=4" in squares.logs()
 
     squares.stop()

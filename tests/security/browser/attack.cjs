@@ -1,6 +1,7 @@
 // A real Chromium session as an attacker meets it: the user signed in to grokemu's dashboard (the login form sets
 // the `auth` cookie), and a page of another origin is open in the same browser. Phase `evil`: that page (a cross-site
-// origin and a same-site one, i.e. another port of localhost) tries reset, publish, stop and a webSocketProxy.
+// origin and a same-site one, i.e. another port of localhost) tries reset, publish, stop, a webSocketProxy and reading
+// the request inspector.
 // Phase `own`: the same actions from grokemu's own page. Prints one JSON object with what each page saw.
 // Usage: node attack.cjs <phase> <grokemu base url> <evil base url> <container id> <package zip, base64>
 const path = require('path');
@@ -44,6 +45,13 @@ async function attempts([base, id, zipB64, mode]) {
     img.onerror = () => resolve('error');
     img.src = `${base}/api/docker/containers/${id}/stop`;
   });
+  // the request inspector's entries (GET /_grokemu/requests): can the page read what went to the container?
+  try {
+    const r = await fetch(`${base}/_grokemu/requests?container=${id}`, { credentials: 'include', mode });
+    seen.requests = { status: r.status, type: r.type, read: (await r.text()).length };
+  } catch (e) {
+    seen.requests = { error: String(e) };
+  }
   await attempt('reset', `${base}/_grokemu/reset`, { method: 'POST' });
   return seen;
 }
