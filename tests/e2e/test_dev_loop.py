@@ -225,6 +225,8 @@ def test_a_burst_of_ten_saves_makes_one_rebuild(server, dev_of):
         app.write_text(source.replace('{"result": "Healthy"}', f'{{"result": "Healthy {i}"}}'))
     dev.wait_for(REPLACED, after=mark)
     assert proxied(server, c["id"], "/health").json() == {"result": "Healthy 9"}
+    # the burst's batch done (its upload too): a save before that would ride in the same upload
+    dev.wait_for("^up to date", after=mark)
     # a change outside dockerfiles/ after it: any rebuild still owed to the burst would come before its upload
     (folder / "package.js").write_text((folder / "package.js").read_text() + "\n// after the burst\n")
     dev.wait_for("^uploaded .*1 changed file", after=dev.mark())

@@ -71,7 +71,8 @@ def test_grok_publish_turns_the_python_folder_into_a_worker_whose_functions_answ
     assert {"mean", "histogram", "add"} <= set(ours), sorted(ours)
     assert ours["mean"]["container"]["id"] != ours["add"]["container"]["id"]  # two workers
     ns = ours["mean"]["namespace"]
-    assert ns == ours["add"]["namespace"] == f"QueueCli{short[len('queuecli'):]}:"
+    # friendlyNameToName capitalises each word: "Queue Cli aac674" is QueueCliAac674, "Queue Cli 0ac674" QueueCli0ac674
+    assert ns == ours["add"]["namespace"] == f"QueueCli{short[len('queuecli'):].capitalize()}:"
 
     js = js_runner(server.api, token)
     got = js(f"""
