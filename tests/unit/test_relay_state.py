@@ -80,15 +80,30 @@ ILLEGAL = [(_client, o, n) for o, n in itertools.product(ClientState, repeat=2) 
     [(_exchange, o, n) for o, n in itertools.product(ExchangeState, repeat=2) if n not in EXPECTED_EXCHANGE[o]]
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 @pytest.mark.parametrize("make, old, new", ILLEGAL)
-def test_every_other_move_is_refused_logged_and_leaves_the_state(make, old, new, caplog):
+def test_every_other_move_is_refused_logged_and_leaves_the_state(make, old, new, monkeypatch):
     obj = make(old)
-    with caplog.at_level(logging.ERROR, logger="grokemu.server"), pytest.raises(IllegalMove) as refused:
-        _move(obj, new)
+    logger, seen = logging.getLogger("grokemu.server"), _Records()  # its own handler: other tests may stop propagation
+    monkeypatch.setattr(logger, "disabled", False)  # other tests' dictConfig (disable_existing_loggers)
+    logger.addHandler(seen)
+    try:
+        with pytest.raises(IllegalMove) as refused:
+            _move(obj, new)
+    finally:
+        logger.removeHandler(seen)
     assert obj.state is old
     assert f"{old.name} -> {new.name}" in str(refused.value)
-    assert [r.levelno for r in caplog.records] == [logging.ERROR]
-    assert "relay loop bug" in caplog.records[0].getMessage()
+    assert [r.levelno for r in seen.records] == [logging.ERROR]
+    assert "relay loop bug" in seen.records[0].getMessage()
 
 
 def test_no_state_moves_to_itself_and_the_ends_are_final():
