@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from waitress.parser import HTTPRequestParser
 
-from grokemu.http1 import frame_answer
+from grokemu.http1 import RECV, frame_answer
 from grokemu.server.channel import REFUSAL_DRAIN, REFUSAL_LINGER, STREAM_BODIES_FROM, GrokemuTask, raw_answer
 from grokemu.server.streams import STREAM_BLOCK, SocketBody, close_socket
 
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("grokemu.server")
 
-RECV = 256 * 1024
 IDLE_SLICE = 1.0  # seconds between looks at the clock while a connection waits for the rest of a request
 class _Date:
     """The Date header, formatted once a second."""
