@@ -8,9 +8,6 @@ readers share.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
-
 RECV = 256 * 1024  # bytes asked of a socket at once by the relays
 MAX_ANSWER_HEAD = 256 * 1024  # a container's answer head over this is refused (502)
 MAX_CHUNK_LINE = 4096  # a chunk-size or trailer line over this is a broken answer
@@ -61,52 +58,6 @@ def response_framing(version: str, raw: list[tuple[str, str]]) -> tuple[int | No
             elif "keep-alive" in tokens and version == "HTTP/1.0":
                 keep = True
     return length, chunked, keep
-
-
-_NO_BODY_STATUS = ("1", "204", "304")  # 1xx, 204 and 304 answers never have a body (RFC 9112 §6.3)
-
-
-class AnswerFraming(NamedTuple):
-    head: bytes  # the status line and header lines, with the blank line
-    length: int | None  # Content-Length, or None: chunked, or until close
-    chunked: bool
-    no_body: bool  # HEAD, 1xx, 204, 304
-    keep: bool  # the connection stays open after this answer
-
-
-def frame_answer(version: str, status: str, headers: list[tuple[str, str]], method: str, keep: bool,
-                 sized_body: Sequence[bytes] | None, server: str, date: Callable[[], str]) -> AnswerFraming:
-    """How an answer the WSGI app gave is framed on the wire, as waitress frames it: Content-Length kept (or
-    counted from a body given whole, `sized_body`), chunked when unsized on a connection that stays open, else
-    `Connection: close`; Server and Date added when the app set none."""
-    length = None
-    has_date = has_server = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "content-length":
-            length = int(value)
-        elif lower == "date":
-            has_date = True
-        elif lower == "server":
-            has_server = True
-        elif lower == "connection" and value.lower() == "close":
-            keep = False
-    no_body = method == "HEAD" or status.startswith(_NO_BODY_STATUS)
-    if length is None and not no_body and sized_body is not None:
-        length = sum(len(b) for b in sized_body)
-        headers = headers + [("Content-Length", str(length))]
-    chunked = length is None and not no_body and keep
-    lines = [f"HTTP/{version} {status}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    if not has_server:
-        lines.append(f"Server: {server}")
-    if not has_date:
-        lines.append(f"Date: {date()}")
-    if chunked:
-        lines.append("Transfer-Encoding: chunked")
-    if not keep:
-        lines.append("Connection: close")
-    return AnswerFraming(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length, chunked, no_body, keep)
 
 
 def retry_on_stale(method: str, reused: bool, answered_bytes: int) -> bool:
