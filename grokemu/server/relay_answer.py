@@ -1,20 +1,18 @@
 """Answer heads and bodies as the relay loop passes them on (server/relay_loop.py): a container's answer head
-re-written for the caller with the framing its body goes on with (`_caller_head`), and where a chunked body ends
-(`_ChunkScanner`)."""
+re-written for the caller with the framing its body goes on with (`_caller_head`). Where a chunked body ends is
+http1.ChunkedDecoder's."""
 from __future__ import annotations
 
 import enum
 
 from grokemu.http1 import HOP_BY_HOP, parse_response_head, response_framing
 
-_HEX = b"0123456789abcdefABCDEF"
-
 
 class Framing(str, enum.Enum):
     """How the loop passes an answer's body on to the caller. A str, so it reads as its name in logs and tests."""
 
     LENGTH = "length"  # Content-Length bytes, counted
-    CHUNKED = "chunked"  # passed through chunk for chunk (_ChunkScanner finds the end)
+    CHUNKED = "chunked"  # passed through chunk for chunk (http1.ChunkedDecoder finds the end)
     CLOSE = "close"  # the body ends with the container's close: re-framed as chunked, the caller's connection kept
     NONE = "none"  # no body (HEAD, 204, 304, 1xx)
 
@@ -80,47 +78,3 @@ def _caller_head(raw_head: bytes, head_method: bool, keep: bool, date: str) -> _
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     headers = tuple(tuple(line.split(": ", 1)) for line in lines[1:])
     return _CallerHead(status, False, framing, length or 0, keep_up, head, headers)
-
-
-class _ChunkScanner:
-    """Finds where a chunked body ends, so it can be passed through byte for byte (trailers included)."""
-
-    __slots__ = ("state", "left", "line")
-
-    def __init__(self):
-        self.state = "size"  # "size": in a chunk-size line; "data": `left` bytes of data + CRLF; "trailer"
-        self.left = 0
-        self.line = b""
-
-    def feed(self, data: bytes) -> int:
-        """The number of bytes of `data` that belong to the body; -1 while the body goes on past `data`. Raises
-        ValueError on a malformed body."""
-        i, n = 0, len(data)
-        while i < n:
-            if self.state == "data":
-                take = min(self.left, n - i)
-                self.left -= take
-                i += take
-                if self.left == 0:
-                    self.state = "size"
-                continue
-            end = data.find(b"\n", i)
-            if end < 0:
-                self.line += data[i:]
-                if len(self.line) > 4096:
-                    raise ValueError("a chunk line is too long")
-                return -1
-            line, self.line = (self.line + data[i:end]).rstrip(b"\r"), b""
-            i = end + 1
-            if self.state == "size":
-                digits = line.split(b";", 1)[0].strip(b" \t")
-                if not digits or digits.strip(_HEX):  # int() would also take "-5", "0x5" and "1_0"
-                    raise ValueError(f"invalid chunk size {digits[:20]!r}")
-                size = int(digits, 16)
-                if size == 0:
-                    self.state = "trailer"
-                else:
-                    self.state, self.left = "data", size + 2  # the data and its CRLF
-            elif not line:  # the empty line after the trailers: the end
-                return i
-        return -1

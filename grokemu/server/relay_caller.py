@@ -17,6 +17,7 @@ import httptools
 
 from grokemu.domain.errors import Busy
 from grokemu.domain.upstream import FastForward
+from grokemu.http1 import RECV
 from grokemu.server.channel import raw_answer
 from grokemu.server.relay import Relay
 from grokemu.server.relay_answer import _CallerHead
@@ -30,7 +31,6 @@ from grokemu.server.relay_state import (
     HIGH_WATER,
     MAX_PENDING,
     OPEN,
-    RECV,
     _Client,
     _Exchange,
     _Head,
@@ -201,7 +201,7 @@ class _CallerSide:
     def _header_environ(c: _Client, headers: list[tuple[bytes, bytes]], block: bytes) -> dict:
         """The environ's part that does not depend on the request line: the connection's and the headers', keyed as
         waitress keys them (duplicate headers joined with ', ', names with '_' dropped). `grokemu.raw_headers`
-        carries the header lines, so adapters/http_upstream.py can reuse the container's header block too."""
+        carries the header lines, so adapters/upstream_headers.py can reuse the container's header block too."""
         server = c.channel.server
         environ = {
             "SCRIPT_NAME": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": server.server_name,

@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 from grokemu.domain.errors import DockerUnavailable, GatewayTimeout, GrokemuError
 from grokemu.domain.upstream import UpstreamFailed
+from grokemu.http1 import MAX_ANSWER_HEAD, RECV, ChunkedDecoder, retry_on_stale
 from grokemu.server.channel import raw_answer
 from grokemu.server.relay import http_date
-from grokemu.server.relay_answer import CHUNKED, CLOSE, LENGTH, NONE, _caller_head, _CallerHead, _ChunkScanner
+from grokemu.server.relay_answer import CHUNKED, CLOSE, LENGTH, NONE, _caller_head, _CallerHead
 from grokemu.server.relay_caller import _CallerSide
 from grokemu.server.relay_state import (
     _READ,
@@ -25,8 +26,6 @@ from grokemu.server.relay_state import (
     FINISHED,
     HOLD_HEAD_FOR,
     MAX_IDLE_UPSTREAM,
-    MAX_RESPONSE_HEAD,
-    RECV,
     WAITING,
     _Exchange,
     _move,
@@ -35,7 +34,6 @@ from grokemu.server.relay_state import (
 
 log = logging.getLogger("grokemu.server")
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 
 
@@ -145,7 +143,7 @@ class _ContainerSide(_CallerSide):
     def _upstream_broke(self, ex: _Exchange) -> None:
         """The upstream socket failed before any byte of the answer: a kept-alive one the container closed while
         it sat in the pool is replaced once for an idempotent request; otherwise 502."""
-        if ex.reused and not ex.retried and not ex.rbuf and ex.plan.method in _IDEMPOTENT:
+        if not ex.retried and retry_on_stale(ex.plan.method, ex.reused, len(ex.rbuf)):
             self._drop_upstream(ex)
             ex.retried = True
             ex.unsent = b""
@@ -198,9 +196,9 @@ class _ContainerSide(_CallerSide):
             while True:
                 end = ex.rbuf.find(b"\r\n\r\n")
                 if end < 0:
-                    if len(ex.rbuf) > MAX_RESPONSE_HEAD:
+                    if len(ex.rbuf) > MAX_ANSWER_HEAD:
                         self._fail(ex, UpstreamFailed(f"Container {ex.plan.name} sent an answer head over "
-                                                      f"{MAX_RESPONSE_HEAD} bytes"))
+                                                      f"{MAX_ANSWER_HEAD} bytes"))
                     return
                 try:
                     answer = self._cached_caller_head(ex.rbuf[:end], ex.plan.method == "HEAD", ex.keep)
@@ -227,7 +225,7 @@ class _ContainerSide(_CallerSide):
             _move(ex, ANSWERING)
             ex.head_out = answer.head  # sent with the first body bytes
             if answer.framing is CHUNKED:
-                ex.chunks = _ChunkScanner()
+                ex.chunks = ChunkedDecoder()
             elif answer.framing is NONE:
                 self._emit(ex, b"")
                 self._complete(ex, reusable=answer.keep_up and not rest)

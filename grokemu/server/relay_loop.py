@@ -12,7 +12,7 @@ Per request head (found by its blank line, parsed by httptools, the C parser of 
   passed back as it arrives: status, headers (hop-by-hop ones dropped, as everywhere) and body bytes unchanged, a
   chunked body passed through chunk for chunk, a body that ends with the container's close re-framed as chunked;
 - what repeats is worked out once: header lines equal to the last ones on the connection are not parsed again
-  (`_plan_request`), the container's header block for them is reused (http_upstream.bodyless_request_head), and an
+  (`_plan_request`), the container's header block for them is reused (upstream_headers.bodyless_request_head), and an
   answer head the container repeats is re-written for the caller once per second (`_cached_caller_head`); the guard and the container lookup run
   for every request;
 - anything else leaves the loop for one request: the connection's bytes go to a stream thread running the blocking

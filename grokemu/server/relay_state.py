@@ -17,14 +17,13 @@ import time
 import httptools
 
 from grokemu.domain.upstream import FastForward
-from grokemu.server.relay_answer import NONE, _ChunkScanner
+from grokemu.http1 import ChunkedDecoder
+from grokemu.server.relay_answer import NONE
 
 log = logging.getLogger("grokemu.server")
 
-RECV = 256 * 1024
 MAX_PENDING = 256 * 1024  # bytes read ahead of the request in flight (pipelining) before the caller is not read
 HIGH_WATER = 1024 * 1024  # answer bytes waiting for a slow caller before the container is not read
-MAX_RESPONSE_HEAD = 256 * 1024
 HOLD_HEAD_FOR = 64 * 1024  # an answer head is held back until its body when the body is at most this big
 MAX_IDLE_UPSTREAM = 32  # kept-alive sockets per container address
 SWEEP = 0.5  # seconds between timeout checks
@@ -172,7 +171,7 @@ class _Exchange:
         self.status: int | None = None  # set once the answer's head is shaped for the caller
         self.framing = NONE  # set with the answer's head
         self.remaining = 0
-        self.chunks: _ChunkScanner | None = None  # set with the chunked framing
+        self.chunks: ChunkedDecoder | None = None  # set with the chunked framing
         self.up_keep = False
         self.head_out = b""  # the answer's head, sent together with the first body bytes
 
