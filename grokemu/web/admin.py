@@ -117,7 +117,7 @@ MAX_NAME = 300  # characters of a container name in a query
 
 @blueprint.get("/requests")
 def inspected_requests():
-    """The request inspector (services/inspector.py, docs/inspector.md): `?container=NAME` (as `logs` takes it; 404
+    """The request inspector (services/inspector/, docs/inspector.md): `?container=NAME` (as `logs` takes it; 404
     unknown, 400 ambiguous) `&limit=N` (1 to inspector_size; default all kept): the container's recorded fetchProxy
     requests, WebSocket sessions and queue calls, newest first, credentials redacted."""
     name = (request.args.get("container") or "").strip()
