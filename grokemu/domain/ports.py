@@ -170,7 +170,7 @@ class Orchestrator(Protocol):
     def app_ready(self, container: RunningContainer) -> bool:
         """Is the app inside ready? The HEALTHCHECK verdict when the image has one; otherwise whether the app's own
         address and port accept a connection (no HTTP answer needed: databases and queue workers speak none).
-        The spawner decides what a port that never accepts means (services/spawner.py `_check`)."""
+        The spawner decides what a port that never accepts means (services/spawner/drivers.py `_check`)."""
 
 
 class FrameChannel(Protocol):

@@ -45,8 +45,8 @@ def reset():
 @blueprint.post("/containers/<container_id>/replace")
 def replace_container_image(container_id):
     """`grokemu dev`: {"image": "datagrok/<image name>:<tag>"}, a new build of the container's own image, replaces the
-    running container live, keeping the entity (services/spawner.py `replace_image`); answers it once the new one
-    serves."""
+    running container live, keeping the entity (services/spawner/live_replace.py `replace_image`); answers it once
+    the new one serves."""
     limit = ctx().settings.max_api_body_bytes
     raw = request.stream.read(limit + 1)  # the guard checked Content-Length; this bounds any other framing
     if len(raw) > limit:
