@@ -41,7 +41,7 @@ STOPPED = ("stopped by user", "stopped by system")
 
 
 class Builder(Protocol):
-    """What dev needs of Docker (adapters/docker_orchestrator.py DockerOrchestrator has it)."""
+    """What dev needs of Docker (adapters/docker_orchestrator/ DockerOrchestrator has it)."""
 
     def build_image(self, context_dir: str, tag: str, labels: dict[str, str],
                     on_output: Callable[[str], None] | None = None) -> BuildResult: ...

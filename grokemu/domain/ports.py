@@ -137,7 +137,7 @@ class LogStream(Protocol):
 
 
 class Orchestrator(Protocol):
-    """Everything grokemu asks of a container engine. Only the adapters (docker_orchestrator.py and
+    """Everything grokemu asks of a container engine. Only the adapters (docker_orchestrator/ and
     swarm_orchestrator.py, which builds on it) import the docker SDK."""
 
     # True when `stop` leaves the container in place to be started again (Swarm: the service scaled to 0), so the
