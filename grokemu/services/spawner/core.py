@@ -13,7 +13,7 @@ from grokemu.domain.clock import Clock
 from grokemu.domain.container_config import DEFAULTS
 from grokemu.domain.errors import DOCKER_UNREACHABLE, DockerUnavailable, NotFound
 from grokemu.domain.exits import LOG_LINES_SHOWN, explain_exit
-from grokemu.domain.lifecycle import CONTAINER_TRANSITIONS, ContainerStatus, next_status
+from grokemu.domain.lifecycle import CONTAINER_TRANSITIONS, ContainerEvent, ContainerStatus, next_status
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.ports import Orchestrator, RunningContainer, Store
 from grokemu.services.activity import ActivityTracker
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # one logger for every part: grok_spawner's service logs (services/service_logs.py) and log settings name it
 log = logging.getLogger("grokemu.services.spawner")
 S = ContainerStatus
+E = ContainerEvent
 STOPPED = (S.USER_STOPPED, S.SYSTEM_STOPPED)
 STARTING_UP = (S.PENDING_START, S.STARTING, S.CHECKING)
 STOPPING_DOWN = (S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP, S.STOPPING)
@@ -83,7 +84,8 @@ class SpawnerCore:
             raise NotFound(f"Docker container {cid} not found")
         return c
 
-    def _transition(self, cid: str, event: str, expect: tuple | None = None, **changes: Any) -> DockerContainer | None:
+    def _transition(self, cid: str, event: ContainerEvent, expect: tuple | None = None, **changes: Any
+                    ) -> DockerContainer | None:
         """Fire one lifecycle event; None when the container is gone or no longer in an `expect`ed status."""
         with self._store.transaction():
             c = self._store.get_container(cid)
@@ -100,7 +102,7 @@ class SpawnerCore:
             # stopping, stopped, error, vanished, or about to be (re)started: its USER_API_KEY dies now (a start
             # mints a new one in _spec)
             self._auth.revoke_owner(cid)
-        log.info("container %s: %s (%s)", c.name, c.status.value, event)
+        log.info("container %s: %s (%s)", c.name, c.status.value, event.value)
         self._notify()
         return c
 
@@ -144,7 +146,7 @@ class SpawnerCore:
                     self._changed.wait(min(remaining, 0.5))
 
     # -- failing -----------------------------------------------------------------------------------------------
-    def _fail(self, cid: str, reason: str, expect: tuple | None = None, event: str = "fail") -> None:
+    def _fail(self, cid: str, reason: str, expect: tuple | None = None, event: ContainerEvent = E.FAIL) -> None:
         c = self._store.get_container(cid)
         if c is None:
             return

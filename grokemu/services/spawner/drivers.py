@@ -8,15 +8,7 @@ import time
 from grokemu.domain.errors import BadRequest, DockerUnavailable
 from grokemu.domain.lifecycle import ImageStatus
 from grokemu.domain.model import DockerContainer
-from grokemu.services.spawner.core import (
-    LOG_LINES_KEPT,
-    NOT_LISTENING,
-    STOPPED,
-    STOPPING_DOWN,
-    S,
-    SpawnerCore,
-    log,
-)
+from grokemu.services.spawner.core import LOG_LINES_KEPT, NOT_LISTENING, STOPPED, STOPPING_DOWN, E, S, SpawnerCore, log
 
 
 class Drivers(SpawnerCore):
@@ -34,7 +26,7 @@ class Drivers(SpawnerCore):
             c.started_by = login
             self._store.put_container(c)
             if c.status in STOPPED or c.status in (S.ERROR, S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP):
-                self._transition(cid, "request_start", error="")
+                self._transition(cid, E.REQUEST_START, error="")
         self._kick(cid)
 
     def _kick(self, cid: str) -> None:
@@ -75,7 +67,7 @@ class Drivers(SpawnerCore):
         return False
 
     def _start(self, c: DockerContainer) -> bool:
-        begun = self._transition(c.id, "begin_start", expect=(S.PENDING_START,))
+        begun = self._transition(c.id, E.BEGIN_START, expect=(S.PENDING_START,))
         if begun is None:
             return True
         c = begun
@@ -93,14 +85,14 @@ class Drivers(SpawnerCore):
             # the daemon went away under the start: it is not the container's fault. Wait for the daemon as a
             # pending start (tick does nothing while it is down); the reconcile when it is back runs it.
             self._auth.revoke_owner(c.id)
-            self._transition(c.id, "daemon_lost", expect=(S.STARTING,))
+            self._transition(c.id, E.DAEMON_LOST, expect=(S.STARTING,))
             log.warning("container %s: start put off: %s", c.name, e.message)
             return False
         except Exception as e:
             self._auth.revoke_owner(c.id)  # a token minted for a run that did not happen
             self._fail(c.id, f"start failed: {getattr(e, 'message', None) or e}", expect=(S.STARTING,))
             return False
-        moved = self._transition(c.id, "container_running", expect=(S.STARTING,), docker_id=running.id,
+        moved = self._transition(c.id, E.CONTAINER_RUNNING, expect=(S.STARTING,), docker_id=running.id,
                                  service_name=spec.name,
                                  address=running.endpoint()[0], port=running.endpoint()[1], container_port=spec.container_port,
                                  docker_image=image.docker_full_name, running_image_id=image.docker_id,
@@ -127,12 +119,12 @@ class Drivers(SpawnerCore):
             # a Celery worker answers no port: it is ready once it consumes its queue (a message published
             # before that would wait, or be lost on a broker restart); one that never does times out in `tick`
             if self._worker_consuming(c):
-                self._transition(c.id, "app_ready", expect=(S.CHECKING,), last_active=self._clock.now(),
+                self._transition(c.id, E.APP_READY, expect=(S.CHECKING,), last_active=self._clock.now(),
                                  port=running.host_port or c.port)
                 return False
             return True
         if orch.app_ready(running):
-            self._transition(c.id, "app_ready", expect=(S.CHECKING,), last_active=self._clock.now(),
+            self._transition(c.id, E.APP_READY, expect=(S.CHECKING,), last_active=self._clock.now(),
                              port=running.host_port or c.port,
                              warnings=[w for w in c.warnings if not w.startswith(NOT_LISTENING)])
             return False
@@ -142,7 +134,7 @@ class Drivers(SpawnerCore):
             warning = f"{NOT_LISTENING} {c.container_port or running.app_port or '?'} after " \
                       f"{self._settings.listen_timeout:g} s (started anyway: a worker or a non-HTTP app)"
             log.warning("container %s: %s", c.name, warning)
-            self._transition(c.id, "app_ready", expect=(S.CHECKING,), last_active=self._clock.now(),
+            self._transition(c.id, E.APP_READY, expect=(S.CHECKING,), last_active=self._clock.now(),
                              port=running.host_port or c.port,
                              warnings=[w for w in c.warnings if not w.startswith(NOT_LISTENING)] + [warning])
             return False
@@ -171,12 +163,12 @@ class Drivers(SpawnerCore):
         return True
 
     def _stop(self, c: DockerContainer) -> bool:
-        by = "stopped_by_system" if c.status is S.PENDING_SYSTEM_STOP else "stopped_by_user"
+        by = E.STOPPED_BY_SYSTEM if c.status is S.PENDING_SYSTEM_STOP else E.STOPPED_BY_USER
         if c.status is S.STOPPING:  # resumed after a restart of grokemu
-            by = "stopped_by_system" if c.error == "idle" else "stopped_by_user"
+            by = E.STOPPED_BY_SYSTEM if c.error == "idle" else E.STOPPED_BY_USER
         else:
-            begun = self._transition(c.id, "begin_stop", expect=(S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP),
-                                     error="idle" if by == "stopped_by_system" else "")
+            begun = self._transition(c.id, E.BEGIN_STOP, expect=(S.PENDING_USER_STOP, S.PENDING_SYSTEM_STOP),
+                                     error="idle" if by == E.STOPPED_BY_SYSTEM else "")
             if begun is None:
                 return True
             c = begun
@@ -189,6 +181,6 @@ class Drivers(SpawnerCore):
         stopped = self._transition(c.id, by, expect=(S.STOPPING,), docker_id="", address=None, port=None,
                                    last_logs=logs, error="")
         if stopped is not None and stopped.desired_instances == 1:  # a run request arrived while it was stopping
-            self._transition(c.id, "request_start", expect=(S.USER_STOPPED, S.SYSTEM_STOPPED))
+            self._transition(c.id, E.REQUEST_START, expect=(S.USER_STOPPED, S.SYSTEM_STOPPED))
             return True
         return False

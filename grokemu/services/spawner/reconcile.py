@@ -10,7 +10,7 @@ from pathlib import Path
 
 from grokemu.domain.errors import GrokemuError
 from grokemu.domain.ports import RunningContainer
-from grokemu.services.spawner.core import STARTING_UP, STOPPED, STOPPING_DOWN, S, log
+from grokemu.services.spawner.core import STARTING_UP, STOPPED, STOPPING_DOWN, E, S, log
 from grokemu.services.spawner.drivers import Drivers
 
 
@@ -112,7 +112,7 @@ class Reconciler(Drivers):
                 adopted.pop(cid)
                 continue
             ready = self._worker_consuming(c) if c.is_worker else orch.app_ready(running)
-            event = "adopt_running" if ready else "adopt_checking"
+            event = E.ADOPT_RUNNING if ready else E.ADOPT_CHECKING
             self._transition(cid, event, docker_id=running.id, address=running.endpoint()[0], port=running.endpoint()[1],
                              desired_instances=1, last_active=self._clock.now())
         resume = self._take_resume_list()
@@ -120,7 +120,7 @@ class Reconciler(Drivers):
             if cid in busy or cid in adopted or c.status in STOPPED or c.status is S.ERROR:
                 continue
             wanted = c.desired_instances == 1 and c.status in (*STARTING_UP, S.STARTED)
-            self._transition(cid, "vanished", docker_id="", address=None, port=None, desired_instances=0)
+            self._transition(cid, E.VANISHED, docker_id="", address=None, port=None, desired_instances=0)
             if cid in resume or (after_outage and wanted):
                 # grokemu removed it on its way out (release_for_exit), or the daemon took it down: run it again
                 run_again.add(cid)

@@ -6,7 +6,7 @@ import time
 
 from grokemu.domain.errors import BadRequest, ContainerStartFailed, GatewayTimeout, GrokemuError
 from grokemu.domain.model import DockerContainer, DockerImage
-from grokemu.services.spawner.core import STARTING_UP, STOPPED, S, log
+from grokemu.services.spawner.core import STARTING_UP, STOPPED, E, S, log
 from grokemu.services.spawner.live_replace import LiveReplacer
 from grokemu.services.spawner.watch import Watcher
 
@@ -38,7 +38,7 @@ class Spawner(Watcher, LiveReplacer):
             c.desired_instances = 0
             self._store.put_container(c)
             if c.status in STARTING_UP or c.status is S.STARTED:
-                self._transition(cid, "request_user_stop" if by_user else "request_system_stop")
+                self._transition(cid, E.REQUEST_USER_STOP if by_user else E.REQUEST_SYSTEM_STOP)
         self._kick(cid)
         if await_stop:
             c = self._wait(cid, timeout or self._settings.container_status_timeout)
@@ -115,7 +115,7 @@ class Spawner(Watcher, LiveReplacer):
                         fresh.docker_image = image.docker_full_name
                         self._store.put_container(fresh)
             if c.status in (S.STARTED, S.CHECKING, S.STARTING) and c.running_image_id != image.docker_id:
-                self._transition(c.id, "replace", expect=(S.STARTED, S.CHECKING, S.STARTING))
+                self._transition(c.id, E.REPLACE, expect=(S.STARTED, S.CHECKING, S.STARTING))
                 self._kick(c.id)
             elif not c.config.get("on_demand") and c.status in (*STOPPED, S.ERROR):
                 try:

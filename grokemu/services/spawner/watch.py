@@ -9,7 +9,7 @@ from typing import Any
 from grokemu.domain.errors import DOCKER_UNREACHABLE, DockerUnavailable
 from grokemu.domain.lifecycle import CONTAINER_TRANSIENT
 from grokemu.domain.model import DockerContainer
-from grokemu.services.spawner.core import STARTING_UP, STOPPING_DOWN, S, log
+from grokemu.services.spawner.core import STARTING_UP, STOPPING_DOWN, E, S, log
 from grokemu.services.spawner.reconcile import Reconciler
 
 
@@ -86,15 +86,15 @@ class Watcher(Reconciler):
                 reason = f"the worker did not consume its queue {c.task_queue} within {timeout:g} s (see its " \
                          f"logs)" if c.is_worker and c.status is S.CHECKING else \
                     f"status '{c.status.value}' held longer than {timeout:g} s"
-                self._fail(c.id, reason, expect=(c.status,), event="timeout")
+                self._fail(c.id, reason, expect=(c.status,), event=E.TIMEOUT)
             elif c.status is S.STARTED:
                 if watch:
                     self._watch(c)
                 if c.desired_instances == 0:
-                    self._transition(c.id, "request_user_stop", expect=(S.STARTED,))
+                    self._transition(c.id, E.REQUEST_USER_STOP, expect=(S.STARTED,))
                     self._kick(c.id)
                 elif self._idle(c, now):
-                    self._transition(c.id, "request_system_stop", expect=(S.STARTED,), desired_instances=0)
+                    self._transition(c.id, E.REQUEST_SYSTEM_STOP, expect=(S.STARTED,), desired_instances=0)
                     self._kick(c.id)
             elif c.status in STARTING_UP or c.status in STOPPING_DOWN:
                 self._kick(c.id)  # no-op when a driver holds it
@@ -117,7 +117,7 @@ class Watcher(Reconciler):
         """A started container that exits on its own becomes `error` (never silently restarted)."""
         running = self._orchestrator.inspect(c.docker_id) if c.docker_id else None
         if running is None:
-            self._transition(c.id, "vanished", expect=(S.STARTED,), docker_id="", address=None, port=None,
+            self._transition(c.id, E.VANISHED, expect=(S.STARTED,), docker_id="", address=None, port=None,
                              desired_instances=0, error="the container was removed outside grokemu")
         elif running.state in ("exited", "dead"):
             self._fail(c.id, self._exit_reason(c, running), expect=(S.STARTED,))
