@@ -1,5 +1,6 @@
 """How a body becomes the bounded preview an inspector entry keeps (services/inspector/): at most PREVIEW bytes,
-de-chunked and decoded first when the container chunked or compressed them, shown as text or hex."""
+decoded first when the container compressed them (a chunked one is de-chunked by http1.dechunk_preview), shown as
+text or hex."""
 from __future__ import annotations
 
 import zlib
@@ -23,26 +24,6 @@ def _preview(data: bytes) -> dict[str, Any]:
             return {"encoding": "text", "data": text}
         break
     return {"encoding": "hex", "data": data.hex()}
-
-
-def _dechunk(data: bytes) -> bytes:
-    """The data of a chunked body's first bytes, as far as they go."""
-    out = bytearray()
-    i, n = 0, len(data)
-    while i < n:
-        end = data.find(b"\r\n", i)
-        if end < 0:
-            break
-        try:
-            size = int(data[i:end].split(b";", 1)[0].strip() or b"x", 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        start = end + 2
-        out += data[start:start + size]
-        i = start + size + 2
-    return bytes(out)
 
 
 def _decode(data: bytes) -> tuple[bytes | None, bool]:

@@ -12,8 +12,9 @@ from itertools import count
 from typing import TYPE_CHECKING, Any
 
 from grokemu.domain.redaction import Redactor
+from grokemu.http1 import dechunk_preview
 from grokemu.services.inspector.entry import Entry
-from grokemu.services.inspector.preview import _DECODERS, PREVIEW, _bounded_json, _dechunk, _decode, _preview
+from grokemu.services.inspector.preview import _DECODERS, PREVIEW, _bounded_json, _decode, _preview
 from grokemu.services.inspector.websocket import WebSocketTap
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class Recording:
             cut = self.response_size > len(raw)
             encoding = getattr(self, "_encoding", None)
             if getattr(self, "_chunked", False):  # the relay loop passes chunks through framed: the preview is of the data
-                raw = _dechunk(bytes(raw))
+                raw = dechunk_preview(bytes(raw))
             if encoding is None:
                 if cut:
                     self._cuts |= 2
