@@ -90,7 +90,7 @@ class SwarmCheck(Protocol):
 
 @runtime_checkable
 class DockerNetworks(Protocol):
-    """An orchestrator with Docker networks to serve on (adapters/docker_orchestrator.py, the `docker_network`
+    """An orchestrator with Docker networks to serve on (adapters/docker_orchestrator/networks.py, the `docker_network`
     setting)."""
 
     def ensure_network(self, labels: dict[str, str]) -> dict: ...

@@ -1,5 +1,5 @@
 """A small HTTP client of a running grokemu, standard library only: what `grokemu publish DIR`, `grokemu up --demo`
-and the test kit (grokemu/testing.py) share. It speaks the same wire as the real clients: the package upload is the
+and the test kit (grokemu/testing/) share. It speaks the same wire as the real clients: the package upload is the
 raw ZIP `grok publish` sends (docs/grok-publish.md R7), entities come from /api/docker/* (docs/datagrok-api.md §2).
 """
 from __future__ import annotations

@@ -75,7 +75,7 @@ class Settings:
     call_batch_size: int = 2_048_000  # aux.batchSize: the bytes of one dataframe chunk the worker sends
     max_call_frame_bytes: int = 16 * 1024**2  # one frame on the call socket or the pipe
     calls_kept: int = 50  # finished calls kept per container for the page
-    # the request inspector (services/inspector.py, docs/inspector.md): fetchProxy requests, WebSocket sessions and
+    # the request inspector (services/inspector/, docs/inspector.md): fetchProxy requests, WebSocket sessions and
     # queue calls kept per container, newest first; 0 switches recording off
     inspector_size: int = 200
 

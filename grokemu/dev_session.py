@@ -5,7 +5,7 @@ Images are built here, with the Docker daemon this machine's docker CLI talks to
 on), and tagged `datagrok/<image>:<login>` as the grok CLI tags a debug build (docs/grok-publish.md §2); the upload
 names them in image.json. The replacement itself is the server's: a debug upload puts the package's images back to
 validation, grokemu finds the new build in the daemon, and the spawner replaces a running container whose image id
-changed (services/spawner.py `image_ready`): the same DockerContainer entity, so plugin code and open pages keep
+changed (services/spawner/service.py `image_ready`): the same DockerContainer entity, so plugin code and open pages keep
 their id, and proxied requests that arrive meanwhile wait for the new container. A build that fails uploads
 nothing, so the server keeps the files and the image of the container that serves. The decisions are in
 grokemu/dev_loop.py.
@@ -41,7 +41,7 @@ STOPPED = ("stopped by user", "stopped by system")
 
 
 class Builder(Protocol):
-    """What dev needs of Docker (adapters/docker_orchestrator.py DockerOrchestrator has it)."""
+    """What dev needs of Docker (adapters/docker_orchestrator/ DockerOrchestrator has it)."""
 
     def build_image(self, context_dir: str, tag: str, labels: dict[str, str],
                     on_output: Callable[[str], None] | None = None) -> BuildResult: ...
@@ -253,9 +253,9 @@ class DevSession:
 
     def replace_live(self, docker_dir: str) -> bool:
         """Ask grokemu to run the new build beside the container that serves and switch the entity over to it
-        (services/spawner.py `replace_image`). True when that settled it (done, or the new container failed and the
-        old one still serves: then the folder counts as failing, so no upload sends its files); False when the
-        container is not started or cannot be replaced live (the upload's validation replaces it instead)."""
+        (services/spawner/live_replace.py `replace_image`). True when that settled it (done, or the new container
+        failed and the old one still serves: then the folder counts as failing, so no upload sends its files); False
+        when the container is not started or cannot be replaced live (the upload's validation replaces it instead)."""
         name = container_name(self.package, docker_dir)
         c = next((c for c in self.containers() if c["name"] == name), None)
         if c is None or c["status"] != "started":

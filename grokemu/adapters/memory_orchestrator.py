@@ -47,7 +47,7 @@ class MemoryOrchestrator:
         self.fail_next_run: str | None = None  # test control: the next run() raises this message
         # test control: False = nothing accepts on any container's port, and a HEALTHCHECK stays `starting`. A
         # container with a HEALTHCHECK is held in `checking`; one without becomes `started` with a warning after
-        # listen_timeout (services/spawner.py `_check`)
+        # listen_timeout (services/spawner/drivers.py `_check`)
         self.apps_ready = True
         self.fixed_host_port: int | None = None  # test control: publish every container on this port (a test server)
         self.gpu_available = False  # like a laptop's daemon: no GPU runtime

@@ -1,5 +1,5 @@
 """Which container a name means, the same way everywhere a person types one: the test kit's `grokemu.container(...)`
-(grokemu/testing.py), `grokemu logs NAME` and `GET /_grokemu/logs?container=NAME` (web/admin.py).
+(grokemu/testing/), `grokemu logs NAME` and `GET /_grokemu/logs?container=NAME` (web/admin.py).
 
 It works on the wire shapes of the entities (`DockerContainer.to_wire()` / `DockerImage.to_wire()`, as
 `GET /api/docker/containers` and `/images` return them), so a client with only the HTTP API and the server with

@@ -137,7 +137,7 @@ class LogStream(Protocol):
 
 
 class Orchestrator(Protocol):
-    """Everything grokemu asks of a container engine. Only the adapters (docker_orchestrator.py and
+    """Everything grokemu asks of a container engine. Only the adapters (docker_orchestrator/ and
     swarm_orchestrator.py, which builds on it) import the docker SDK."""
 
     # True when `stop` leaves the container in place to be started again (Swarm: the service scaled to 0), so the
@@ -170,7 +170,7 @@ class Orchestrator(Protocol):
     def app_ready(self, container: RunningContainer) -> bool:
         """Is the app inside ready? The HEALTHCHECK verdict when the image has one; otherwise whether the app's own
         address and port accept a connection (no HTTP answer needed: databases and queue workers speak none).
-        The spawner decides what a port that never accepts means (services/spawner.py `_check`)."""
+        The spawner decides what a port that never accepts means (services/spawner/drivers.py `_check`)."""
 
 
 class FrameChannel(Protocol):

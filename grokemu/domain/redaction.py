@@ -1,4 +1,4 @@
-"""What the request inspector (services/inspector.py) must never keep: credentials. Applied when an entry is recorded,
+"""What the request inspector (services/inspector/) must never keep: credentials. Applied when an entry is recorded,
 so a secret never sits in the ring, the page, a copied curl line or a test's assertion message.
 
 Three rules, each cheap enough for the relay loop (issue 20):

@@ -67,7 +67,7 @@ class FastForward:
     `explain()` (blocking: never on the loop's thread) says why the exchange broke off when the container ended
     under it (domain/exits.py), or None.
 
-    `recording` (the request inspector's, services/inspector.py; None when it is off) is handed the answer's head
+    `recording` (the request inspector's, services/inspector/; None when it is off) is handed the answer's head
     and body bytes as they pass; `done` ends it."""
 
     cid: str
@@ -82,7 +82,7 @@ class FastForward:
 
 
 class ExchangeRecording(Protocol):
-    """What the relay loop tells the request inspector about one exchange (services/inspector.py Recording)."""
+    """What the relay loop tells the request inspector about one exchange (services/inspector/rings.py Recording)."""
 
     def response_meta(self, headers: Iterable[tuple[str, str]], chunked: bool = False) -> tuple: ...
 
@@ -96,7 +96,7 @@ class ExchangeRecording(Protocol):
 
 
 class FrameObserver(Protocol):
-    """Sees the bytes a WebSocket relay passes each way (services/inspector.py WebSocketTap)."""
+    """Sees the bytes a WebSocket relay passes each way (services/inspector/websocket.py WebSocketTap)."""
 
     def from_caller(self, data: bytes) -> None: ...
 

@@ -28,7 +28,7 @@ class GrokemuTask(WSGITask):
         return environ
 
 
-class PlainHttpChannel(HTTPChannel):
+class GrokemuChannel(HTTPChannel):
     """waitress's channel with these changes:
     - a connection that opens with a TLS handshake is closed at once instead of waiting for an HTTP request line;
     - when a request head with a body is in: `preflight` may refuse it before any of the body is read, and a big

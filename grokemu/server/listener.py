@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from waitress.server import TcpWSGIServer
 
-from grokemu.server.channel import PlainHttpChannel, Preflight
+from grokemu.server.channel import GrokemuChannel, Preflight
 
 if TYPE_CHECKING:
     from grokemu.server.takeover import ConnectionTakeover
@@ -22,7 +22,7 @@ class GrokemuServer(TcpWSGIServer):
     """A listening socket of waitress's, with the header timeout, eviction at the connection limit, a pause
     instead of a busy loop when descriptors run out, and fetchProxy requests routed to stream threads."""
 
-    channel_class = PlainHttpChannel
+    channel_class = GrokemuChannel
     _accept_paused_until = 0.0
     _last_eviction_log = 0.0
 
@@ -94,7 +94,7 @@ class GrokemuServer(TcpWSGIServer):
     def _evict(self, now: float, wanted: int) -> None:
         """Close the connections idle the longest (nothing being served or written) to make room for new ones:
         idle sockets, however many, never keep a caller out."""
-        channels = [c for c in list(self._map.values()) if isinstance(c, PlainHttpChannel)]
+        channels = [c for c in list(self._map.values()) if isinstance(c, GrokemuChannel)]
         closing = sum(1 for c in channels if c.will_close or c.close_when_flushed or c._refusing)
         wanted -= closing
         if wanted <= 0:

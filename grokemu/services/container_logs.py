@@ -1,6 +1,6 @@
 """A container's logs for a person at a terminal: `grokemu logs NAME [-f] [--tail N]` through
 `GET /_grokemu/logs?container=NAME` (web/admin.py). Datagrok's own `GET /api/docker/containers/<id>/logs` stays
-as the JS client needs it (services/spawner.py `logs`); this one finds the container by any name a person types
+as the JS client needs it (services/spawner/service.py `logs`); this one finds the container by any name a person types
 (domain/names.py), streams instead of building one string, and follows.
 
 Following: the orchestrator's log stream (Orchestrator.stream_logs) is read on a pump thread into a small bounded

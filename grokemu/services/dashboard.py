@@ -5,7 +5,8 @@ Datagrok's Manage → Dockers view (docs/real-plugins.md; the help page "Creatin
 containers above images as cards with a status dot, Logs / Build logs in the context pane, and a context menu that
 starts / stops a container, rebuilds an image or downloads its full build context. The snapshot keeps Datagrok's
 wire keys (domain/model.py, docs/datagrok-api.md §2) and adds, under `grokemu`, what a demo needs: fetchProxy numbers
-(services/activity.py) and when an idle `shutdown_timeout` container will be stopped (services/spawner.py `_idle`).
+(services/activity.py) and when an idle `shutdown_timeout` container will be stopped (services/spawner/watch.py
+`_idle`).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class DashboardService:
     def __init__(self, store: Store, clock: Clock, activity: ActivityTracker, images: ImageService,
                  package_files: PackageFiles, functions: FunctionRegistry | None = None,
                  calls: CallService | None = None, docker: Callable[[], dict[str, Any]] | None = None):
-        self._docker = docker  # the daemon as the scheduler last found it (services/spawner.py `docker_state`)
+        self._docker = docker  # the daemon as the scheduler last found it (services/spawner/watch.py `docker_state`)
         self._store = store
         self._functions = functions
         self._calls = calls

@@ -85,7 +85,7 @@ class ProxyService:
 
     def reachable(self, cid: str, login: str) -> tuple[DockerContainer, float | None]:
         """`ready`, and for a container started although its port never accepted (a worker, a database that never
-        came up: services/spawner.py `_check`), a look whether it listens now; 502 naming the port when not."""
+        came up: services/spawner/drivers.py `_check`), a look whether it listens now; 502 naming the port when not."""
         c, cold_ms = self.ready(cid, login)
         if not self._spawner.listening(c):
             self._started.pop(cid, None)

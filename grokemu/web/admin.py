@@ -47,8 +47,8 @@ def reset():
 @blueprint.post("/containers/<container_id>/replace")
 def replace_container_image(container_id):
     """`grokemu dev`: {"image": "datagrok/<image name>:<tag>"}, a new build of the container's own image, replaces the
-    running container live, keeping the entity (services/spawner.py `replace_image`); answers it once the new one
-    serves."""
+    running container live, keeping the entity (services/spawner/live_replace.py `replace_image`); answers it once
+    the new one serves."""
     limit = ctx().settings.max_api_body_bytes
     raw = request.stream.read(limit + 1)  # the guard checked Content-Length; this bounds any other framing
     if len(raw) > limit:
@@ -119,7 +119,7 @@ MAX_NAME = 300  # characters of a container name in a query
 
 @blueprint.get("/requests")
 def inspected_requests():
-    """The request inspector (services/inspector.py, docs/inspector.md): `?container=NAME` (as `logs` takes it; 404
+    """The request inspector (services/inspector/, docs/inspector.md): `?container=NAME` (as `logs` takes it; 404
     unknown, 400 ambiguous) `&limit=N` (1 to inspector_size; default all kept): the container's recorded fetchProxy
     requests, WebSocket sessions and queue calls, newest first, credentials redacted."""
     name = (request.args.get("container") or "").strip()

@@ -77,9 +77,9 @@ def test_a_daemon_gone_after_connecting_is_docker_unavailable_and_reconnects(tmp
 
 
 def test_a_daemon_that_never_answers_is_unavailable_within_the_bounds(silent_socket, monkeypatch):
-    from grokemu.adapters import docker_orchestrator
+    from grokemu.adapters.docker_orchestrator import daemon
 
-    monkeypatch.setattr(docker_orchestrator, "PING_TIMEOUT", 0.5)
+    monkeypatch.setattr(daemon, "PING_TIMEOUT", 0.5)  # read where the connection is made
     orch = DockerOrchestrator(base_url=silent_socket, call_timeout=1)
     began = time.monotonic()
     assert orch.ping() is False  # the version request of the first connection times out

@@ -1,4 +1,4 @@
-"""The request inspector (services/inspector.py, issue 20): what fetchProxy, webSocketProxy and the relay loop
+"""The request inspector (services/inspector/, issue 20): what fetchProxy, webSocketProxy and the relay loop
 record per container, as `GET /_grokemu/requests` serves it, and that no credential ever lands in an entry."""
 from __future__ import annotations
 

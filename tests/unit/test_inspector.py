@@ -1,4 +1,4 @@
-"""The request inspector's parts without a server (services/inspector.py, domain/redaction.py): redaction rules,
+"""The request inspector's parts without a server (services/inspector/, domain/redaction.py): redaction rules,
 previews, the WebSocket frame reader, call entries, and a ring that stays bounded."""
 from __future__ import annotations
 

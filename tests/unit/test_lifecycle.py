@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from grokemu.domain.errors import IllegalTransition
-from grokemu.domain.lifecycle import (CONTAINER_TRANSIENT, CONTAINER_TRANSITIONS, IMAGE_TRANSITIONS,
+from grokemu.domain.lifecycle import (CONTAINER_TRANSIENT, CONTAINER_TRANSITIONS, IMAGE_TRANSITIONS, ContainerEvent,
                                       ContainerStatus as S, ImageStatus as I, next_status)
 
 CONTAINER_EVENTS = sorted({event for (_, event) in CONTAINER_TRANSITIONS})
@@ -76,6 +76,18 @@ def test_every_container_pair(status, event):
 
 def test_table_has_nothing_unexpected():
     assert CONTAINER_TRANSITIONS == EXPECTED
+
+
+def test_container_events_are_one_enum_with_the_strings_of_before():
+    # the table's keys are ContainerEvent members, and each is its old string (logs and messages show the value)
+    assert all(type(event) is ContainerEvent for (_, event) in CONTAINER_TRANSITIONS)
+    assert {e.value for e in ContainerEvent} == set(CONTAINER_EVENTS) == {
+        "request_start", "replace", "begin_start", "daemon_lost", "container_running", "app_ready",
+        "request_user_stop", "request_system_stop", "begin_stop", "stopped_by_user", "stopped_by_system",
+        "adopt_running", "adopt_checking", "vanished", "fail", "timeout"}
+    assert next_status(CONTAINER_TRANSITIONS, S.PENDING_START, ContainerEvent.BEGIN_START) is S.STARTING
+    with pytest.raises(IllegalTransition, match="cannot begin stop a container or image in status 'started'"):
+        next_status(CONTAINER_TRANSITIONS, S.STARTED, ContainerEvent.BEGIN_STOP)
 
 
 def test_transient_states_are_the_ones_that_time_out():

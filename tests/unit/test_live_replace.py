@@ -1,6 +1,6 @@
-"""The live replacement `grokemu dev` asks for (services/spawner.py `replace_image`): the new build runs beside the
-container that serves, the same entity then points at it and the old one is stopped; a new container that does not
-come up leaves the old one serving with its key."""
+"""The live replacement `grokemu dev` asks for (services/spawner/live_replace.py `replace_image`): the new build
+runs beside the container that serves, the same entity then points at it and the old one is stopped; a new container
+that does not come up leaves the old one serving with its key."""
 from __future__ import annotations
 
 import pytest

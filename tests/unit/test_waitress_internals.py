@@ -18,7 +18,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 
-from grokemu.server.channel import PlainHttpChannel
+from grokemu.server.channel import GrokemuChannel
 
 CHECKED = ((3, 0, 1), (3, 1))  # [from, to): pyproject.toml's waitress>=3.0.1,<3.1
 
@@ -96,11 +96,11 @@ def test_channel_internals(waitress_objects):
     assert hasattr(channel.outbuf_lock, "wait"), "HTTPChannel.outbuf_lock is no longer a Condition (wait())"
     assert channel.parser_class is HTTPRequestParser, "HTTPChannel.parser_class is no longer HTTPRequestParser"
     assert list(inspect.signature(HTTPChannel.received).parameters) == ["self", "data"], \
-        "HTTPChannel.received(data) changed its signature (PlainHttpChannel.received copies it)"
+        "HTTPChannel.received(data) changed its signature (GrokemuChannel.received copies it)"
     assert list(inspect.signature(HTTPChannel.__init__).parameters) == ["self", "server", "sock", "addr", "adj",
                                                                          "map"], \
         "HTTPChannel.__init__(server, sock, addr, adj, map) changed (GrokemuServer.handle_accept calls it)"
-    assert issubclass(PlainHttpChannel, HTTPChannel)
+    assert issubclass(GrokemuChannel, HTTPChannel)
 
 
 def test_request_parser_internals(waitress_objects):
@@ -137,7 +137,7 @@ def test_server_internals(waitress_objects):
     assert list(inspect.signature(TcpWSGIServer.maintenance).parameters) == ["self", "now"], \
         "TcpWSGIServer.maintenance(now) changed its signature"
     assert len(inspect.signature(TcpWSGIServer.add_task).parameters) == 2, \
-        "TcpWSGIServer.add_task(channel) changed its signature (PlainHttpChannel.received calls it with the channel)"
+        "TcpWSGIServer.add_task(channel) changed its signature (GrokemuChannel.received calls it with the channel)"
     ms = list(inspect.signature(MultiSocketServer.__init__).parameters)
     assert ms[:6] == ["self", "map", "adj", "effective_listen", "dispatcher", "log_info"], \
         f"MultiSocketServer.__init__ changed its parameters: {ms}"

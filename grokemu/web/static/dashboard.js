@@ -576,7 +576,7 @@
     state.offset = s.now - Date.now() / 1000;
     state.containers = s.containers;
     state.images = s.images;
-    if (s.docker) {  // the daemon going away and coming back (services/spawner.py `docker_state`)
+    if (s.docker) {  // the daemon going away and coming back (services/spawner/watch.py `docker_state`)
       $('docker-state').textContent = s.docker.reachable ? 'Docker reachable' : 'Docker unreachable';
       $('docker-banner').textContent = s.docker.reachable ? '' : s.docker.message;
       $('docker-banner').hidden = s.docker.reachable;

@@ -1,113 +1,26 @@
-"""The request inspector (issue 20): what went to each container and what came back, in a bounded ring per container.
+"""The rings, one per container, and the fetchProxy exchanges recorded into them (services/inspector/).
 
-Every fetchProxy request (the relay loop's own and the blocking relay's), every webSocketProxy session and every
-queue-function call is one entry: time, method, path, status, duration, sizes, cold start, headers both ways and the
-first PREVIEW bytes of each body. The ring keeps the last `inspector_size` entries per container (0: nothing is
-recorded, and the proxy does no inspector work at all).
-
-Two rules shape the code:
-- A secret never enters the ring. Redaction happens at record time (domain/redaction.py): credential headers and
-  query values are replaced, and the caller's session token and every dev key are cut out of paths, header values,
-  body previews and WebSocket frames, before an entry exists. A compressed body is decoded (its first PREVIEW bytes
-  only) before it is scrubbed, so a token cannot hide in gzip.
-- Recording costs the relay loop little and never copies a whole body: a Recording takes slices of the bytes as they
-  pass (at most PREVIEW per direction) and counts the rest; header redaction is worked out once per distinct header
-  block (the relay loop repeats them) and the preview is scrubbed once, when the exchange ends.
-
-The wire form (`Entry.to_wire`) is built when someone reads the ring: text or hex, newest first.
-"""
+Recording shares the module with RequestInspector because it goes into the ring itself: its common case inlines
+RequestInspector.add (an Entry would be one more object per request on the relay loop)."""
 from __future__ import annotations
 
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Iterable
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
-from grokemu.domain.redaction import REDACTED, Redactor
+from grokemu.domain.redaction import Redactor
 from grokemu.http1 import dechunk_preview
+from grokemu.services.inspector.entry import Entry
+from grokemu.services.inspector.preview import _DECODERS, PREVIEW, _bounded_json, _decode, _preview
+from grokemu.services.inspector.websocket import WebSocketTap
 
 if TYPE_CHECKING:
     from grokemu.domain.clock import Clock
 
-PREVIEW = 4096  # bytes of each body kept (after decoding a compressed one)
-MAX_FRAMES = 100  # WebSocket frames listed per session (all are counted)
-FRAME_PREVIEW = 256  # bytes of each listed frame's payload
-_DECODERS = frozenset({"gzip", "x-gzip", "deflate"})  # Content-Encodings decoded for the preview
-_OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
-
-
 _mono = time.monotonic
-
-
-class Entry:
-    """One recorded exchange; immutable once in the ring, except a WebSocket session's while it is open."""
-
-    __slots__ = ("seq", "time", "container", "kind", "method", "path", "status", "duration_ms", "cold_start_ms",
-                 "request_headers", "response_headers", "request_body", "request_size", "request_cut",
-                 "response_body", "response_size", "response_cut", "response_decoded", "error", "ws")
-
-    def __init__(self, seq: int, time_: float, container: str, kind: str, method: str, path: str):
-        self.seq = seq
-        self.time = time_
-        self.container = container
-        self.kind = kind
-        self.method = method
-        self.path = path
-        self.status: int | str | None = None
-        self.duration_ms: float | None = None
-        self.cold_start_ms: float | None = None
-        self.request_headers: tuple = ()
-        self.response_headers: tuple = ()
-        self.request_body: bytes = b""
-        self.request_size = 0
-        self.request_cut = False  # the preview is not the whole body
-        self.response_cut = False
-        self.response_body: bytes | None = b""  # None: an encoding grokemu does not decode (no preview)
-        self.response_size = 0
-        self.response_decoded: str | None = None  # the Content-Encoding decoded for the preview
-        self.error: str | None = None  # grokemu's own failure (no answer from the container)
-        self.ws: WebSocketTap | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        request_body = _preview(self.request_body)
-        response_body = _preview(self.response_body) if self.response_body is not None else \
-            {"encoding": None, "data": None}
-        out: dict[str, Any] = {
-            "id": self.seq, "time": self.time, "container": self.container, "kind": self.kind,
-            "method": self.method, "path": self.path, "status": self.status, "durationMs": self.duration_ms,
-            "coldStartMs": self.cold_start_ms,
-            "requestHeaders": [list(h) for h in self.request_headers],
-            "responseHeaders": [list(h) for h in self.response_headers],
-            "requestBody": request_body["data"], "requestBodyEncoding": request_body["encoding"],
-            "requestSize": self.request_size,
-            "responseBody": response_body["data"], "responseBodyEncoding": response_body["encoding"],
-            "responseSize": self.response_size, "responseDecoded": self.response_decoded,
-            "truncated": self.request_cut or self.response_cut,
-            "error": self.error,
-        }
-        if self.ws is not None:
-            out.update(self.ws.to_wire())
-            out["truncated"] = out["truncated"] or self.ws.dropped > 0
-        return out
-
-
-def _preview(data: bytes) -> dict[str, Any]:
-    """Text when the bytes are UTF-8 without control characters (a cut multi-byte character at the end is allowed),
-    otherwise hex."""
-    if not data:
-        return {"encoding": None, "data": None}
-    for cut in (0, 1, 2, 3):
-        try:
-            text = (data[:-cut] if cut else data).decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        if not any(ch < " " and ch not in "\t\n\r" for ch in text):
-            return {"encoding": "text", "data": text}
-        break
-    return {"encoding": "hex", "data": data.hex()}
 
 
 class Recording:
@@ -290,156 +203,6 @@ class Recording:
         }
 
 
-def _decode(data: bytes) -> tuple[bytes | None, bool]:
-    """The first PREVIEW bytes of a gzip / zlib / raw deflate body, from its first bytes; (None, False) when it does
-    not decode. `complete`: the decoded preview is the whole body."""
-    for wbits in (47, -15):  # 32 + 15: a gzip or zlib header, detected; then raw deflate (some servers send it)
-        try:
-            d = zlib.decompressobj(wbits)
-            out = d.decompress(data, PREVIEW)
-            return out, d.eof
-        except zlib.error:
-            continue
-    return None, False
-
-
-class WebSocketTap:
-    """Frames of one webSocketProxy session, read off the bytes the relay passes each way (it never re-frames
-    them): counts and sizes for every frame, the first MAX_FRAMES listed with a scrubbed preview of their payload,
-    and the close code. Each direction is parsed by its own pump thread; the list is shared."""
-
-    def __init__(self, inspector: RequestInspector, entry: Entry, secrets: tuple[bytes, ...]):
-        self._inspector = inspector
-        self._entry = entry
-        self._secrets = secrets
-        self._started = _mono()
-        self.frames: list[dict[str, Any]] = []
-        self.dropped = 0
-        self.counts = {"sent": 0, "received": 0}
-        self.close_code: int | None = None
-        self.closed_by: str | None = None
-        self.open = True
-        self._sent = _FrameParser(self, "sent")  # caller -> container (masked)
-        self._received = _FrameParser(self, "received")  # container -> caller
-
-    def from_caller(self, data: bytes) -> None:
-        self._entry.request_size += len(data)
-        self._sent.feed(data)
-
-    def from_container(self, data: bytes) -> None:
-        self._entry.response_size += len(data)
-        self._received.feed(data)
-
-    def frame(self, direction: str, opcode: int, size: int, payload: bytes) -> None:
-        self.counts[direction] += 1
-        if opcode == 8 and self.close_code is None:
-            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-            self.closed_by = "caller" if direction == "sent" else "container"
-        if len(self.frames) >= MAX_FRAMES:
-            self.dropped += 1
-            return
-        preview = self._inspector.redactor.scrub(payload[:FRAME_PREVIEW], self._secrets, cut=size > FRAME_PREVIEW)
-        shown = _preview(preview)
-        self.frames.append({"direction": direction, "opcode": _OPCODES.get(opcode, str(opcode)), "size": size,
-                            "data": shown["data"], "encoding": shown["encoding"]})
-        self._inspector.touched(self._entry.container)
-
-    def refused(self, status: int, message: str) -> None:
-        """The container did not accept the upgrade: the session never opened."""
-        self._entry.status = status
-        self.close(message)
-
-    def close(self, error: str | None = None) -> None:
-        self.open = False
-        self._entry.duration_ms = round((_mono() - self._started) * 1000, 3)
-        if error:
-            self._entry.error = self._inspector.redactor.text(error, self._secrets)
-        self._inspector.touched(self._entry.container)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"open": self.open, "frames": list(self.frames), "framesSent": self.counts["sent"],
-                "framesReceived": self.counts["received"], "closeCode": self.close_code, "closedBy": self.closed_by}
-
-
-class _FrameParser:
-    """Incremental RFC 6455 frame reader: keeps the header bytes and at most FRAME_PREVIEW payload bytes of the frame
-    it is in; the rest of a payload is skipped by counting."""
-
-    __slots__ = ("tap", "direction", "head", "opcode", "size", "mask", "payload", "left")
-
-    def __init__(self, tap: WebSocketTap, direction: str):
-        self.tap = tap
-        self.direction = direction
-        self.head = b""
-        self.left = -1  # payload bytes still to come; -1: reading a header
-        self.opcode = 0
-        self.size = 0
-        self.mask = b""
-        self.payload = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        i, n = 0, len(data)
-        while i < n:
-            if self.left < 0:
-                before = len(self.head)
-                self.head += data[i:i + 14 - before]
-                pos = self._header()
-                if pos < 0:
-                    return  # the header goes on in the next chunk (all of this one is in self.head)
-                i += pos - before
-                continue
-            take = min(self.left, n - i)
-            room = FRAME_PREVIEW - len(self.payload)
-            if room > 0:
-                self.payload += data[i:i + min(take, room)]
-            self.left -= take
-            i += take
-            if self.left == 0:
-                self._done()
-
-    def _header(self) -> int:
-        """The length of the frame header at the start of self.head, or -1 while it is incomplete."""
-        h = self.head
-        if len(h) < 2:
-            return -1
-        length, pos = h[1] & 0x7F, 2
-        if length == 126:
-            if len(h) < 4:
-                return -1
-            length, pos = int.from_bytes(h[2:4], "big"), 4
-        elif length == 127:
-            if len(h) < 10:
-                return -1
-            length, pos = int.from_bytes(h[2:10], "big"), 10
-        if h[1] & 0x80:
-            if len(h) < pos + 4:
-                return -1
-            self.mask, pos = h[pos:pos + 4], pos + 4
-        else:
-            self.mask = b""
-        self.opcode, self.size, self.left = h[0] & 0x0F, length, length
-        self.payload = bytearray()
-        self.head = b""
-        if length == 0:
-            self._done()
-        return pos
-
-    def _done(self) -> None:
-        payload = bytes(self.payload)
-        if self.mask:
-            payload = _unmask(payload, self.mask)
-        self.tap.frame(self.direction, self.opcode, self.size, payload)
-        self.left = -1
-        self.payload = bytearray()
-
-
-def _unmask(data: bytes, mask: bytes) -> bytes:
-    if not data:
-        return data
-    key = int.from_bytes((mask * (len(data) // 4 + 1))[:len(data)], "big")
-    return (int.from_bytes(data, "big") ^ key).to_bytes(len(data), "big")
-
-
 class RequestInspector:
     """The rings, one per container, and the redaction every entry goes through. Thread-safe: the relay loop,
     stream threads, WebSocket pumps and call threads add entries; the page and the API read them."""
@@ -611,29 +374,3 @@ class RequestInspector:
             self._response_heads.clear()
             self._secrets.clear()
             self._relayed.clear()
-
-
-def _bounded_json(value: Any, depth: int = 0) -> bytes:
-    """JSON of a call's parameters or result with every long string cut to PREVIEW characters first, so a big
-    dataframe parameter is never copied whole."""
-    import json
-
-    def cut(v: Any, d: int) -> Any:
-        if isinstance(v, str):
-            return v[:PREVIEW] + ("…" if len(v) > PREVIEW else "")
-        if isinstance(v, (bytes, bytearray, memoryview)):
-            return f"<{len(v)} bytes>"
-        if d > 8:
-            return "…"
-        if isinstance(v, dict):
-            return {str(k)[:200]: cut(x, d + 1) for k, x in list(v.items())[:100]}
-        if isinstance(v, (list, tuple)):
-            return [cut(x, d + 1) for x in list(v)[:100]]
-        return v
-
-    if value is None:
-        return b""
-    return json.dumps(cut(value, depth), default=str).encode()
-
-
-__all__ = ["PREVIEW", "REDACTED", "Entry", "Recording", "RequestInspector", "WebSocketTap"]
