@@ -6,7 +6,7 @@ until close), with the connection's reuse.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy Proxy-Connection; Host is set for the upstream hop.
@@ -100,3 +100,12 @@ def frame_answer(version: str, status: str, headers: list[tuple[str, str]], meth
     if not keep:
         lines.append("Connection: close")
     return AnswerFraming(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length, chunked, no_body, keep)
+
+
+def raw_answer(status: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """A whole answer on a connection that closes after it (a refusal, an error answer the server writes itself):
+    the status line, `headers` but the framing ones, Content-Length and `Connection: close`, then the body."""
+    skip = {"connection", "content-length", "transfer-encoding", "keep-alive"}
+    lines = [f"HTTP/1.1 {status}"] + [f"{k}: {v}" for k, v in headers if k.lower() not in skip]
+    lines += [f"Content-Length: {len(body)}", "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -29,7 +29,7 @@ from urllib3.util.retry import Retry
 
 from grokemu.domain.errors import GatewayTimeout
 from grokemu.domain.model import DockerContainer
-from grokemu.domain.upstream import Forwarded, UpstreamFailed, UpstreamRefused
+from grokemu.domain.upstream import Forwarded, ProxiedRequest, UpstreamFailed, UpstreamRefused
 from grokemu.http1 import HOP_BY_HOP, parse_response_head, response_framing
 
 log = logging.getLogger(__name__)
@@ -213,9 +213,10 @@ class HttpUpstreamPools:
         return entry
 
     def request_head(self, c: DockerContainer, method: str, target: str, environ: dict,
-                     identity: str | None = None) -> tuple[tuple[str, int], bytes]:
+                     identity: str | None = None,
+                     relayed: ProxiedRequest | None = None) -> tuple[tuple[str, int], bytes]:
         address = (upstream_address(c), upstream_port(c))
-        return address, bodyless_request_head(address, method, target, environ, identity)
+        return address, bodyless_request_head(address, method, target, environ, identity, relayed)
 
     def forget(self, cid: str) -> None:
         with self._pools_lock:
@@ -419,14 +420,13 @@ class _LeanPool:
 
 
 def bodyless_request_head(address: tuple[str, int], method: str, target: str, environ: dict,
-                          identity: str | None) -> bytes:
+                          identity: str | None, relayed: ProxiedRequest | None = None) -> bytes:
     """The head of a body-less request to the container at `address`, built once: the caller's headers shaped by
     forwarded_headers, and Content-Length: 0 where http.client would send it (an empty POST / PUT / PATCH).
 
-    On a relayed connection the environ carries the caller's header lines as they came (`grokemu.raw_headers`,
-    server/relay_loop.py); the shaped header lines depend on nothing else but the container's address, the
+    On a relayed connection `relayed` has the caller's header lines as they came (server/relay_loop.py); the shaped header lines depend on nothing else but the container's address, the
     identity and the caller's address, so they are kept and reused for the next request with the same lines."""
-    raw = environ.get("grokemu.raw_headers")
+    raw = None if relayed is None else relayed.header_block
     key = None if raw is None else (raw, address, identity, environ.get("REMOTE_ADDR"), method in _EXPECT_BODY)
     block = _HEAD_BLOCKS.get(key) if key is not None else None
     if block is None:

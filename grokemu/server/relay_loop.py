@@ -40,8 +40,8 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from grokemu.domain.errors import Busy, DockerUnavailable, GatewayTimeout, GrokemuError
-from grokemu.domain.upstream import FastForward, UpstreamFailed
+from grokemu.domain.errors import DockerUnavailable, GatewayTimeout, GrokemuError
+from grokemu.domain.upstream import FastForward, ProxiedRequest, UpstreamFailed
 from grokemu.http1 import HOP_BY_HOP, parse_response_head, response_framing
 from grokemu.server.channel import raw_answer
 from grokemu.server.relay import Relay, http_date
@@ -281,8 +281,8 @@ class _ChunkScanner:
 
 class RelayLoop:
     """The loop and its thread (started with the first connection). `takeover` is the ConnectionTakeover (its
-    settings and stream pool); `plan`, `failure`, `fast` and `prefix` are web/fast_proxy.py's FastProxy.plan,
-    .failure, .handle and .PREFIX."""
+    settings and stream pool); `plan`, `fast` and `prefix` are web/fast_proxy.py's FastProxy.plan, .handle and
+    .PREFIX, `failure` the one error renderer (web/errors.py render, through WebHooks)."""
 
     def __init__(self, takeover, plan: Callable[[dict], FastForward | None], failure: Callable, fast: Callable,
                  prefix: str):
@@ -543,15 +543,15 @@ class RelayLoop:
     @staticmethod
     def _header_environ(c: _Client, headers: list[tuple[bytes, bytes]], block: bytes) -> dict:
         """The environ's part that does not depend on the request line: the connection's and the headers', keyed as
-        waitress keys them (duplicate headers joined with ', ', names with '_' dropped). `grokemu.raw_headers`
-        carries the header lines, so adapters/http_upstream.py can reuse the container's header block too."""
+        waitress keys them (duplicate headers joined with ', ', names with '_' dropped). It carries the header lines
+        as a ProxiedRequest, so adapters/http_upstream.py can reuse the container's header block too."""
         server = c.channel.server
         environ = {
             "SCRIPT_NAME": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": server.server_name,
             "SERVER_PORT": str(server.effective_port), "REMOTE_ADDR": c.remote, "REMOTE_HOST": c.remote,
             "REMOTE_PORT": str(c.channel.addr[1]), "wsgi.url_scheme": "http", "grokemu.listener": c.listener,
-            "grokemu.raw_headers": block,
         }
+        ProxiedRequest(block).carry(environ)
         for name, value in headers:
             key = _environ_key(name)
             if key is None:
@@ -657,9 +657,7 @@ class RelayLoop:
     def _refuse_busy(self, c: _Client) -> None:
         log.warning("refusing a proxied request from %s: %d streams open (max_streams)", c.remote,
                     self.streams.limit)
-        answer = raw_answer(*self._failure(Busy(
-            f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
-            f"try again later"), ""))
+        answer = raw_answer(*self._failure(self.streams.refusal(), ""))
         try:
             c.sock.send(answer)
         except OSError:
