@@ -233,7 +233,9 @@ class CallService:
                                  round((now - call.started) * 1000, 1),
                                  request=call.request.get("parameterValues"),
                                  response=out.get("parameterValues") if error is None else None,
-                                 error=error, token=(call.request.get("aux") or {}).get("USER_API_KEY"))
+                                 # a task's own failure comes in the worker's result, grokemu's in `error`
+                                 error=error or out.get("errorMessage"),
+                                 token=(call.request.get("aux") or {}).get("USER_API_KEY"))
         try:
             call.client.send_text(text_frame(call.n, "CALL " + result_json(out)))
         except OSError:

@@ -24,6 +24,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._waiting_for_disk: set[str] = set()  # jobs whose last pass met a full disk (logged once)
+        self.passes = 0  # completed passes: the signed-in health shows it, so a test can wait for a step, not a time
 
     def add(self, name: str, job: Callable[[], None]) -> None:
         self._jobs.append((name, job))
@@ -43,6 +44,7 @@ class Scheduler:
             if name in self._waiting_for_disk:
                 self._waiting_for_disk.discard(name)
                 log.info("background job %r got through: there is disk space again", name)
+        self.passes += 1
 
     def start(self) -> None:
         if self._thread:

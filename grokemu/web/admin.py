@@ -34,6 +34,8 @@ def health():
         "openWebSockets": c.gauges.read("openWebSockets", 0),
         # keep-alive fetchProxy connections in the relay loop, and the requests it forwarded itself or handed on
         "relay": c.gauges.read("relay"),
+        # passes of the background work (reconcile, idle stops, builds) completed since start
+        "scheduler": {"passes": c.scheduler.passes},
     })
 
 

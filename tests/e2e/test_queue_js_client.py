@@ -300,3 +300,34 @@ def test_the_kit_calls_functions_as_plugin_code_does(server, worker):
         kit.call(f"{worker.namespace}no_such_task")
     with pytest.raises(TypeError):
         kit.call(worker.nq("add"), a=1, c=2)
+
+
+def test_the_js_clients_calls_are_in_the_request_inspector_without_credentials(server, token, js, worker):
+    """Issue 20: each queue-function call the real JS client makes is an inspector entry of kind `call` (method CALL,
+    the function as path), with its inputs and answer previewed and no credential anywhere in it."""
+    marker = f"inspect-{uuid.uuid4().hex[:8]}"
+    got = js(f"""
+      const f = grok.functions, ns = {json.dumps(worker.namespace)};
+      const said = await f.call(ns + 'shout', {{text: {json.dumps(marker)}}});
+      const call = (await f.get(ns + 'fail')).prepare({{message: 'inspected failure'}});
+      try {{ await call.call(); }} catch (e) {{}}
+      return said;""")
+    assert got == f"{marker.upper()}!"
+    r = requests.get(f"{server.url}/_grokemu/requests", params={"container": worker.id},
+                     headers={"Authorization": token}, timeout=30)
+    assert r.status_code == 200, r.text
+    calls = [e for e in r.json() if e["kind"] == "call"]
+    shout = next(e for e in calls if marker in (e["requestBody"] or ""))
+    assert shout["method"] == "CALL" and shout["path"] == worker.nq("shout") and shout["container"] == worker.id
+    assert f"{marker.upper()}!" in shout["responseBody"] and shout["durationMs"] >= 0
+    failed = next(e for e in calls if e["path"] == worker.nq("fail") and "inspected failure" in (e["requestBody"] or ""))
+    assert failed["status"] == "Error" and "inspected failure" in (failed["error"] or "")
+    assert calls.index(failed) < calls.index(shout)  # newest first
+    text = json.dumps(r.json())
+    for secret in (token, server.login()):
+        assert secret not in text, "a credential is in an inspector entry"
+    # a cross-site page cannot read them
+    r = requests.get(f"{server.url}/_grokemu/requests", params={"container": worker.id},
+                     headers={"Authorization": token, "Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+                     timeout=30)
+    assert r.status_code == 403, r.text

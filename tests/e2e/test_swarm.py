@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 import requests
@@ -135,8 +134,14 @@ def test_sigkill_and_restart_adopts_without_a_duplicate(server, tmp_path):
     token = again.login()
     r = requests.get(f"{again.api}/docker/containers/proxy/{c['id']}/square?number=3",
                      headers={"Authorization": token}, timeout=60)
-    assert r.status_code == 200 and r.json() == {"result": 9}
-    time.sleep(1)
+    assert r.status_code == 200 and r.json() == {"result": 9}  # the reconcile ran before the proxy judged it
+
+    def passes():
+        return requests.get(f"{again.url}/_grokemu/health", headers={"Authorization": token},
+                            timeout=30).json()["scheduler"]["passes"]
+
+    seen = passes()  # two more background passes (reconcile, idle stops): a duplicate would have been made by now
+    wait_until(lambda: passes() >= seen + 2, 60, "two more background passes")
     after = [s["ID"] for s in services(server.instance) if s["Spec"]["Labels"]["grokemu.container"] == c["id"]]
     assert after == before  # re-adopted: the same service, no duplicate
 

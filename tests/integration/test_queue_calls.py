@@ -306,3 +306,22 @@ def test_a_worker_that_never_consumes_its_queue_is_an_error_with_its_logs(client
     assert f"did not consume its queue {container.task_queue}" in failed.error
     assert "no module named celery" in failed.last_logs
     assert orchestrator.list_labelled({"grokemu.container": container.id}) == []  # no orphan left running
+
+
+def test_finished_calls_are_inspector_entries_with_the_tasks_error(client, token, broker):
+    """Issue 20: a call the worker answers, and one its task fails (the error in the worker's own result), are
+    entries of kind `call` on GET /_grokemu/requests, newest first, without the caller's key."""
+    ctx, container, channel, session = caller(client, token, broker)
+    session.frame(call_frame(1, "call-1"))
+    session.frame(call_frame(2, "call-2", name="table", values={"df": "a\n1\n"}))
+    broker.emit("call-1", "call", {"id": "call-1", "status": "Completed", "parameterValues": {"a": 1, "b": 2, "sum": 3}})
+    broker.emit("call-2", "call", {"id": "call-2", "status": "Error", "errorMessage": "df is broken",
+                                   "errorStackTrace": "Traceback ..."})
+    resp = client.get(f"/_grokemu/requests?container={container.id}", headers={"Authorization": token})
+    assert resp.status_code == 200
+    entries = resp.get_json()
+    assert [(e["kind"], e["method"], e["path"], e["status"]) for e in entries] == \
+        [("call", "CALL", "QueueProbe:table", "Error"), ("call", "CALL", "QueueProbe:add", "Completed")]
+    assert entries[0]["error"] == "df is broken" and entries[1]["error"] is None
+    assert json.loads(entries[1]["responseBody"]) == {"a": 1, "b": 2, "sum": 3}
+    assert token not in json.dumps(entries)

@@ -17,7 +17,7 @@ from grokemu.server import bind
 from grokemu.web import proxy
 from grokemu.testing import GrokemuProcess
 from grokemu.web.context import app_context
-from tests.helpers import hello_package, package_zip
+from tests.helpers import hello_package, package_zip, wait_until
 
 
 @pytest.fixture
@@ -55,6 +55,9 @@ def test_up_without_docker_says_so_serves_and_stops_cleanly(tmp_path):
         assert requests.get(f"{server.url}/_grokemu/health").json()["status"] == "ok"  # public: liveness only
         health = requests.get(f"{server.url}/_grokemu/health", headers={"Authorization": server.login()}).json()
         assert health["docker"]["reachable"] is False and health["version"] and health["uptime"] >= 0
+        assert health["scheduler"]["passes"] >= 0
+        wait_until(lambda: requests.get(f"{server.url}/_grokemu/health", headers={"Authorization": server.login()})
+                   .json()["scheduler"]["passes"] > health["scheduler"]["passes"], 60, "another background pass")
         r = requests.post(f"{server.api}/packages/dev/@acme/grokprobe?debug=true", data=package_zip(hello_package()),
                           headers={"Authorization": "Dev admin"})
         assert r.status_code == 200  # publishing works; the image waits for Docker

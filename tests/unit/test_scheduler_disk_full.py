@@ -63,3 +63,14 @@ def test_any_other_failure_still_logs_its_traceback_every_pass(records):
     scheduler.run_once()
     scheduler.run_once()
     assert [r.exc_info is not None for r in records.records] == [True, True]
+
+
+def test_passes_count_whole_passes_failing_jobs_included():
+    """`passes` (shown by the signed-in health) counts completed passes, so a test can wait for a step."""
+    s, ran = Scheduler(ManualClock()), []
+    s.add("ok", lambda: ran.append(s.passes))
+    s.add("fails", lambda: 1 / 0)
+    assert s.passes == 0
+    s.run_once()
+    s.run_once()
+    assert s.passes == 2 and ran == [0, 1]  # a pass counts once all its jobs ran, the failing one included
