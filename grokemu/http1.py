@@ -1,13 +1,19 @@
-"""HTTP/1.1 wire rules both the upstream adapter (adapters/http_upstream.py) and the server's relay loop
-(server/relay_loop.py) follow: a leaf module, so the server does not import an adapter to read a container's answer.
+"""HTTP/1.1 wire rules both the upstream adapters (adapters/http_upstream.py, adapters/lean_upstream.py) and the
+server (server/relay_loop.py, server/relay.py) follow: a leaf module, so the server does not import an adapter to read
+a container's answer.
 
 Which headers are hop-by-hop, how a container's answer head parses and how its body is framed (length, chunked,
-until close), with the connection's reuse.
+until close), with the connection's reuse; the one chunked decoder; the one stale-socket retry rule; the sizes the
+readers share.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Iterable
+
+RECV = 256 * 1024  # bytes asked of a socket at once by the relays
+MAX_ANSWER_HEAD = 256 * 1024  # a container's answer head over this is refused (502)
+MAX_CHUNK_LINE = 4096  # a chunk-size or trailer line over this is a broken answer
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})  # the methods replayed once on a stale kept-alive socket
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy Proxy-Connection; Host is set for the upstream hop.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -56,50 +62,76 @@ def response_framing(version: str, raw: list[tuple[str, str]]) -> tuple[int | No
     return length, chunked, keep
 
 
-_NO_BODY_STATUS = ("1", "204", "304")  # 1xx, 204 and 304 answers never have a body (RFC 9112 §6.3)
+def retry_on_stale(method: str, reused: bool, answered_bytes: int) -> bool:
+    """Whether a request whose upstream socket failed is sent once more on a fresh one: only when the socket was a
+    kept-alive one (the container closed it while it sat idle), nothing of the answer came back, and the method is
+    idempotent (bodies are never replayed: their senders do not call this). Callers retry at most once."""
+    return reused and not answered_bytes and method in IDEMPOTENT
 
 
-class AnswerFraming(NamedTuple):
-    head: bytes  # the status line and header lines, with the blank line
-    length: int | None  # Content-Length, or None: chunked, or until close
-    chunked: bool
-    no_body: bool  # HEAD, 1xx, 204, 304
-    keep: bool  # the connection stays open after this answer
+_HEX = b"0123456789abcdefABCDEF"
 
 
-def frame_answer(version: str, status: str, headers: list[tuple[str, str]], method: str, keep: bool,
-                 sized_body: Sequence[bytes] | None, server: str, date: Callable[[], str]) -> AnswerFraming:
-    """How an answer the WSGI app gave is framed on the wire, as waitress frames it: Content-Length kept (or
-    counted from a body given whole, `sized_body`), chunked when unsized on a connection that stays open, else
-    `Connection: close`; Server and Date added when the app set none."""
-    length = None
-    has_date = has_server = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "content-length":
-            length = int(value)
-        elif lower == "date":
-            has_date = True
-        elif lower == "server":
-            has_server = True
-        elif lower == "connection" and value.lower() == "close":
-            keep = False
-    no_body = method == "HEAD" or status.startswith(_NO_BODY_STATUS)
-    if length is None and not no_body and sized_body is not None:
-        length = sum(len(b) for b in sized_body)
-        headers = headers + [("Content-Length", str(length))]
-    chunked = length is None and not no_body and keep
-    lines = [f"HTTP/{version} {status}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    if not has_server:
-        lines.append(f"Server: {server}")
-    if not has_date:
-        lines.append(f"Date: {date()}")
-    if chunked:
-        lines.append("Transfer-Encoding: chunked")
-    if not keep:
-        lines.append("Connection: close")
-    return AnswerFraming(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length, chunked, no_body, keep)
+class ChunkedDecoder:
+    """An incremental decoder of a chunked body (RFC 9112 §7.1), fed the bytes as they arrive: `feed` says where the
+    body ends (trailers included), so a relay can pass the bytes through unchanged, and, given a list, appends the
+    chunks' data to it. Strict chunk sizes (hex digits only: int() would take "-5", "0x5" and "1_0"), lines up to
+    MAX_CHUNK_LINE bytes; the CRLF after a chunk's data is skipped unread, a bare LF ends a line."""
+
+    __slots__ = ("state", "left", "line")
+
+    def __init__(self):
+        self.state = "size"  # "size": in a chunk-size line; "data": `left` bytes of data + CRLF; "trailer"
+        self.left = 0
+        self.line = b""
+
+    def feed(self, data: bytes, out: list[bytes] | None = None) -> int:
+        """The number of bytes of `data` that belong to the body; -1 while the body goes on past `data`. The data
+        of the chunks goes to `out` when given. ValueError on a malformed body (what came before it is in `out`)."""
+        i, n = 0, len(data)
+        while i < n:
+            if self.state == "data":
+                take = min(self.left, n - i)
+                if out is not None and self.left > 2:  # the chunk's data, without its CRLF
+                    stop = i + min(take, self.left - 2)
+                    if stop > i:
+                        out.append(data[i:stop])
+                self.left -= take
+                i += take
+                if self.left == 0:
+                    self.state = "size"
+                continue
+            end = data.find(b"\n", i)
+            if end < 0:
+                self.line += data[i:]
+                if len(self.line) > MAX_CHUNK_LINE:
+                    raise ValueError("a chunk line is too long")
+                return -1
+            line, self.line = (self.line + data[i:end]).rstrip(b"\r"), b""
+            i = end + 1
+            if self.state == "size":
+                digits = line.split(b";", 1)[0].strip(b" \t")
+                if not digits or digits.strip(_HEX):
+                    raise ValueError(f"invalid chunk size {digits[:20]!r}")
+                size = int(digits, 16)
+                if size == 0:
+                    self.state = "trailer"
+                else:
+                    self.state, self.left = "data", size + 2  # the data and its CRLF
+            elif not line:  # the empty line after the trailers: the end
+                return i
+        return -1
+
+
+def dechunk_preview(data: bytes) -> bytes:
+    """The data of a chunked body's first bytes, as far as they go: stops quietly at the first malformed or missing
+    byte (a preview of a body cut short, for the request inspector)."""
+    out: list[bytes] = []
+    try:
+        ChunkedDecoder().feed(data, out)
+    except ValueError:
+        pass
+    return b"".join(out)
 
 
 def raw_answer(status: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:

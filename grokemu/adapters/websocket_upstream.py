@@ -16,7 +16,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 from wsproto.utilities import RemoteProtocolError
 
-from grokemu.adapters.http_upstream import forwarded_headers, upstream_address, upstream_port
+from grokemu.adapters.upstream_headers import forwarded_headers, upstream_address, upstream_port
 from grokemu.domain.errors import GatewayTimeout
 from grokemu.domain.model import DockerContainer
 from grokemu.domain.upstream import UpstreamFailed, WebSocketFailed

@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from typing import TYPE_CHECKING
 
+import h11
 from waitress.parser import HTTPRequestParser
 
-from grokemu.http1 import frame_answer, raw_answer
+from grokemu.http1 import RECV, raw_answer
 from grokemu.server.channel import (
     REFUSAL_DRAIN,
     REFUSAL_LINGER,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("grokemu.server")
 
-RECV = 256 * 1024
 IDLE_SLICE = 1.0  # seconds between looks at the clock while a connection waits for the rest of a request
 class _Date:
     """The Date header, formatted once a second."""
@@ -224,22 +224,12 @@ class Relay:
 
     def _write(self, environ: dict, version: str, keep: bool, status: str, headers: list[tuple[str, str]],
                body: Iterable[bytes]) -> bool:
-        """Write one answer as waitress would frame it (http1.py frame_answer); True when the connection stays
-        open."""
+        """Write one answer, framed by h11 (Content-Length kept and enforced, chunked when unsized, no body for
+        HEAD, 204 and 304, `Connection: close` when the connection ends); Server and Date added, and the
+        Content-Length of a body given whole, as waitress does. True when the connection stays open."""
         try:
-            sized = body if isinstance(body, (list, tuple)) else None
-            framing = frame_answer(version, status, headers, environ["REQUEST_METHOD"], keep, sized,
-                                   self.ident, http_date)
-            sock = self.sock
-            if framing.no_body:
-                sock.sendall(framing.head)
-                return framing.keep
-            if isinstance(body, list) and len(body) == 1 and framing.length == len(body[0]):
-                sock.sendall(framing.head + body[0])  # the common small answer: one write
-                return framing.keep
-            sock.sendall(framing.head)
-            complete = _send_body(sock, body, framing.length, framing.chunked)
-            return framing.keep and complete
+            return _send_answer(self.sock, environ["REQUEST_METHOD"], version, keep, status, headers, body,
+                                self.ident)
         finally:
             close = getattr(body, "close", None)
             if close is not None:
@@ -274,30 +264,72 @@ class Relay:
         self.sock.sendall(raw_answer(status, headers, body))
 
 
-def _send_body(sock, body: Iterable[bytes], length: int | None, chunked: bool) -> bool:
-    """The body's chunks on `sock`, chunk-encoded or cut at `length`; False when it broke off before `length`
-    (only closing the connection tells the caller then)."""
-    sent = 0
+def _send_answer(sock, method: str, version: str, keep: bool, status: str, headers: list[tuple[str, str]],
+                 body: Iterable[bytes], server: str, date: Callable[[], str] = http_date) -> bool:
+    """The answer on `sock` (see Relay._write); True when the connection stays open. A body given whole goes out
+    with the head in one write; a streamed one after the head, each piece as it comes. False when the body broke
+    off before its Content-Length (only closing tells the caller then)."""
+    names = {name.lower() for name, _ in headers}
+    code, _, reason = status.partition(" ")
+    if not (code.isdigit() and 200 <= int(code) <= 599):  # h11 (rightly) sends no 1xx as a final answer
+        raise ValueError(f"the app answered with status {status[:40]!r}, not a final one")
+    no_body = method == "HEAD" or code in ("204", "304")
+    whole = body if isinstance(body, (list, tuple)) else None  # a body given whole, not streamed
+    if whole is not None and not no_body and not names & {"content-length", "transfer-encoding"}:
+        headers = headers + [("Content-Length", str(sum(len(b) for b in whole)))]
+        names.add("content-length")
+    if "server" not in names:
+        headers = headers + [("Server", server)]
+    if "date" not in names:
+        headers = headers + [("Date", date())]
+    # h11 frames the answer after the request it answers: only its method, version and keep-alive shape the
+    # framing, so that is what h11 is told (waitress parsed the request). An unsized body on a connection that
+    # closes goes until the close, as waitress sends it, not chunked: h11 does that for an HTTP/1.0 request.
+    until_close = not keep and not no_body and not names & {"content-length", "transfer-encoding"}
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"%s / HTTP/%s\r\nHost: relay\r\n%s\r\n" % (
+        method.encode("latin-1"), b"1.0" if until_close else version.encode("latin-1"),
+        b"" if keep else b"Connection: close\r\n"))
+    conn.next_event()
+    head = conn.send(h11.Response(status_code=int(code), reason=reason.encode("latin-1"), headers=headers))
+    left = None if no_body else _content_length(headers)
+    if no_body:
+        sock.sendall(head + conn.send(h11.EndOfMessage()))
+        return conn.our_state is h11.DONE
+    if whole is not None and len(whole) == 1 and left == len(whole[0]):  # the common small answer: one write
+        sock.sendall(head + b"".join(_data(conn, whole[0])) + conn.send(h11.EndOfMessage()))
+        return conn.our_state is h11.DONE
+    sock.sendall(head)
     for data in body:
         if not data:
             continue
-        if chunked and len(data) < 65536:
-            sock.sendall(b"%x\r\n" % len(data) + data + b"\r\n")  # small: one write, joining is cheap
-        elif chunked:  # large: three writes rather than copying the data into one
-            sock.sendall(b"%x\r\n" % len(data))
-            sock.sendall(data)
-            sock.sendall(b"\r\n")
+        if left is not None:
+            data = data[:left]
+            left -= len(data)
+        pieces = _data(conn, data)
+        if len(data) < 65536:
+            sock.sendall(b"".join(pieces))  # small: one write, joining is cheap
         else:
-            if length is not None and sent + len(data) > length:
-                data = data[:length - sent]
-            sock.sendall(data)
-            sent += len(data)
-            if length is not None and sent >= length:
-                break
-    if chunked:
-        sock.sendall(b"0\r\n\r\n")
-        return True
-    return length is None or sent >= length
+            for piece in pieces:  # large: the chunk framing and the data apart, rather than copying the data
+                sock.sendall(piece)
+        if left == 0:
+            break
+    if left:
+        return False
+    sock.sendall(conn.send(h11.EndOfMessage()))
+    return conn.our_state is h11.DONE
+
+
+def _data(conn: h11.Connection, data: bytes) -> list[bytes]:
+    """The wire bytes of one body piece (chunk framing around it, or itself), the data not copied."""
+    return conn.send_with_data_passthrough(h11.Data(data=data)) or []
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            return int(value)
+    return None
 
 
 def _no_write(_data: bytes) -> None:

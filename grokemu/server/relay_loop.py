@@ -12,7 +12,7 @@ Per request head (found by its blank line, parsed by httptools, the C parser of 
   passed back as it arrives: status, headers (hop-by-hop ones dropped, as everywhere) and body bytes unchanged, a
   chunked body passed through chunk for chunk, a body that ends with the container's close re-framed as chunked;
 - what repeats is worked out once: header lines equal to the last ones on the connection are not parsed again
-  (`_plan_for`), the container's header block for them is reused (http_upstream.bodyless_request_head), and an
+  (`_plan_for`), the container's header block for them is reused (upstream_headers.bodyless_request_head), and an
   answer head the container repeats is shaped once per second (`_shape`); the guard and the container lookup run
   for every request;
 - anything else leaves the loop for one request: the connection's bytes go to a stream thread running the blocking
@@ -42,22 +42,26 @@ import httptools
 
 from grokemu.domain.errors import DockerUnavailable, GatewayTimeout, GrokemuError
 from grokemu.domain.upstream import FastForward, ProxiedRequest, UpstreamFailed
-from grokemu.http1 import HOP_BY_HOP, parse_response_head, response_framing
+from grokemu.http1 import (
+    HOP_BY_HOP,
+    MAX_ANSWER_HEAD,
+    RECV,
+    ChunkedDecoder,
+    parse_response_head,
+    response_framing,
+    retry_on_stale,
+)
 from grokemu.server.channel import raw_answer
 from grokemu.server.relay import Relay, http_date
 from grokemu.server.watchdog import WATCHDOG, TrackedSocket
 
 log = logging.getLogger("grokemu.server")
 
-RECV = 256 * 1024
 MAX_PENDING = 256 * 1024  # bytes read ahead of the request in flight (pipelining) before the caller is not read
 HIGH_WATER = 1024 * 1024  # answer bytes waiting for a slow caller before the container is not read
-MAX_RESPONSE_HEAD = 256 * 1024
 HOLD_HEAD_FOR = 64 * 1024  # an answer head is held back until its body when the body is at most this big
 MAX_IDLE_UPSTREAM = 32  # kept-alive sockets per container address
 SWEEP = 0.5  # seconds between timeout checks
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
-_HEX = b"0123456789abcdefABCDEF"
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 _HEADER_KEYS: dict[bytes, str | None] = {}  # header name -> environ key (None: dropped, as waitress drops `_`)
@@ -155,7 +159,7 @@ class _Exchange:
         self.status: int | None = None  # set once the answer's head went to the caller
         self.framing = ""  # "length", "chunked" (passed through), "close" (re-chunked) or "none"
         self.remaining = 0
-        self.chunks: _ChunkScanner | None = None
+        self.chunks: ChunkedDecoder | None = None
         self.up_keep = False
         self.answered = False  # any byte of the answer reached the caller's buffer
         self.finished = False
@@ -233,50 +237,6 @@ def _shape_answer(raw_head: bytes, head_method: bool, keep: bool, date: str) -> 
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     headers = tuple(tuple(line.split(": ", 1)) for line in lines[1:])
     return _Shape(status, False, framing, length or 0, keep_up, head, headers)
-
-
-class _ChunkScanner:
-    """Finds where a chunked body ends, so it can be passed through byte for byte (trailers included)."""
-
-    __slots__ = ("state", "left", "line")
-
-    def __init__(self):
-        self.state = "size"  # "size": in a chunk-size line; "data": `left` bytes of data + CRLF; "trailer"
-        self.left = 0
-        self.line = b""
-
-    def feed(self, data: bytes) -> int:
-        """The number of bytes of `data` that belong to the body; -1 while the body goes on past `data`. Raises
-        ValueError on a malformed body."""
-        i, n = 0, len(data)
-        while i < n:
-            if self.state == "data":
-                take = min(self.left, n - i)
-                self.left -= take
-                i += take
-                if self.left == 0:
-                    self.state = "size"
-                continue
-            end = data.find(b"\n", i)
-            if end < 0:
-                self.line += data[i:]
-                if len(self.line) > 4096:
-                    raise ValueError("a chunk line is too long")
-                return -1
-            line, self.line = (self.line + data[i:end]).rstrip(b"\r"), b""
-            i = end + 1
-            if self.state == "size":
-                digits = line.split(b";", 1)[0].strip(b" \t")
-                if not digits or digits.strip(_HEX):  # int() would also take "-5", "0x5" and "1_0"
-                    raise ValueError(f"invalid chunk size {digits[:20]!r}")
-                size = int(digits, 16)
-                if size == 0:
-                    self.state = "trailer"
-                else:
-                    self.state, self.left = "data", size + 2  # the data and its CRLF
-            elif not line:  # the empty line after the trailers: the end
-                return i
-        return -1
 
 
 class RelayLoop:
@@ -544,7 +504,7 @@ class RelayLoop:
     def _header_environ(c: _Client, headers: list[tuple[bytes, bytes]], block: bytes) -> dict:
         """The environ's part that does not depend on the request line: the connection's and the headers', keyed as
         waitress keys them (duplicate headers joined with ', ', names with '_' dropped). It carries the header lines
-        as a ProxiedRequest, so adapters/http_upstream.py can reuse the container's header block too."""
+        as a ProxiedRequest, so adapters/upstream_headers.py can reuse the container's header block too."""
         server = c.channel.server
         environ = {
             "SCRIPT_NAME": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": server.server_name,
@@ -771,7 +731,7 @@ class RelayLoop:
     def _upstream_broke(self, ex: _Exchange) -> None:
         """The upstream socket failed before any byte of the answer: a kept-alive one the container closed while
         it sat in the pool is replaced once for an idempotent request; otherwise 502."""
-        if ex.reused and not ex.retried and not ex.rbuf and ex.plan.method in _IDEMPOTENT:
+        if not ex.retried and retry_on_stale(ex.plan.method, ex.reused, len(ex.rbuf)):
             self._drop_upstream(ex)
             ex.retried = True
             ex.unsent = b""
@@ -825,9 +785,9 @@ class RelayLoop:
             while True:
                 end = ex.rbuf.find(b"\r\n\r\n")
                 if end < 0:
-                    if len(ex.rbuf) > MAX_RESPONSE_HEAD:
+                    if len(ex.rbuf) > MAX_ANSWER_HEAD:
                         self._fail(ex, UpstreamFailed(f"Container {ex.plan.name} sent an answer head over "
-                                                      f"{MAX_RESPONSE_HEAD} bytes"))
+                                                      f"{MAX_ANSWER_HEAD} bytes"))
                     return
                 try:
                     shape = self._shape(ex.rbuf[:end], ex.plan.method == "HEAD", ex.keep)
@@ -853,7 +813,7 @@ class RelayLoop:
             ex.answered = True
             ex.head_out = shape.head  # sent with the first body bytes
             if shape.framing == "chunked":
-                ex.chunks = _ChunkScanner()
+                ex.chunks = ChunkedDecoder()
             elif shape.framing == "none":
                 self._emit(ex, b"")
                 self._complete(ex, reusable=shape.keep_up and not rest)

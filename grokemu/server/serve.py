@@ -15,6 +15,7 @@ from waitress.adjustments import Adjustments
 from waitress.server import MultiSocketServer
 from waitress.task import ThreadedTaskDispatcher
 
+from grokemu.http1 import RECV
 from grokemu.server.channel import Preflight
 from grokemu.server.listener import GrokemuServer
 from grokemu.server.takeover import ConnectionTakeover
@@ -92,7 +93,7 @@ def build_server(takeover: ConnectionTakeover, sockets: list[socket.socket], set
         # a `docker push` layer or a big fetchProxy upload spills to disk, not memory
         inbuf_overflow=1024 * 1024,
         # big reads: waitress parses bodies in pure Python, 8 KiB at a time by default
-        recv_bytes=256 * 1024,
+        recv_bytes=RECV,
         # a streamed answer (a fetchProxy download) waits for the client past 1 MiB pending, instead of piling up to
         # 16 MiB per connection and spilling to a temp file at 1 MiB: measured 30+ MB RSS growth per 1 GiB
         # download, 2-6 MB with

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from grokemu.domain.redaction import REDACTED, Redactor
 from grokemu.domain.upstream import ProxiedRequest
+from grokemu.http1 import dechunk_preview
 
 if TYPE_CHECKING:
     from grokemu.domain.clock import Clock
@@ -245,7 +246,7 @@ class Recording:
             cut = self.response_size > len(raw)
             encoding = getattr(self, "_encoding", None)
             if getattr(self, "_chunked", False):  # the relay loop passes chunks through framed: the preview is of the data
-                raw = _dechunk(bytes(raw))
+                raw = dechunk_preview(bytes(raw))
             if encoding is None:
                 if cut:
                     self._cuts |= 2
@@ -288,26 +289,6 @@ class Recording:
             "responseSize": self.response_size, "responseDecoded": getattr(self, "response_decoded", None),
             "truncated": bool(self._cuts), "error": getattr(self, "error", None),
         }
-
-
-def _dechunk(data: bytes) -> bytes:
-    """The data of a chunked body's first bytes, as far as they go."""
-    out = bytearray()
-    i, n = 0, len(data)
-    while i < n:
-        end = data.find(b"\r\n", i)
-        if end < 0:
-            break
-        try:
-            size = int(data[i:end].split(b";", 1)[0].strip() or b"x", 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        start = end + 2
-        out += data[start:start + size]
-        i = start + size + 2
-    return bytes(out)
 
 
 def _decode(data: bytes) -> tuple[bytes | None, bool]:

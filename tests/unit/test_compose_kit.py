@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from grokemu.adapters.http_upstream import upstream_address
+from grokemu.adapters.upstream_headers import upstream_address
 from grokemu.cli import build_parser
 from grokemu.client import package_files, package_zip
 from grokemu.config import load_settings

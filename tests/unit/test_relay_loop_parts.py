@@ -1,52 +1,16 @@
-"""The relay loop's pure parts (server/relay_loop.py, adapters/http_upstream.py): where a chunked body ends however
-its bytes are split, how a container's answer head is shaped for the caller, and the reused request header block
-of a body-less request, which must equal the one built from scratch."""
+"""The relay loop's pure parts (server/relay_loop.py, adapters/upstream_headers.py): how a container's answer head is
+shaped for the caller, and the reused request header block of a body-less request, which must equal the one built
+from scratch. Where a chunked body ends is tests/unit/test_http1_chunked.py."""
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from grokemu.adapters.http_upstream import bodyless_request_head
+from grokemu.adapters.upstream_headers import bodyless_request_head
 from grokemu.domain.upstream import ProxiedRequest, proxied_request
-from grokemu.server.relay_loop import _ChunkScanner, _shape_answer
+from grokemu.server.relay_loop import _shape_answer
 
 DATE = "Sun, 29 Nov 2026 18:00:00 GMT"
-
-
-def _chunked(pieces: list[bytes], trailers: list[bytes]) -> bytes:
-    body = b"".join(b"%x;ext=1\r\n" % len(p) + p + b"\r\n" for p in pieces if p)
-    return body + b"0\r\n" + b"".join(t + b"\r\n" for t in trailers) + b"\r\n"
-
-
-@settings(max_examples=200, deadline=None)
-@given(pieces=st.lists(st.binary(min_size=1, max_size=300), max_size=6),
-       trailers=st.lists(st.sampled_from([b"X-Sum: 1", b"X-Other: two"]), max_size=2),
-       cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6), after=st.binary(max_size=20))
-def test_chunk_scanner_finds_the_end_however_the_bytes_are_split(pieces, trailers, cuts, after):
-    body = _chunked(pieces, trailers)
-    stream = body + after
-    scanner, offset, end = _ChunkScanner(), 0, -1
-    for cut in sorted({min(c, len(stream)) for c in cuts} | {len(stream)}):
-        part = stream[offset:cut]
-        if not part:
-            continue
-        found = scanner.feed(part)
-        if found >= 0:
-            end = offset + found
-            break
-        offset = cut
-    assert end == len(body)
-
-
-@pytest.mark.parametrize("size", [b"zz", b"-5", b"0x5", b"1_0", b"+5", b""])
-def test_chunk_scanner_refuses_a_malformed_size(size):
-    with pytest.raises(ValueError):
-        _ChunkScanner().feed(size + b"\r\nhello\r\n")
-
-
-def test_chunk_scanner_refuses_an_endless_size_line():
-    with pytest.raises(ValueError):
-        _ChunkScanner().feed(b"1" * 5000)
 
 
 def test_shape_drops_hop_by_hop_and_connection_named_headers_and_adds_server_and_date():
