@@ -33,7 +33,9 @@ Resource limits (settings in config.py):
   bridge gateway, "main" otherwise.
 
 Modules: takeover.py (ConnectionTakeover: WebSockets, relayed uploads, direct answers), relay_loop.py (keep-alive
-fetchProxy connections served off waitress, one thread), relay.py (one request handed off by the loop), streams.py
+fetchProxy connections served off waitress, one thread; its parts: relay_state.py, the records and their states and
+transition tables; relay_answer.py, answer heads and framing; relay_caller.py and relay_container.py, its two sides),
+relay.py (one request handed off by the loop), streams.py
 (stream threads, serving one request on a taken-over socket), watchdog.py (TrackedSocket), channel.py (waitress's
 channel with the preflight, refusals and limits), listener.py (GrokemuServer: timeouts, eviction), serve.py (bind,
 build_server, run_forever, serve_on_thread, stop_server).

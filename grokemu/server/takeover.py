@@ -182,7 +182,7 @@ class ConnectionTakeover:
             return False
         sock = self._detach(channel, self.settings.stream_timeout,
                             f"relayed connection from {channel.addr[0]}")
-        relay = Relay(self, channel, sock, self.loop.fast, self.loop)
+        relay = Relay(self, channel, sock, self.loop.slow_path, self.loop)
         self.streams.run(lambda: relay.run(request, rest))
         return True
 

@@ -8,13 +8,13 @@ from hypothesis import given, settings, strategies as st
 
 from grokemu.adapters.upstream_headers import bodyless_request_head
 from grokemu.domain.upstream import ProxiedRequest, proxied_request
-from grokemu.server.relay_loop import _shape_answer
+from grokemu.server.relay_answer import _caller_head
 
 DATE = "Sun, 29 Nov 2026 18:00:00 GMT"
 
 
 def test_shape_drops_hop_by_hop_and_connection_named_headers_and_adds_server_and_date():
-    shape = _shape_answer(b"HTTP/1.1 201 Created\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+    shape = _caller_head(b"HTTP/1.1 201 Created\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
                           b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 3", False, True, DATE)
     assert (shape.status, shape.framing, shape.length, shape.keep_up) == (201, "length", 3, True)
     assert shape.head == (b"HTTP/1.1 201 Created\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 3\r\n"
@@ -22,7 +22,7 @@ def test_shape_drops_hop_by_hop_and_connection_named_headers_and_adds_server_and
 
 
 def test_shape_keeps_the_containers_server_and_date_and_says_close_when_the_caller_does():
-    shape = _shape_answer(b"HTTP/1.1 200 OK\r\nServer: app\r\nDate: then\r\nContent-Length: 0", False, False, DATE)
+    shape = _caller_head(b"HTTP/1.1 200 OK\r\nServer: app\r\nDate: then\r\nContent-Length: 0", False, False, DATE)
     assert shape.head == b"HTTP/1.1 200 OK\r\nServer: app\r\nDate: then\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -36,18 +36,18 @@ def test_shape_keeps_the_containers_server_and_date_and_says_close_when_the_call
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10", True, "none", True),
 ])
 def test_shape_framing(head, method_head, framing, keep_up):
-    shape = _shape_answer(head, method_head, True, DATE)
+    shape = _caller_head(head, method_head, True, DATE)
     assert (shape.framing, shape.keep_up) == (framing, keep_up)
     if framing in ("chunked", "close"):
         assert shape.head.count(b"Transfer-Encoding: chunked") == 1 and b"Content-Length" not in shape.head
 
 
 def test_shape_marks_informational_answers_and_refuses_what_is_not_http():
-    assert _shape_answer(b"HTTP/1.1 103 Early Hints\r\nLink: </a>", False, True, DATE).informational
+    assert _caller_head(b"HTTP/1.1 103 Early Hints\r\nLink: </a>", False, True, DATE).informational
     for bad in (b"SSH-2.0-OpenSSH", b"HTTP/1.1 \xb2\xb2\xb2 OK", b"HTTP/1.1 200 OK\r\nContent-Length: -1",
                 b"HTTP/1.1 200 OK\r\nContent-Length: x", b"HTTP/1.1 200 OK\r\nContent-Length: \xb2"):
         with pytest.raises((ValueError, ConnectionError)):
-            _shape_answer(bad, False, True, DATE)
+            _caller_head(bad, False, True, DATE)
 
 
 def _environ(raw: bytes | None, **headers) -> dict:
@@ -90,7 +90,7 @@ def test_a_reused_request_header_block_equals_the_one_built_from_scratch():
        method_head=st.booleans(), keep=st.booleans())
 def test_shape_of_any_answer_head_is_a_head_or_a_broken_answer(head, method_head, keep):
     try:
-        shape = _shape_answer(head, method_head, keep, DATE)
+        shape = _caller_head(head, method_head, keep, DATE)
     except (ConnectionError, ValueError):
         return
     assert shape.informational or (shape.head.startswith(b"HTTP/1.1 ") and shape.head.endswith(b"\r\n\r\n"))
