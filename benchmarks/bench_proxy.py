@@ -518,18 +518,20 @@ def inspector_cost_us(n: int = 20000) -> float:
     and ProxyService.fast_forward call (begin, the answer's head, one body chunk, finish) with a shaped head reused,
     as the loop reuses it. Microseconds per request."""
     from grokemu.domain.clock import SystemClock
+    from grokemu.domain.upstream import ProxiedRequest
     from grokemu.services.inspector import RequestInspector
 
     inspector = RequestInspector(200, ["admin"], SystemClock())
     token = "t" * 43
-    environ = {"grokemu.raw_headers": f"Host: localhost\r\nAuthorization: {token}\r\nAccept: */*".encode()}
+    relayed = ProxiedRequest(f"Host: localhost\r\nAuthorization: {token}\r\nAccept: */*".encode())
+    environ: dict = {}
     headers = (("Content-Type", "application/json"), ("Content-Length", "16"), ("Server", "x"),
                ("Date", "Thu, 01 Jan 2026 00:00:00 GMT"))
     body = b'{"result": "ok"}'
     meta = None
     start = time.perf_counter()
     for _ in range(n):
-        rec = inspector.begin("c", "GET", "/small", environ, token)
+        rec = inspector.begin("c", "GET", "/small", environ, token, relayed=relayed)
         if meta is None:
             meta = rec.response_meta(headers)
         rec.answered(200, meta)

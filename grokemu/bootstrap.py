@@ -20,10 +20,9 @@ from grokemu.domain.ports import Orchestrator
 from grokemu.server.channel import Preflight
 from grokemu.server.serve import bind, build_server, run_forever, serve_on_thread, stop_server
 from grokemu.server.takeover import ConnectionTakeover, WebHooks
-from grokemu.web import proxy
+from grokemu.web import errors, proxy
 from grokemu.web import takeover as web_takeover
 from grokemu.web.context import Context, app_context
-from grokemu.web.errors import raw_error
 from grokemu.web.fast_proxy import FastProxy
 from grokemu.web.websocket import reject_websocket
 
@@ -32,7 +31,7 @@ log = logging.getLogger("grokemu.server")
 
 def web_hooks(context: Context, fast_path: bool = True) -> WebHooks:
     """The web layer's parts the server calls (server/takeover.py WebHooks); `fast_path` False: no relay loop."""
-    return WebHooks(render_error=raw_error, reject_websocket=reject_websocket,
+    return WebHooks(render_error=errors.render, reject_websocket=reject_websocket,
                     takeover_key=web_takeover.ENVIRON_KEY,
                     fast_path=FastProxy(context) if fast_path else None)
 

@@ -8,6 +8,8 @@ readers share.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 RECV = 256 * 1024  # bytes asked of a socket at once by the relays
 MAX_ANSWER_HEAD = 256 * 1024  # a container's answer head over this is refused (502)
 MAX_CHUNK_LINE = 4096  # a chunk-size or trailer line over this is a broken answer
@@ -130,3 +132,12 @@ def dechunk_preview(data: bytes) -> bytes:
     except ValueError:
         pass
     return b"".join(out)
+
+
+def raw_answer(status: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """A whole answer on a connection that closes after it (a refusal, an error answer the server writes itself):
+    the status line, `headers` but the framing ones, Content-Length and `Connection: close`, then the body."""
+    skip = {"connection", "content-length", "transfer-encoding", "keep-alive"}
+    lines = [f"HTTP/1.1 {status}"] + [f"{k}: {v}" for k, v in headers if k.lower() not in skip]
+    lines += [f"Content-Length: {len(body)}", "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

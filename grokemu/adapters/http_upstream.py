@@ -34,7 +34,7 @@ from grokemu.adapters.upstream_headers import (
 )
 from grokemu.domain.errors import GatewayTimeout
 from grokemu.domain.model import DockerContainer
-from grokemu.domain.upstream import Forwarded, UpstreamFailed, UpstreamRefused
+from grokemu.domain.upstream import Forwarded, ProxiedRequest, UpstreamFailed, UpstreamRefused
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,10 @@ class HttpUpstreamPools:
         return entry
 
     def request_head(self, c: DockerContainer, method: str, target: str, environ: dict,
-                     identity: str | None = None) -> tuple[tuple[str, int], bytes]:
+                     identity: str | None = None,
+                     relayed: ProxiedRequest | None = None) -> tuple[tuple[str, int], bytes]:
         address = (upstream_address(c), upstream_port(c))
-        return address, bodyless_request_head(address, method, target, environ, identity)
+        return address, bodyless_request_head(address, method, target, environ, identity, relayed)
 
     def forget(self, cid: str) -> None:
         with self._pools_lock:

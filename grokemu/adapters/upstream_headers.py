@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from grokemu.domain.model import DockerContainer
-from grokemu.domain.upstream import UpstreamFailed
+from grokemu.domain.upstream import ProxiedRequest, UpstreamFailed
 from grokemu.http1 import HOP_BY_HOP
 
 LOOPBACK = "127.0.0.1"
@@ -97,14 +97,14 @@ _EXPECT_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
 def bodyless_request_head(address: tuple[str, int], method: str, target: str, environ: dict,
-                          identity: str | None) -> bytes:
+                          identity: str | None, relayed: ProxiedRequest | None = None) -> bytes:
     """The head of a body-less request to the container at `address`, built once: the caller's headers shaped by
     forwarded_headers, and Content-Length: 0 where http.client would send it (an empty POST / PUT / PATCH).
 
-    On a relayed connection the environ carries the caller's header lines as they came (`grokemu.raw_headers`,
-    server/relay_loop.py); the shaped header lines depend on nothing else but the container's address, the
-    identity and the caller's address, so they are kept and reused for the next request with the same lines."""
-    raw = environ.get("grokemu.raw_headers")
+    On a relayed connection `relayed` has the caller's header lines as they came (server/relay_loop.py); the shaped
+    header lines depend on nothing else but the container's address, the identity and the caller's address, so they
+    are kept and reused for the next request with the same lines."""
+    raw = None if relayed is None else relayed.header_block
     key = None if raw is None else (raw, address, identity, environ.get("REMOTE_ADDR"), method in _EXPECT_BODY)
     block = _HEAD_BLOCKS.get(key) if key is not None else None
     if block is None:

@@ -50,6 +50,17 @@ class Busy(GrokemuError):
     status = 503
 
 
+class RequestRefused(GrokemuError):
+    """A request the server's HTTP parser refused before anything else saw it (a head over the limit: 431, a
+    malformed request line: 400, a body over max_request_body_size: 413): `status` and the status line's reason
+    phrase are the parser's (waitress's, as its answers always read)."""
+
+    def __init__(self, status: int, message: str, phrase: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.phrase = phrase
+
+
 class DiskFull(GrokemuError):
     """The disk under the data directory is full (ENOSPC/EDQUOT, or SQLite's "database or disk is full"): 507, and
     the write that hit it leaves nothing behind (each writer cleans up its temporary files)."""

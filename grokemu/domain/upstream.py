@@ -16,6 +16,33 @@ from grokemu.domain.errors import GrokemuError
 from grokemu.domain.model import DockerContainer
 
 
+@dataclass(frozen=True, slots=True)
+class ProxiedRequest:
+    """What the server read of a fetchProxy request that its WSGI environ cannot say, for the proxy's legs:
+    `header_block`, the caller's header lines exactly as they came (the relay loop has them, server/relay_loop.py).
+    Equal blocks shape the same request head for the container (adapters/http_upstream.py) and the same redacted
+    headers in the request inspector (services/inspector.py), so both key what they work out once by it.
+
+    The server hands it to the web layer on the environ (`carry`, read back by `proxied_request`: the one place that
+    knows the key); from there it is an argument (ProxyService.fast_forward, HttpUpstream.request_head,
+    RequestInspector.begin)."""
+
+    header_block: bytes
+
+    def carry(self, environ: dict) -> dict:
+        """`environ`, carrying this request to the web layer."""
+        environ[_PROXIED_KEY] = self
+        return environ
+
+
+_PROXIED_KEY = "grokemu.proxied"
+
+
+def proxied_request(environ: dict) -> ProxiedRequest | None:
+    """The ProxiedRequest the server put on `environ` (ProxiedRequest.carry), or None (a request waitress parsed)."""
+    return environ.get(_PROXIED_KEY)
+
+
 class UpstreamFailed(GrokemuError):
     """The container did not answer. 500: 'the server workflow fails' in fetchProxy's JSDoc (docs/datagrok-api.md §1.2); only the
     container itself answers other statuses."""
@@ -114,8 +141,10 @@ class HttpUpstream(Protocol):
         ...
 
     def request_head(self, c: DockerContainer, method: str, target: str, environ: dict,
-                     identity: str | None = None) -> tuple[tuple[str, int], bytes]:
-        """The container's address and the head of a body-less request to it, as `send` would write it."""
+                     identity: str | None = None,
+                     relayed: ProxiedRequest | None = None) -> tuple[tuple[str, int], bytes]:
+        """The container's address and the head of a body-less request to it, as `send` would write it (`relayed`:
+        what the server read of it, so a repeated header block is shaped once)."""
         ...
 
     def forget(self, cid: str) -> None:

@@ -10,7 +10,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from waitress.channel import HTTPChannel
-from waitress.task import WSGITask
+from waitress.task import ErrorTask, WSGITask
+
+from grokemu.domain.errors import GrokemuError, RequestRefused
+from grokemu.http1 import raw_answer
 
 log = logging.getLogger("grokemu.server")
 
@@ -18,7 +21,49 @@ STREAM_BODIES_FROM = 1024 * 1024  # smaller bodies are simply buffered by waitre
 REFUSAL_LINGER = 2.0  # seconds a refused connection still drains (and drops) what the caller sends, see _refuse
 REFUSAL_DRAIN = 1024 * 1024  # ... and at most this many bytes
 
-Preflight = Callable[[dict], "tuple[str, list[tuple[str, str]], bytes] | None"]
+RawAnswer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body: web/errors.py render's
+Preflight = Callable[[dict], "RawAnswer | None"]
+
+
+def render_error(server, error: GrokemuError, path: str) -> RawAnswer:
+    """`error` as the answer to a request for `path`, by the one error renderer (web/errors.py render, handed to
+    the takeover by bootstrap.py's WebHooks)."""
+    return server.grokemu_takeover.hooks.render_error(error, path)
+
+
+def run_preflight(server, environ: dict) -> RawAnswer | None:
+    """The server's `preflight` on a request head whose body is not read yet: None to go on, else the refusal to
+    write; a preflight that raises refuses with a 500 (the caller is told, the body is not read)."""
+    preflight = server.grokemu_preflight
+    if preflight is None:
+        return None
+    try:
+        return preflight(environ)
+    except Exception:
+        log.exception("preflight failed for %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+        return render_error(server, GrokemuError("grokemu could not check this request"),
+                            environ.get("PATH_INFO") or "")
+
+
+def parser_refusal(error) -> RequestRefused:
+    """waitress's parser error (waitress.utilities.Error: 400, 413, 431, 501) as a domain error, for the renderer."""
+    return RequestRefused(error.code, f"{error.reason}: {error.body}" if error.body else error.reason,
+                          phrase=error.reason)
+
+
+class RenderedErrorTask(ErrorTask):
+    """waitress's answer to a request its parser refused (a head over max_request_header_size, a malformed line, a
+    body over max_request_body_size), rendered as every other error (ApiError JSON, the OCI envelope under /v2)
+    instead of waitress's text/plain."""
+
+    def execute(self):
+        status, headers, body = render_error(self.channel.server, parser_refusal(self.request.error),
+                                             getattr(self.request, "path", "") or "")
+        self.status = status
+        self.response_headers.extend(h for h in headers if h[0].lower() != "content-length")
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
 
 
 class GrokemuTask(WSGITask):
@@ -43,6 +88,7 @@ class GrokemuChannel(HTTPChannel):
     engine gives up. Closing at once makes the fallback immediate."""
 
     task_class = GrokemuTask
+    error_task_class = RenderedErrorTask
     # waitress's channel attributes this class assigns (waitress ships no types)
     request: Any
     requests: list[Any]
@@ -100,22 +146,16 @@ class GrokemuChannel(HTTPChannel):
 
     def _body_follows(self, request, rest: bytes) -> bool:
         """True when this connection is done with: the request was refused or taken over."""
-        preflight = self.server.grokemu_preflight
-        if preflight is not None:
-            try:
-                refusal = preflight(GrokemuTask(self, request).get_environment())
-            except Exception:
-                log.exception("preflight failed for %s %s", request.command, request.path)
-                refusal = ("500 Internal Server Error", [("Content-Type", "application/json")],
-                           b'{"#type":"ApiError","message":"grokemu could not check this request"}')
-            if refusal is not None:
-                self.request = None
-                request.close()
-                if self.requests or self.total_outbufs_len:
-                    self.will_close = True  # an answer to a pipelined request is pending: no room to say more
-                else:
-                    self._refuse(*refusal)
-                return True
+        refusal = None if self.server.grokemu_preflight is None else \
+            run_preflight(self.server, GrokemuTask(self, request).get_environment())
+        if refusal is not None:
+            self.request = None
+            request.close()
+            if self.requests or self.total_outbufs_len:
+                self.will_close = True  # an answer to a pipelined request is pending: no room to say more
+            else:
+                self._refuse(*refusal)
+            return True
         if (not request.chunked and request.content_length >= STREAM_BODIES_FROM
                 and request.path.startswith(self.server.grokemu_streamed) and not self.requests
                 and not self.total_outbufs_len):
@@ -204,11 +244,4 @@ class GrokemuChannel(HTTPChannel):
                         self.connected = False
                         self.will_close = True
                         self.server.pull_trigger()
-
-
-def raw_answer(status: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
-    skip = {"connection", "content-length", "transfer-encoding", "keep-alive"}
-    lines = [f"HTTP/1.1 {status}"] + [f"{k}: {v}" for k, v in headers if k.lower() not in skip]
-    lines += [f"Content-Length: {len(body)}", "Connection: close"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 

@@ -30,8 +30,16 @@ from typing import TYPE_CHECKING
 import h11
 from waitress.parser import HTTPRequestParser
 
-from grokemu.http1 import RECV
-from grokemu.server.channel import REFUSAL_DRAIN, REFUSAL_LINGER, STREAM_BODIES_FROM, GrokemuTask, raw_answer
+from grokemu.http1 import RECV, raw_answer
+from grokemu.server.channel import (
+    REFUSAL_DRAIN,
+    REFUSAL_LINGER,
+    STREAM_BODIES_FROM,
+    GrokemuTask,
+    parser_refusal,
+    render_error,
+    run_preflight,
+)
 from grokemu.server.streams import STREAM_BLOCK, SocketBody, close_socket
 
 if TYPE_CHECKING:
@@ -229,15 +237,9 @@ class Relay:
 
     # -- refusals -------------------------------------------------------------------------------------------------
     def _preflight(self, request):
-        preflight = self.server.grokemu_preflight
-        if preflight is None:
+        if self.server.grokemu_preflight is None:
             return None
-        try:
-            return preflight(self._environ(request)[0])
-        except Exception:
-            log.exception("preflight failed for %s %s", request.command, request.path)
-            return ("500 Internal Server Error", [("Content-Type", "application/json")],
-                    b'{"#type":"ApiError","message":"grokemu could not check this request"}')
+        return run_preflight(self.server, self._environ(request)[0])
 
     def _refuse(self, refusal) -> None:
 
@@ -256,7 +258,8 @@ class Relay:
             pass
 
     def _write_error(self, request) -> None:
-        status, headers, body = request.error.to_response(self.ident)
+        status, headers, body = render_error(self.server, parser_refusal(request.error),
+                                             getattr(request, "path", "") or "")
 
         self.sock.sendall(raw_answer(status, headers, body))
 

@@ -15,10 +15,8 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from grokemu.domain.errors import Busy
-from grokemu.domain.upstream import FastForward
-from grokemu.http1 import RECV
-from grokemu.server.channel import raw_answer
+from grokemu.domain.upstream import FastForward, ProxiedRequest
+from grokemu.http1 import RECV, raw_answer
 from grokemu.server.relay import Relay
 from grokemu.server.relay_answer import _CallerHead
 from grokemu.server.relay_state import (
@@ -200,15 +198,15 @@ class _CallerSide:
     @staticmethod
     def _header_environ(c: _Client, headers: list[tuple[bytes, bytes]], block: bytes) -> dict:
         """The environ's part that does not depend on the request line: the connection's and the headers', keyed as
-        waitress keys them (duplicate headers joined with ', ', names with '_' dropped). `grokemu.raw_headers`
-        carries the header lines, so adapters/upstream_headers.py can reuse the container's header block too."""
+        waitress keys them (duplicate headers joined with ', ', names with '_' dropped). It carries the header lines
+        as a ProxiedRequest, so adapters/upstream_headers.py can reuse the container's header block too."""
         server = c.channel.server
         environ = {
             "SCRIPT_NAME": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": server.server_name,
             "SERVER_PORT": str(server.effective_port), "REMOTE_ADDR": c.remote, "REMOTE_HOST": c.remote,
             "REMOTE_PORT": str(c.channel.addr[1]), "wsgi.url_scheme": "http", "grokemu.listener": c.listener,
-            "grokemu.raw_headers": block,
         }
+        ProxiedRequest(block).carry(environ)
         for name, value in headers:
             key = _environ_key(name)
             if key is None:
@@ -332,9 +330,7 @@ class _CallerSide:
     def _refuse_busy(self, c: _Client) -> None:
         log.warning("refusing a proxied request from %s: %d streams open (max_streams)", c.remote,
                     self.streams.limit)
-        answer = raw_answer(*self._failure(Busy(
-            f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
-            f"try again later"), ""))
+        answer = raw_answer(*self._failure(self.streams.refusal(), ""))
         try:
             c.sock.send(answer)
         except OSError:

@@ -63,7 +63,7 @@ __all__ = ["RelayLoop"]
 class RelayLoop(_ContainerSide):
     """The loop and its thread (started with the first connection). `takeover` is the ConnectionTakeover (its
     settings and stream pool); `plan`, `failure`, `slow_path` and `prefix` are web/fast_proxy.py's
-    FastProxy.plan, .failure, .handle and .PREFIX."""
+    FastProxy.plan, the one error renderer (web/errors.py render, through WebHooks), .handle and .PREFIX."""
 
     def __init__(self, takeover, plan: Callable[[dict], FastForward | None], failure: Callable, slow_path: Callable,
                  prefix: str):

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import cast
 from wsgiref.handlers import SimpleHandler
 
+from grokemu.domain.errors import Busy
+
 log = logging.getLogger("grokemu.server")
 
 STREAM_BLOCK = 1024 * 1024
@@ -31,6 +33,11 @@ class StreamPool:
     @property
     def busy(self) -> int:
         return self._busy
+
+    def refusal(self) -> Busy:
+        """What a request that needs a stream is told when all `limit` are taken (rendered by web/errors.py)."""
+        return Busy(f"Too many proxied requests and streams at once ({self.limit}, the max_streams setting): "
+                    f"try again later")
 
     def try_acquire(self) -> bool:
         with self._cv:

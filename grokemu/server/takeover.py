@@ -17,7 +17,7 @@ from waitress.channel import HTTPChannel
 from grokemu.config import Settings
 from grokemu.domain.errors import Busy, GrokemuError
 from grokemu.domain.upstream import FastForward
-from grokemu.server.channel import GrokemuTask
+from grokemu.server.channel import GrokemuTask, RawAnswer
 from grokemu.server.relay import Relay
 from grokemu.server.relay_loop import RelayLoop
 from grokemu.server.streams import STREAM_BLOCK, SocketBody, StreamPool, close_socket, run_on_socket
@@ -25,17 +25,12 @@ from grokemu.server.watchdog import TrackedSocket
 
 log = logging.getLogger("grokemu.server")
 
-RawAnswer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
-
-
 class FastPath(Protocol):
     """fetchProxy without Flask on relayed connections (web/fast_proxy.py FastProxy)."""
 
     PREFIX: str
 
     def plan(self, environ: dict) -> FastForward | None: ...
-
-    def failure(self, error: GrokemuError, path: str) -> RawAnswer: ...
 
     def handle(self, environ: dict) -> tuple[str, list[tuple[str, str]], Iterable[bytes]] | None: ...
 
@@ -49,12 +44,14 @@ class Gauges(Protocol):
 @dataclass(frozen=True)
 class WebHooks:
     """What the server calls of the web layer, handed in by the composition root (bootstrap.py), so the server
-    imports no view, renderer or route: errors rendered in one place (web/errors.py raw_error), WebSocket refusals
-    as the views refuse (web/websocket.py reject_websocket), the environ key a view finds the takeover under
-    (web/takeover.py), and the fetchProxy fast path (None: no relay loop)."""
+    imports no view, renderer or route: every error answer the server writes itself, rendered in the one place
+    (web/errors.py render: a domain error and the request's path to status line, headers, body), WebSocket
+    refusals as the views refuse (web/websocket.py reject_websocket: a close code and reason from a domain error),
+    the environ key a view finds the takeover under (web/takeover.py), and the fetchProxy fast path (None: no
+    relay loop)."""
 
     render_error: Callable[[GrokemuError, str], RawAnswer]
-    reject_websocket: Callable[[dict, socket.socket, int, str], None]
+    reject_websocket: Callable[[dict, socket.socket, GrokemuError], None]
     takeover_key: str
     fast_path: FastPath | None = None
 
@@ -76,7 +73,7 @@ class ConnectionTakeover:
         # the relay loop for keep-alive fetchProxy connections (server/relay_loop.py), when there is a fast path
         fast = hooks.fast_path if self.streamed_prefixes else None
         self.loop: RelayLoop | None = None if fast is None else \
-            RelayLoop(self, fast.plan, fast.failure, fast.handle, fast.PREFIX)
+            RelayLoop(self, fast.plan, hooks.render_error, fast.handle, fast.PREFIX)
         self._open = 0
         self._lock = threading.Lock()
         self._refusals = threading.BoundedSemaphore(32)  # WebSocket refusals being written at once
@@ -139,8 +136,9 @@ class ConnectionTakeover:
         the JS client says `Could not open WebSocket connection: <reason>`."""
         try:
             sock.settimeout(2.0)
-            self.hooks.reject_websocket(environ, sock, 503, f"Too many open WebSockets ({self.settings.max_websockets},"
-                                        f" the max_websockets setting): close one or try again later")
+            self.hooks.reject_websocket(environ, sock, Busy(
+                f"Too many open WebSockets ({self.settings.max_websockets}, the max_websockets setting): close one "
+                f"or try again later"))
         except OSError:
             pass
         finally:
@@ -197,9 +195,7 @@ class ConnectionTakeover:
         request = channel.requests[0]
         log.warning("refusing %s %s: %d streams open (max_streams)", request.command, request.path,
                     self.streams.limit)
-        channel.refuse_queued(*self.hooks.render_error(Busy(
-            f"Too many proxied requests and streams at once ({self.streams.limit}, the max_streams setting): "
-            f"try again later"), request.path))
+        channel.refuse_queued(*self.hooks.render_error(self.streams.refusal(), request.path))
 
     @staticmethod
     def can_answer_directly(environ) -> bool:

@@ -32,6 +32,7 @@ from grokemu.domain.upstream import (
     Forwarded,
     HttpUpstream,
     NotListening,
+    ProxiedRequest,
     UpstreamFailed,
     UpstreamRefused,
     WebSocketFailed,
@@ -183,18 +184,20 @@ class ProxyService:
                                      f"connection refused") from e
 
     def fast_forward(self, cid: str, method: str, target: str, environ: dict,
-                     token: str | None = None) -> FastForward | None:
+                     token: str | None = None, relayed: ProxiedRequest | None = None) -> FastForward | None:
         """A body-less request for the relay loop to send itself (server/relay_loop.py), or None when the container
         is not known started and listening (the first request, a cold start, a container with warnings): then
         `forward` serves it. The same rules as `forward`: the idle hold from now until `done`, the request counted
-        with the container's status, the caller's token as its identity."""
+        with the container's status, the caller's token as its identity. `relayed`: what the relay loop read of the
+        request (its header lines), so what repeats is worked out once."""
         seen = self._started.get(cid)
         if seen is None or seen[0] != self._spawner.generation or self._spawner.may_not_listen(seen[1]):
             return None
         c = seen[1]
-        address, head = self._http.request_head(c, method, target, environ, identity=token)
+        address, head = self._http.request_head(c, method, target, environ, identity=token, relayed=relayed)
         activity = self._activity
-        rec = self._inspector.begin(cid, method, target, environ, token) if self._inspector is not None else None
+        rec = self._inspector.begin(cid, method, target, environ, token, relayed=relayed) \
+            if self._inspector is not None else None
         activity.begin_hold(cid)
 
         def done(status: int | None) -> None:

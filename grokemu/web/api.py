@@ -12,6 +12,7 @@ from grokemu.domain.errors import BadRequest, NotFound, PayloadTooLarge, Unautho
 from grokemu.domain.query import apply_query, decode_text
 from grokemu.services.service_logs import service_logs
 from grokemu.web.context import ctx
+from grokemu.web.guard import current_caller
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -56,7 +57,10 @@ def server_info():
 def _package_caller() -> tuple[str, str]:
     """(login, package name): the guard (web/guard.py) authenticated the caller by `Dev <key>`, a session token or
     the CLI's legacy `<key>/<name>` path, and took the package name out of the path."""
-    return g.login, request.environ["grokemu.package"]
+    caller = current_caller()
+    if not caller.login or not caller.package:
+        raise Unauthorized("Not authenticated: send 'Authorization: Dev <key>'")
+    return caller.login, caller.package
 
 
 @blueprint.get("/packages/dev/<path:rest>/timestamps")

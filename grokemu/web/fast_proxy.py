@@ -4,7 +4,7 @@ itself, or None, and the request goes to the blocking relay (server/relay.py), w
 
 The rules are the ones the Flask route runs: the same guard call (`Guard.check`, with the endpoint the URL map would
 find), the same ProxyService (fast_forward for a started container, forward otherwise), the same error answers
-(web/errors.py raw_error). A request this module does not recognise as a plain fetchProxy request (another path,
+(web/errors.py render). A request this module does not recognise as a plain fetchProxy request (another path,
 an unusual method, an Upgrade, a path Flask would redirect) returns None and goes through the WSGI app instead.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ import logging
 from collections.abc import Iterable
 
 from grokemu.domain.errors import GrokemuError
-from grokemu.domain.upstream import FastForward
-from grokemu.web.errors import api_error_response, domain_error_response, raw_error
+from grokemu.domain.upstream import FastForward, proxied_request
+from grokemu.web import errors
 from grokemu.web.proxy import HTTP_PREFIX, METHODS, split_target
 
-log = logging.getLogger("grokemu.web.errors")
+log = logging.getLogger(__name__)
 
 ENDPOINT = "proxy.fetch_proxy"
 _METHODS = frozenset(METHODS)
@@ -45,7 +45,7 @@ class FastProxy:
         try:
             caller, cid, target = self._checked(environ)
             return self._context.proxy.fast_forward(cid, environ["REQUEST_METHOD"], target, environ,
-                                                    token=caller.token)
+                                                    token=caller.token, relayed=proxied_request(environ))
         except GrokemuError:
             return None  # the blocking relay runs the same checks and writes the refusal
 
@@ -54,11 +54,6 @@ class FastProxy:
         caller = self._guard.check(environ, matched=(ENDPOINT, {"rest": environ["PATH_INFO"][_PREFIX_LENGTH:]}))
         cid, target = split_target(environ, HTTP_PREFIX)
         return caller, cid, target
-
-    @staticmethod
-    def failure(error: GrokemuError, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
-        """grokemu's own answer for a failed exchange (502/504 ApiError JSON, as the Flask route's)."""
-        return raw_error(error, path)
 
     def handle(self, environ: dict) -> tuple[str, list[tuple[str, str]], Iterable[bytes]] | None:
         """The answer (status line, headers, body whose close() releases the container) or None: not a fetchProxy
@@ -74,8 +69,8 @@ class FastProxy:
                                                  body, length, token=caller.token)
             return answer.status_line, answer.headers, answer.body
         except GrokemuError as e:
-            resp = domain_error_response(e, path)
+            status, headers, data = errors.render(e, path)
         except Exception as e:  # as web/errors.py's handler for the Flask route
             log.exception("unhandled error on %s %s", environ.get("REQUEST_METHOD"), path)
-            resp = api_error_response(500, f"Internal error: {e}", type(e).__name__)
-        return resp.status, resp.headers.to_wsgi_list(), [resp.get_data()]
+            status, headers, data = errors.render_unexpected(e, path)
+        return status, headers, [data]

@@ -136,12 +136,12 @@ def pipe(call_id):
 
 
 def _websocket_error(e: GrokemuError):
-    from grokemu.web.errors import api_error_response
+    from grokemu.web.errors import domain_error_response
 
     client = request.environ.get("werkzeug.socket")
     if client is not None and request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-        reject_websocket(request.environ, client, e.status, e.message)
-    return api_error_response(e.status, e.message, e.inner)
+        reject_websocket(request.environ, client, e)
+    return domain_error_response(e, request.path, request.blueprint)
 
 
 ws_blueprint.register_error_handler(GrokemuError, _websocket_error)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
@@ -93,9 +93,13 @@ def policy_for(endpoint: str | None, path: str = "") -> Policy:
 
 @dataclass
 class Caller:
+    """Who the guard let through: `login` (None: nobody signed in, a public route), the session `token` it came with,
+    and on the publish routes the `package` the path names (the grok CLI's `<key>/<name>` form taken apart)."""
+
     login: str | None = None
     token: str | None = None
     via_cookie: bool = False
+    package: str | None = None
 
 
 def _strip_port(host: str) -> str:
@@ -244,21 +248,15 @@ class Guard:
                 login = self._auth.login_for_dev_key(key.strip())
                 if login is None:
                     raise Unauthorized("Invalid developer key")
-                environ["grokemu.package"] = rest
-                return Caller(login=login)
-            caller = self._session(environ)
-            environ["grokemu.package"] = rest
-            return caller
+                return Caller(login=login, package=rest)
+            return replace(self._session(environ), package=rest)
         from_browser = "HTTP_ORIGIN" in environ or any(k.startswith("HTTP_SEC_FETCH_") for k in environ)
         key, _, name = rest.partition("/")
         login = None if from_browser else self._auth.login_for_dev_key(key)
         if login is not None and name:
-            environ["grokemu.package"] = name
-            return Caller(login=login)
+            return Caller(login=login, package=name)
         if auth_cookie(environ):
-            caller = self._session(environ)
-            environ["grokemu.package"] = rest
-            return caller
+            return replace(self._session(environ), package=rest)
         raise Unauthorized("Not authenticated: send 'Authorization: Dev <key>'")
 
     def _check_body(self, policy: Policy, environ: dict) -> None:
@@ -282,19 +280,28 @@ class Guard:
     def preflight(self, environ: dict) -> tuple[str, list[tuple[str, str]], bytes] | None:
         """Called by the server once a request head is in and before its body is read: None to go on, or the
         refusal to write (status line, headers, body) before the connection is closed."""
-        from grokemu.web.errors import raw_error
+        from grokemu.web import errors
 
         try:
             self.check(environ)
         except GrokemuError as e:
-            return raw_error(e, environ.get("PATH_INFO") or "")
+            return errors.render(e, environ.get("PATH_INFO") or "")
         return None
 
     def install(self, app) -> None:
-        """Every request of the Flask app passes `check` before its view; the caller lands in `g`."""
+        """Every request of the Flask app passes `check` before its view; the caller lands in `g` (read it with
+        current_caller)."""
         from flask import g, request
 
         @app.before_request
         def _guard():
             caller = self.check(request.environ, matched=(request.endpoint, request.view_args))
             g.login, g.token = caller.login, caller.token
+            g.caller = caller
+
+
+def current_caller() -> Caller:
+    """The Caller the guard let through for the Flask request being served (Guard.install)."""
+    from flask import g
+
+    return g.caller

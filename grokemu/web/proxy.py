@@ -126,12 +126,12 @@ def websocket_proxy(rest: str):  # noqa: ARG001  (Flask passes the URL part; spl
 def _websocket_error(e: GrokemuError):
     """Errors on the WebSocket route, the guard's 401 included: a close with a reason when there is a socket,
     the usual ApiError answer otherwise."""
-    from grokemu.web.errors import api_error_response
+    from grokemu.web.errors import domain_error_response
 
     client = request.environ.get("werkzeug.socket")
     if client is not None:
-        reject_websocket(request.environ, client, e.status, e.message)
-    return api_error_response(e.status, e.message, e.inner)
+        reject_websocket(request.environ, client, e)
+    return domain_error_response(e, request.path, request.blueprint)
 
 
 ws_blueprint.register_error_handler(GrokemuError, _websocket_error)

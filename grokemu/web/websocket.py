@@ -13,6 +13,10 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, Request
 from wsproto.utilities import RemoteProtocolError
 
+from grokemu.domain.errors import BadRequest, GrokemuError
+from grokemu.http1 import raw_answer
+from grokemu.web import errors
+
 
 def ws_close_code(status: int) -> int:
     """Close code for a failure before CONNECTED: 4000 + the HTTP status it would have had (4401, 4404, 4400,
@@ -43,11 +47,9 @@ def accept_websocket(environ: dict, client: socket.socket) -> WSConnection | Non
             raise RemoteProtocolError("not a WebSocket upgrade", event_hint=RejectConnection())
         client.sendall(ws.send(AcceptConnection()))
     except RemoteProtocolError as e:
-        reason = str(e).replace('"', "'")
-        body = f'{{"#type":"ApiError","message":"Bad WebSocket upgrade: {reason}"}}'.encode()
+        answer = errors.render(BadRequest(f"Bad WebSocket upgrade: {e}"), environ.get("PATH_INFO") or "")
         try:
-            client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            client.sendall(raw_answer(*answer))
         except OSError:
             pass
         return None
@@ -71,10 +73,10 @@ def close_websocket(ws: WSConnection, client: socket.socket, code: int, reason: 
         pass
 
 
-def reject_websocket(environ: dict, client: socket.socket, status: int, message: str) -> None:
-    """A failure before the view ran (the /api guard's 401) or in it: accept (unless done already), then close with
-    the reason, so the JS client rejects with `Could not open WebSocket connection: <message>` rather than a bare
-    error event."""
+def reject_websocket(environ: dict, client: socket.socket, error: GrokemuError) -> None:
+    """A failure before the view ran (the /api guard's 401, the server's cap on open WebSockets) or in it: accept
+    (unless done already), then close with 4000 + the error's status and its message as the reason, so the JS
+    client rejects with `Could not open WebSocket connection: <message>` rather than a bare error event."""
     ws = environ.get("grokemu.websocket") or accept_websocket(environ, client)
     if ws is not None:
-        close_websocket(ws, client, ws_close_code(status), message)
+        close_websocket(ws, client, ws_close_code(error.status), error.message)

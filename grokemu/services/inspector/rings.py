@@ -12,6 +12,7 @@ from itertools import count
 from typing import TYPE_CHECKING, Any
 
 from grokemu.domain.redaction import Redactor
+from grokemu.domain.upstream import ProxiedRequest
 from grokemu.http1 import dechunk_preview
 from grokemu.services.inspector.entry import Entry
 from grokemu.services.inspector.preview import _DECODERS, PREVIEW, _bounded_json, _decode, _preview
@@ -225,18 +226,19 @@ class RequestInspector:
         self._response_heads: dict[tuple, tuple] = {}
 
     # -- recording ------------------------------------------------------------------------------------------------
-    def begin(self, cid: str, method: str, target: str, environ: dict, token: str | None) -> Recording | None:
+    def begin(self, cid: str, method: str, target: str, environ: dict, token: str | None,
+              relayed: ProxiedRequest | None = None) -> Recording | None:
         """A Recording for one request to the (known) container `cid`, or None when the inspector is off."""
         if not self.enabled:
             return None
-        raw = environ.get("grokemu.raw_headers")
+        raw = None if relayed is None else relayed.header_block
         if raw is not None:  # the relay loop: one lookup for what its repeated requests share
             key = (raw, target, token)
             known = self._relayed.get(key)
             if known is None:
                 secrets = self._secrets_of(token)
-                known = (self.redactor.target(target, secrets), self.request_headers(environ, token, secrets),
-                         secrets)
+                known = (self.redactor.target(target, secrets),
+                         self.request_headers(environ, token, secrets, raw), secrets)
                 if len(self._relayed) >= 1024:  # bounded: paths and callers come and go
                     self._relayed.clear()
                 self._relayed[key] = known
@@ -288,10 +290,10 @@ class RequestInspector:
             entry.error = self.redactor.text(error, secrets)
         self.add(entry)
 
-    def request_headers(self, environ: dict, token: str | None, secrets: tuple[bytes, ...]) -> tuple:
-        """The caller's headers, redacted: worked out once per header block the relay loop saw (it keeps the raw
-        lines in `grokemu.raw_headers`), from the WSGI environ otherwise."""
-        raw = environ.get("grokemu.raw_headers")
+    def request_headers(self, environ: dict, token: str | None, secrets: tuple[bytes, ...],
+                        raw: bytes | None = None) -> tuple:
+        """The caller's headers, redacted: worked out once per header block `raw` the relay loop saw (its header
+        lines as they came, ProxiedRequest.header_block), from the WSGI environ otherwise."""
         if raw is not None:
             key = (raw, token)
             found = self._request_heads.get(key)
