@@ -16,14 +16,17 @@ generated config and a keepalive upstream, never the system service) in front of
 direct, nginx and grokemu with wrk in 5 alternating rounds (--rounds), for two apps: the tuned raw-socket app and a
 plain ThreadingHTTPServer app with TCP_NODELAY; it prints the medians, grokemu/direct and nginx/direct. A second
 `grokemu up` with the request inspector off (`inspector_size: 0`, issue 20) serves its own copy of the apps in the
-same rounds, so the inspector's cost is measured in one run: grokemu/no-inspector (target >= 0.95).
-    python benchmarks/bench_proxy.py --only nginx
+same rounds, so the inspector's cost is measured in one run: grokemu/no-inspector (target >= 0.95). With
+`--baseline REV` a third one runs the grokemu/ package of that git revision, so a change is measured before and after
+in one run (issue 19: this tree's req/s at least the baseline's; grokemu's CPU per request <= 1.5x nginx's).
+    python benchmarks/bench_proxy.py --only nginx [--baseline 10b0b18]
 
 Loopback only, bounded loops, everything it creates removed at the end. Numbers are printed whether met or not.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -39,6 +42,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import psutil
@@ -540,9 +544,20 @@ def inspector_cost_us(n: int = 20000) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, off=None) -> None:
-    """Small GETs: direct, nginx in front, grokemu in front, for both apps, in `--rounds` alternating rounds (the
-    order rotates each round); medians. One wrk thread with `--threads` connections, then one connection for p50."""
+class Peer(NamedTuple):
+    """A second grokemu serving its own copy of the apps in the same rounds: the inspector-off one, or the baseline
+    revision's (--baseline)."""
+    kind: str
+    port: int
+    auth: dict
+    apps: dict
+    pid: int
+
+
+def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, peers: tuple[Peer, ...] = ()) -> None:
+    """Small GETs: direct, nginx in front, grokemu in front (and each peer), for both apps, in `--rounds` alternating
+    rounds (the order rotates each round); medians. One wrk thread with `--threads` connections, then one connection
+    for p50."""
     if not (shutil.which("wrk") and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())):
         print("  nginx side-by-side skipped: needs `apt-get install -y nginx wrk`", flush=True)
         return
@@ -550,32 +565,32 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, 
     # with the docker_network setting (GROKEMU_DOCKER_NETWORK) containers publish nothing: direct is their address
     direct = {app: f"{c.get('address') or '127.0.0.1'}:{c['port']}" for app, (c, _) in apps.items()}
     nginx = Nginx(direct)
-    meter = CpuMeter(grokemu_pid, nginx.proc.pid, ports,
-                     {"grokemu (inspector off)": off[3]} if off is not None else None) if grokemu_pid else None
+    meter = CpuMeter(grokemu_pid, nginx.proc.pid, ports, {f"grokemu ({p.kind})": p.pid for p in peers}) \
+        if grokemu_pid else None
     try:
         paths = {app: {"direct": (f"http://{direct[app]}/small", {}),
                        "nginx": (f"http://127.0.0.1:{nginx.port}/{app}/small", {}),
                        "grokemu": (f"http://127.0.0.1:{gport}/api/docker/containers/proxy/{c['id']}/small", auth)}
                  for app, (c, _) in apps.items()}
         kinds = ["direct", "nginx", "grokemu"]
-        if off is not None:  # (port, auth, apps) of the grokemu with the request inspector off
-            oport, oauth, oapps, _ = off
-            for app, (c, _) in oapps.items():
-                paths[app]["no-inspector"] = (f"http://127.0.0.1:{oport}/api/docker/containers/proxy/{c['id']}/small",
-                                              oauth)
-            kinds.append("no-inspector")
+        for peer in peers:
+            for app, (c, _) in peer.apps.items():
+                paths[app][peer.kind] = (
+                    f"http://127.0.0.1:{peer.port}/api/docker/containers/proxy/{c['id']}/small", peer.auth)
+            kinds.append(peer.kind)
         for app in apps:  # warm-up
             for kind in kinds:
                 wrk(paths[app][kind][0], paths[app][kind][1], args.threads, 1)
         print(f"  small GETs, {args.rounds} alternating rounds of {args.seconds:g} s, wrk -t1 -c{args.threads}; "
               f"nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()} "
               f"(1 worker, keepalive upstream)", flush=True)
+        loop_pid = {"grokemu": grokemu_pid, **{p.kind: p.pid for p in peers}}
+        party = {"grokemu": "grokemu", **{p.kind: f"grokemu ({p.kind})" for p in peers}}
         for app in apps:
-            rps = {k: [] for k in kinds}
-            p50 = {k: [] for k in kinds}
-            cpu = {k: [] for k in kinds}
-            loop: dict[str, list[float]] = {"grokemu": [], "no-inspector": []}  # relay loop thread us/request
-            loop_pid = {"grokemu": grokemu_pid, "no-inspector": off[3] if off is not None else None}
+            rps: dict[str, list[float]] = {k: [] for k in kinds}
+            p50: dict[str, list[float]] = {k: [] for k in kinds}
+            cpu: dict[str, list[dict]] = {k: [] for k in kinds}
+            loop: dict[str, list[float]] = {k: [] for k in loop_pid}  # relay loop thread us/request
             for r in range(args.rounds):
                 for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                     url, headers = paths[app][kind]
@@ -595,29 +610,36 @@ def bench_side_by_side(args, apps, gport, auth, grokemu_pid: int | None = None, 
             target = " (target >= 0.60)" if app == "plain" else ""
             print(f"  {app + ' app':<12} req/s direct {m['direct']:>7.0f}  nginx {m['nginx']:>7.0f}  "
                   f"grokemu {m['grokemu']:>7.0f}   grokemu/direct {g:.2f}{target}  nginx/direct {n:.2f}", flush=True)
-            print(f"  {'':<12} rounds: direct {[round(x) for x in rps['direct']]} nginx "
-                  f"{[round(x) for x in rps['nginx']]} grokemu {[round(x) for x in rps['grokemu']]}", flush=True)
+            print(f"  {'':<12} rounds: " + " ".join(f"{k} {[round(x) for x in rps[k]]}" for k in kinds), flush=True)
             print(f"  {'':<12} p50 at 1 connection ms: direct {lat['direct']:.2f}  nginx {lat['nginx']:.2f} "
                   f"(+{lat['nginx'] - lat['direct']:.2f})  grokemu {lat['grokemu']:.2f} "
                   f"(+{lat['grokemu'] - lat['direct']:.2f}{', target <= 1 ms' if app == 'plain' else ''})",
                   flush=True)
-            if "no-inspector" in m:
-                ratio = m["grokemu"] / m["no-inspector"]
-                print(f"  {'':<12} request inspector: grokemu (on) {m['grokemu']:.0f} req/s, no-inspector "
-                      f"{m['no-inspector']:.0f} req/s: on/off {ratio:.3f} (target >= 0.95)", flush=True)
-                pairs = zip(rps["grokemu"], rps["no-inspector"], strict=True)
-                print(f"  {'':<12} on/off by round {[round(a / b, 3) for a, b in pairs]}", flush=True)
-                if meter:  # grokemu's own CPU per request: what the inspector costs, whatever else loads the machine
-                    on = statistics.median(shot.get("grokemu", 0.0) for shot in cpu["grokemu"])
-                    offcpu = statistics.median(shot.get("grokemu (inspector off)", 0.0) for shot in cpu["no-inspector"])
-                    print(f"  {'':<12} grokemu CPU us/request: inspector on {on:.1f}, off {offcpu:.1f}: off/on "
-                          f"{offcpu / on:.3f} (the throughput a CPU-bound loop keeps)", flush=True)
-                if loop["grokemu"] and loop["no-inspector"]:
-                    on_loop, off_loop = statistics.median(loop["grokemu"]), statistics.median(loop["no-inspector"])
-                    print(f"  {'':<12} relay loop thread CPU us/request: inspector on {on_loop:.1f}, off "
-                          f"{off_loop:.1f}: off/on {off_loop / on_loop:.3f} (target >= 0.95; rounds on "
-                          f"{[round(x, 1) for x in loop['grokemu']]} off {[round(x, 1) for x in loop['no-inspector']]})",
-                          flush=True)
+            # grokemu's own CPU per request (all its threads), whatever else loads the machine
+            own = {k: statistics.median(shot.get(party[k], 0.0) for shot in cpu[k]) for k in loop_pid if meter}
+            nginx_cpu = statistics.median(shot.get("nginx", 0.0) for shot in cpu["nginx"]) if meter else 0.0
+            if meter:
+                print(f"  {'':<12} proxy CPU us/request: nginx {nginx_cpu:.1f}  "
+                      + "  ".join(f"{k} {v:.1f} ({v / nginx_cpu:.2f}x nginx)" for k, v in own.items() if nginx_cpu)
+                      + " (target grokemu <= 1.5x nginx)", flush=True)
+            for peer in peers:
+                label = {"no-inspector": "request inspector on/off", "baseline": "this tree/baseline"}.get(
+                    peer.kind, f"grokemu/{peer.kind}")
+                goal = " (target >= 0.95)" if peer.kind == "no-inspector" else \
+                    " (target >= 1.00)" if peer.kind == "baseline" and app == "plain" else ""
+                pairs = zip(rps["grokemu"], rps[peer.kind], strict=True)
+                print(f"  {'':<12} {label}: req/s {m['grokemu']:.0f} / {m[peer.kind]:.0f} = "
+                      f"{m['grokemu'] / m[peer.kind]:.3f}{goal}; by round {[round(a / b, 3) for a, b in pairs]}",
+                      flush=True)
+                if meter:
+                    print(f"  {'':<12} {label}: grokemu CPU us/request {own['grokemu']:.1f} / {own[peer.kind]:.1f}: "
+                          f"{peer.kind}/this {own[peer.kind] / own['grokemu']:.3f}", flush=True)
+                if loop["grokemu"] and loop[peer.kind]:
+                    a, b = statistics.median(loop["grokemu"]), statistics.median(loop[peer.kind])
+                    print(f"  {'':<12} {label}: relay loop thread CPU us/request {a:.1f} / {b:.1f}: "
+                          f"{peer.kind}/this {b / a:.3f} (rounds {[round(x, 1) for x in loop['grokemu']]} / "
+                          f"{[round(x, 1) for x in loop[peer.kind]]})", flush=True)
+            if any(p.kind == "no-inspector" for p in peers):
                 cost = inspector_cost_us()
                 print(f"  {'':<12} inspector work per request, measured in process: {cost:.2f} us", flush=True)
             for kind in kinds if meter else ():
@@ -719,6 +741,36 @@ def publish_bench_app(server, auth) -> tuple[dict, str]:
     return found
 
 
+@contextlib.contextmanager
+def peer_server(kind: str, env: dict, source: Path | None = None):
+    """A second `grokemu up` with its own data dir and copy of the apps, removed afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"grokemu-bench-{kind}-"))
+    server = GrokemuProcess(data_dir, env=env, source=source)
+    server.start()
+    try:
+        auth = {"Authorization": server.login()}
+        yield Peer(kind, server.port, auth, publish_bench_app(server, auth), server.proc.pid)
+    finally:
+        try:
+            server.reset()
+        except OSError:
+            pass
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def baseline_tree(rev: str, stack: contextlib.ExitStack) -> Path:
+    """The grokemu/ package of git revision `rev`, exported to a temporary folder (removed with the stack)."""
+    folder = Path(tempfile.mkdtemp(prefix="grokemu-bench-baseline-"))
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "grokemu"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    print(f"  baseline: grokemu of {commit}", flush=True)
+    return folder
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each small-GET run")
@@ -729,6 +781,8 @@ def main() -> int:
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the nginx side-by-side")
     parser.add_argument("--only", default="nginx,small,upload,download,ws,cold", help="comma-separated sections")
+    parser.add_argument("--baseline", metavar="REV", help="nginx section: also run the grokemu of this git revision "
+                        "(exported to a temporary folder) in the same rounds, for a before/after in one run")
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -749,21 +803,11 @@ def main() -> int:
         if "small" in only:
             bench_small(args, direct_port, gport, proxy_path, auth, record)
         if "nginx" in only:
-            off_dir = Path(tempfile.mkdtemp(prefix="grokemu-bench-off-"))
-            off_server = GrokemuProcess(off_dir, env={"GROKEMU_INSPECTOR_SIZE": "0"})
-            off_server.start()
-            try:
-                off_auth = {"Authorization": off_server.login()}
-                off_apps = publish_bench_app(off_server, off_auth)
-                bench_side_by_side(args, apps, gport, auth, server.proc.pid,
-                                   off=(off_server.port, off_auth, off_apps, off_server.proc.pid))
-            finally:
-                try:
-                    off_server.reset()
-                except OSError:
-                    pass
-                off_server.stop()
-                shutil.rmtree(off_dir, ignore_errors=True)
+            with contextlib.ExitStack() as peers:
+                no_inspector = peers.enter_context(peer_server("no-inspector", {"GROKEMU_INSPECTOR_SIZE": "0"}))
+                more = (peers.enter_context(peer_server("baseline", {}, baseline_tree(args.baseline, peers))),) \
+                    if args.baseline else ()
+                bench_side_by_side(args, apps, gport, auth, server.proc.pid, peers=(no_inspector, *more))
         for kind in ("upload", "download"):
             if kind in only:
                 bench_body(kind, args, server.proc.pid, direct_port, gport, proxy_path, auth, record)

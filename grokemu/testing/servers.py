@@ -23,8 +23,12 @@ if TYPE_CHECKING:
 
 
 class GrokemuProcess:
-    def __init__(self, data_dir: Path, *extra_args: str, env: dict | None = None, instance: str | None = None):
+    def __init__(self, data_dir: Path, *extra_args: str, env: dict | None = None, instance: str | None = None,
+                 source: Path | None = None):
         self.data_dir = Path(data_dir)
+        # source: another grokemu tree to run (`python -m` puts the working directory first on sys.path), as the
+        # proxy benchmark's --baseline does
+        self.cwd = source
         self.instance = instance or f"test-{uuid.uuid4().hex[:8]}"
         self.args = [sys.executable, "-m", "grokemu", "up", "--port", "0", "--data-dir", str(self.data_dir),
                      "--instance", self.instance, *extra_args]
@@ -45,7 +49,8 @@ class GrokemuProcess:
     def start(self, timeout: float = 20) -> GrokemuProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log, env=self.env, text=True)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log, env=self.env, text=True,
+                                     cwd=self.cwd)
         stdout = self.proc.stdout
         assert stdout is not None  # stdout=PIPE
         deadline = time.time() + timeout

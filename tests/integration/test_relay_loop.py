@@ -10,6 +10,7 @@ Every test first sends two proxied requests on its connection (`relayed`: the co
 by the blocking relay); `_loop_served` records the requests the loop then forwarded itself."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import socket
@@ -57,6 +58,21 @@ def _loop_served(server) -> list[str]:
 
     loop._plan = recording
     return served
+
+
+
+def _idle_discards(server) -> list[int]:
+    """The local ports of the upstream sockets the loop drops from its idle pool from now on."""
+    loop = server.takeover.loop
+    ports, discard = [], loop._discard_idle
+
+    def recording(up):
+        with contextlib.suppress(OSError):
+            ports.append(up.sock.getsockname()[1])
+        discard(up)
+
+    loop._discard_idle = recording
+    return ports
 
 
 @pytest.fixture
@@ -219,6 +235,7 @@ def test_bodyless_post_and_delete_are_forwarded_with_their_methods(live, looped)
 # -- kept-alive upstream sockets -------------------------------------------------------------------------------------
 def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them(live, looped):
     up, a, served, sock, answers = looped
+    noticed = _idle_discards(live)
 
     def get(path: str) -> int:
         sock.sendall(_get(live, a, path))
@@ -236,7 +253,9 @@ def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them
     replaced = get("/at-once")  # sent before or after the loop noticed: either way a new connection
     assert replaced != fresh
     assert get("/drop-after") == replaced
-    time.sleep(0.3)  # the loop notices the close while the socket is idle
+    # the loop notices the close while the socket waits idle (readable there means closed): waited for, not slept
+    _eventually(lambda: replaced in noticed)
+    assert replaced in noticed
     last = get("/later")
     assert last != replaced
     paths = [s["path"] for s in up.seen]
@@ -594,7 +613,9 @@ def test_a_request_head_over_the_header_limit_gets_431(live, looped):
     head = start + lines + b"X-Last: " + b"q" * (limit - len(start) - len(lines) - len(b"X-Last: "))
     assert len(head) == limit  # all of it read, no blank line yet: the loop waits for the rest
     sock.sendall(head)
-    time.sleep(0.3)
+    loop = live.takeover.loop  # the rest is sent only once the loop holds all of this, so it comes as a second read
+    _eventually(lambda: any(len(c.buf) >= limit for c in list(loop._clients)))
+    assert any(len(c.buf) == limit for c in list(loop._clients))
     sock.sendall(b"q\r\n\r\n")  # the head complete now, over the limit
     got = answers.read()
     assert [s["path"] for s in up.seen] == WARM_UP and served == []
