@@ -9,7 +9,7 @@ STAND := $(COMPOSE) -p grokemu -f compose/docker-compose.yml
 # the venv is refreshed when the declared dependencies change
 STAMP := $(VENV)/.grokemu-installed
 
-.PHONY: up demo install venv lint test unit integration docker e2e compose example security bench bench-compose bench-queue bench-dev \
+.PHONY: up demo install venv lint test unit integration docker e2e compose example security bench bench-compose bench-queue bench-dev bench-floor \
         wheels stand stand-down clean
 
 up: $(STAMP)
@@ -79,6 +79,11 @@ bench-dev: $(STAMP)
 bench-queue: $(STAMP)
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(VPY) benchmarks/bench_queue.py
+
+# the least a Python relay costs against nginx, and grokemu's relay loop beside it (uvloop: the bench extra)
+bench-floor: $(STAMP)
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(VPY) benchmarks/bench_loop_floor.py
 
 # the compose stand (compose/): wheelhouse on the host, image built offline, API on 127.0.0.1:8080
 wheels: $(STAMP)
