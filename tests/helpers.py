@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -353,3 +354,10 @@ def relayed(server, cid: str) -> tuple[socket.socket, RawAnswers]:
         got = answers.read()
         assert got.status == 200 and json.loads(got.body) == {"path": path}
     return sock, answers
+
+
+def ctrl_c_default() -> None:
+    """preexec_fn for a CLI a test stops with SIGINT (Ctrl-C). Python turns SIGINT into KeyboardInterrupt only when
+    SIGINT is not ignored at its start, and a test run launched in the background (nohup, `cmd &` in a script)
+    ignores it, which every child inherits: the CLI under test would never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,7 +18,7 @@ import requests
 from grokemu.client import Client
 from grokemu.testing import GrokemuProcess
 from tests.e2e.test_publish_cli import copy_sample
-from tests.helpers import js_runner, remove_images, wait_until
+from tests.helpers import ctrl_c_default, js_runner, remove_images, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,8 @@ class Dev:
         self._eof = False
         self._changed = threading.Condition()
         self.proc = subprocess.Popen([sys.executable, "-m", "grokemu", "dev", str(folder), "--url", server.url,
-                                      *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                      *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=ctrl_c_default)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

@@ -17,7 +17,7 @@ from grokemu.adapters.memory_orchestrator import MemoryOrchestrator
 from grokemu.client import Client
 from grokemu.domain.clock import ManualClock, iso
 from grokemu.testing import ThreadedGrokemu
-from tests.helpers import free_port, hello_package, package_zip, wait_until
+from tests.helpers import ctrl_c_default, free_port, hello_package, package_zip, wait_until
 
 
 def publish(client, name: str, **kw) -> None:
@@ -258,7 +258,8 @@ def test_logs_follow_prints_new_lines_until_the_container_stops(server):
     docker_id = server.context.store.get_container(c["id"]).docker_id
     server.orchestrator.emit(docker_id, "before\n")
     follower = subprocess.Popen([sys.executable, "-m", "grokemu", "logs", "-f", "--tail", "1", "web", "--url",
-                                 server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=ctrl_c_default)
     lines = line_reader(follower)
     try:
         # the tail line says the follow is attached: what the container prints from now on is followed
@@ -280,7 +281,7 @@ def test_a_follower_that_leaves_frees_its_stream(server):
     """Ctrl-C: the CLI exits 130; the server sees the caller gone at its next quiet tick and ends the follow."""
     [c] = upload(server, "@acme/leave", hello_package("@acme/leave", folder="web"))
     follower = subprocess.Popen([sys.executable, "-m", "grokemu", "logs", "-f", "web", "--url", server.url],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_default)
     lines = line_reader(follower)
     try:
         assert lines.get(timeout=20).startswith(b"started ")
@@ -304,7 +305,7 @@ def test_ctrl_c_while_waiting_for_grokemu_exits_130_without_a_traceback():
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         for command in (["status"], ["logs", "web"]):
             proc = subprocess.Popen([sys.executable, "-m", "grokemu", *command, "--url", url],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_default)
             try:
                 conn, _ = silent.accept()  # the sign-in request has arrived
                 proc.send_signal(signal.SIGINT)
