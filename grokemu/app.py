@@ -79,6 +79,7 @@ def create_app(settings: Settings, *, store: Store | None = None, orchestrator: 
     proxy_service = ProxyService(spawner, activity, settings,
                                  http=HttpUpstreamPools(settings.threads, settings.proxy_request_timeout),
                                  websockets=WebSocketDialer(settings.proxy_request_timeout), inspector=inspector)
+    activity.on_forget(proxy_service.forget)  # a deleted container's upstream sockets are closed
     resets = Resets()  # what admin reset empties, in this order within each stage (services/resets.py)
     resets.add("calls", calls, ResetStage.CALLERS)  # every caller gets its answer before the workers go
     resets.add("broker", broker, ResetStage.CALLERS)  # its container went with the others: new credentials next time

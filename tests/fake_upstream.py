@@ -29,6 +29,7 @@ class Upstream:
         self.seen: list[dict] = []
         self.gate = threading.Event()
         self.connections: list[socket.socket] = []  # accepted ones, for kill()
+        self.ended: list[int] = []  # the caller's ports of connections that ended (the caller closed or shut down)
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +39,10 @@ class Upstream:
             def setup(self):
                 super().setup()
                 upstream.connections.append(self.connection)
+
+            def finish(self):
+                super().finish()
+                upstream.ended.append(self.client_address[1])
 
             def _body(self) -> bytes:
                 if self.headers.get("Content-Length") is not None:

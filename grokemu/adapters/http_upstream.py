@@ -111,19 +111,21 @@ class HttpUpstreamPools:
             old[1].close()
         return pool
 
-    def _lean(self, c: DockerContainer) -> LeanPool:
-        key = (upstream_address(c), upstream_port(c))
-        entry = self._lean_pools.get(c.id)
-        if entry is not None and entry.key == key:
+    def kept_alive(self, cid: str, address: tuple[str, int]) -> LeanPool:
+        entry = self._lean_pools.get(cid)
+        if entry is not None and entry.key == address:
             return entry
         with self._pools_lock:
-            entry = self._lean_pools.get(c.id)
-            if entry is None or entry.key != key:
-                old, entry = entry, LeanPool(key, max(self._threads, 32), self._timeout)
-                self._lean_pools[c.id] = entry
-                if old is not None:
+            entry = self._lean_pools.get(cid)
+            if entry is None or entry.key != address:
+                old, entry = entry, LeanPool(address, max(self._threads, 32), self._timeout)
+                self._lean_pools[cid] = entry
+                if old is not None:  # the container moved: its old sockets go
                     old.close()
         return entry
+
+    def _lean(self, c: DockerContainer) -> LeanPool:
+        return self.kept_alive(c.id, (upstream_address(c), upstream_port(c)))
 
     def request_head(self, c: DockerContainer, method: str, target: str, environ: dict,
                      identity: str | None = None,

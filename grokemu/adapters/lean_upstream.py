@@ -40,22 +40,33 @@ class _Broken(Exception):
 
 
 class LeanPool:
-    """Kept-alive sockets to one container address, and the body-less exchanges on them."""
+    """Kept-alive sockets to one container address, and the body-less exchanges on them. It is the container's one
+    pool (domain/upstream.py KeptAliveSockets): the server's relay loop takes its sockets from it and gives them back
+    too, so a socket the loop opened serves the blocking relay's next request and the other way round.
+
+    Two kinds of idle socket, one rule for both (an idle socket that turns readable, EOF or bytes nobody asked for,
+    is dead): a *loose* one nobody watches is polled when it is taken; a *watched* one stays registered with the
+    relay loop while it rests here, so the loop sees the container close it, and taking it back costs the loop no
+    system call. Only the loop takes watched sockets (its selector owns them); the blocking relay takes loose ones
+    and opens a fresh socket when there is none. Part two of the rule, for a socket the container closes while a
+    request is under way, is http1.retry_on_stale."""
 
     def __init__(self, key: tuple[str, int], size: int, timeout: float):
         self.key = key
         self._size = size
         self._timeout = timeout
-        self._idle: deque[socket.socket] = deque()
+        self._idle: deque[socket.socket] = deque()  # loose, newest last
+        self._watched: dict[socket.socket, object] = {}  # socket -> its watcher's record, newest last
         self._lock = threading.Lock()
+        self._closed = False
 
-    def _get(self) -> tuple[socket.socket, bool]:
+    def take(self) -> socket.socket | None:
+        """The newest loose idle socket that still looks alive, or None."""
         while True:
             with self._lock:
                 sock = self._idle.pop() if self._idle else None
             if sock is None:
-                break
-            # a kept-alive socket with something to read (EOF, or bytes nobody asked for) is dead
+                return None
             try:
                 poller = select.poll()
                 poller.register(sock, select.POLLIN)
@@ -63,25 +74,66 @@ class LeanPool:
             except (OSError, ValueError):
                 readable = True
             if not readable:
-                return sock, True
-            sock.close()
-        sock = socket.create_connection(self.key, timeout=5.0)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(self._timeout)
-        return sock, False
+                return sock
+            self._drop(sock)
 
-    def put(self, sock: socket.socket) -> None:
+    def take_watched(self) -> tuple[socket.socket, object] | None:
+        """For the relay loop: the newest watched idle socket with the record it gave it back with, or None. The
+        loop has removed every one it saw turn readable (`discard`), so this one is alive as far as anyone knows."""
         with self._lock:
-            if len(self._idle) < self._size:
+            return self._watched.popitem() if self._watched else None
+
+    def _drop(self, sock: socket.socket) -> None:
+        log.debug("closed a kept-alive socket to %s:%s that the container closed while it was idle", *self.key)
+        sock.close()
+
+    def give(self, sock: socket.socket) -> None:
+        """A loose socket whose exchange ended cleanly, back for the next request; closed when the pool is full or
+        closed (the container moved to another port, or was forgotten)."""
+        with self._lock:
+            if not self._closed and len(self._idle) + len(self._watched) < self._size:
                 self._idle.append(sock)
                 return
         sock.close()
 
-    def close(self) -> None:
+    def give_watched(self, sock: socket.socket, watcher: object) -> bool:
+        """The relay loop's socket back, still registered with the loop; False: not kept (full or closed), and the
+        loop closes it itself (only it can unregister it)."""
         with self._lock:
+            if not self._closed and len(self._idle) + len(self._watched) < self._size:
+                self._watched[sock] = watcher
+                return True
+        return False
+
+    def discard(self, sock: socket.socket) -> None:
+        """The relay loop saw a watched idle socket turn readable (the container closed it): no longer offered. The
+        loop closes it."""
+        with self._lock:
+            self._watched.pop(sock, None)
+
+    def close(self) -> None:
+        """Close the idle sockets. A watched one is shut down rather than closed: the loop sees its EOF and closes it
+        (a socket closed under the loop's selector would leave a stale registration)."""
+        with self._lock:
+            self._closed = True
             idle, self._idle = list(self._idle), deque()
+            watched, self._watched = list(self._watched), {}
         for sock in idle:
             sock.close()
+        for sock in watched:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _get(self) -> tuple[socket.socket, bool]:
+        sock = self.take()  # loose sockets are the blocking relay's own: they keep their timeout
+        if sock is not None:
+            return sock, True
+        sock = socket.create_connection(self.key, timeout=5.0)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self._timeout)
+        return sock, False
 
     def send(self, c: DockerContainer, method: str, target: str, environ: dict, release: Callable[[], None],
              identity: str | None) -> Forwarded:
@@ -157,7 +209,7 @@ class LeanPool:
 
     def _done(self, sock: socket.socket, reuse: bool) -> None:
         if reuse:
-            self.put(sock)
+            self.give(sock)
         else:
             sock.close()
 

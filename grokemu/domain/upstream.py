@@ -95,7 +95,10 @@ class FastForward:
     under it (domain/exits.py), or None.
 
     `recording` (the request inspector's, services/inspector/; None when it is off) is handed the answer's head
-    and body bytes as they pass; `done` ends it."""
+    and body bytes as they pass; `done` ends it.
+
+    `pool`: the container's kept-alive sockets, the same the blocking relay uses (HttpUpstream.kept_alive); None
+    sends the request on a fresh socket, closed after."""
 
     cid: str
     name: str
@@ -106,6 +109,35 @@ class FastForward:
     refused: Callable[[], None]
     explain: Callable[[], str | None] | None = None
     recording: ExchangeRecording | None = None
+    pool: KeptAliveSockets | None = None
+
+
+class KeptAliveSockets(Protocol):
+    """One container address's kept-alive sockets, shared by every way a request reaches it (the blocking relay and
+    the server's relay loop): one pool per container, one stale-socket rule (adapters/lean_upstream.py LeanPool).
+    A *loose* idle socket is checked when it is taken; a *watched* one stays registered with the relay loop, which
+    removes it the moment it turns readable, and only the loop takes it."""
+
+    def take(self) -> socket.socket | None:
+        """A loose idle socket that still looks alive (not readable), or None: the caller opens a fresh one."""
+        ...
+
+    def give(self, sock: socket.socket) -> None:
+        """A loose socket whose exchange ended cleanly and that may carry the next request; the pool closes it when
+        it is full or closed."""
+        ...
+
+    def take_watched(self) -> tuple[socket.socket, object] | None:
+        """The relay loop's: a watched idle socket and the record it was given back with, or None."""
+        ...
+
+    def give_watched(self, sock: socket.socket, watcher: object) -> bool:
+        """The relay loop's: its socket back, still watched; False when not kept (the loop closes it)."""
+        ...
+
+    def discard(self, sock: socket.socket) -> None:
+        """The relay loop's: a watched idle socket turned readable; it is no longer offered."""
+        ...
 
 
 class ExchangeRecording(Protocol):
@@ -145,6 +177,11 @@ class HttpUpstream(Protocol):
                      relayed: ProxiedRequest | None = None) -> tuple[tuple[str, int], bytes]:
         """The container's address and the head of a body-less request to it, as `send` would write it (`relayed`:
         what the server read of it, so a repeated header block is shaped once)."""
+        ...
+
+    def kept_alive(self, cid: str, address: tuple[str, int]) -> KeptAliveSockets:
+        """Container `cid`'s kept-alive sockets to `address` (request_head's; replaced, the old ones closed, when the
+        container moved to another address)."""
         ...
 
     def forget(self, cid: str) -> None:

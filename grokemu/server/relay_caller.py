@@ -33,7 +33,6 @@ from grokemu.server.relay_state import (
     _Exchange,
     _Head,
     _move,
-    _Upstream,
 )
 from grokemu.server.watchdog import TrackedSocket
 
@@ -68,7 +67,6 @@ class _CallerSide:
     slow_path: Callable
     _selector: selectors.BaseSelector
     _clients: set[_Client]
-    _idle: dict[tuple, list[_Upstream]]
     _explained: deque[tuple]
     _lock: threading.Lock
     _wake_w: socket.socket

@@ -25,7 +25,6 @@ from grokemu.server.relay_state import (
     EXPLAINING,
     FINISHED,
     HOLD_HEAD_FOR,
-    MAX_IDLE_UPSTREAM,
     WAITING,
     _Exchange,
     _move,
@@ -41,15 +40,22 @@ class _ContainerSide(_CallerSide):
     """The container's half of RelayLoop."""
 
     def _connect(self, ex: _Exchange) -> None:
-        key = (ex.plan.cid, ex.plan.address)
-        idle = self._idle.get(key)
-        if idle and not ex.retried:
-            up = idle.pop()
-            if not idle:
-                del self._idle[key]
-            up.exchange, ex.up, ex.reused = ex, up, True
-            self._send_request(ex)
-            return
+        pool = ex.plan.pool  # the container's one pool, shared with the blocking relay (adapters/lean_upstream.py)
+        if pool is not None and not ex.retried:  # a retry never takes a kept one
+            watched = pool.take_watched()  # one the loop gave back: still registered, no system call
+            if watched is not None:
+                up = watched[1]
+                assert isinstance(up, _Upstream)  # the loop gives its sockets back with their records
+                up.exchange, ex.up, ex.reused = ex, up, True
+                self._send_request(ex)
+                return
+            loose = pool.take()  # one the blocking relay gave back (checked alive by the pool)
+            if loose is not None:
+                loose.setblocking(False)
+                up = _Upstream(loose, pool)
+                up.exchange, ex.up, ex.reused = ex, up, True
+                self._send_request(ex)
+                return
         family = socket.AF_INET6 if ":" in ex.plan.address[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -59,7 +65,7 @@ class _ContainerSide(_CallerSide):
             sock.close()
             self._refused(ex)
             return
-        up = _Upstream(sock, key)
+        up = _Upstream(sock, pool)
         up.exchange, ex.up, ex.reused = ex, up, False
         if err:
             _move(ex, CONNECTING)
@@ -102,7 +108,7 @@ class _ContainerSide(_CallerSide):
 
     def _upstream_event(self, up: _Upstream, mask: int) -> None:
         ex = up.exchange
-        if ex is None:  # an idle kept-alive socket turned readable: the container closed it
+        if ex is None:  # a watched idle socket turned readable: the container closed it (or its pool was closed)
             self._discard_idle(up)
             return
         if ex.state is CONNECTING:
@@ -329,7 +335,7 @@ class _ContainerSide(_CallerSide):
         ex.client.exchange = None
         if ex.up is not None:
             if reusable and not ex.unsent:
-                self._keep_idle(ex)
+                self._give_back(ex)
             else:
                 self._drop_upstream(ex)
         try:
@@ -345,23 +351,21 @@ class _ContainerSide(_CallerSide):
         self._upstream_events(up, 0)
         up.sock.close()
 
-    def _keep_idle(self, ex: _Exchange) -> None:
+    def _give_back(self, ex: _Exchange) -> None:
+        """The socket of a cleanly ended exchange goes back to the container's pool, still watched by the loop
+        (readable while idle means the container closed it), so the next request takes it without a system call."""
         up, ex.up = ex.up, None
         assert up is not None  # an answered exchange still holds its upstream
         up.exchange = None
-        idle = self._idle.setdefault(up.key, [])
-        if len(idle) >= MAX_IDLE_UPSTREAM:
+        pool = up.pool
+        if pool is None or not pool.give_watched(up.sock, up):
             self._upstream_events(up, 0)
             up.sock.close()
             return
-        self._upstream_events(up, _READ)  # watched while idle: readable means the container closed it
-        idle.append(up)
+        self._upstream_events(up, _READ)
 
     def _discard_idle(self, up: _Upstream) -> None:
-        idle = self._idle.get(up.key)
-        if idle is not None and up in idle:
-            idle.remove(up)
-            if not idle:
-                del self._idle[up.key]
+        if up.pool is not None:
+            up.pool.discard(up.sock)
         self._upstream_events(up, 0)
         up.sock.close()

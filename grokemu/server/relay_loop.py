@@ -81,7 +81,6 @@ class RelayLoop(_ContainerSide):
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, _READ, (self._woken, None))
         self._clients: set[_Client] = set()
-        self._idle: dict[tuple, list[_Upstream]] = {}  # (cid, address) -> kept-alive upstream sockets
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._prefix = prefix.encode("latin-1")  # fetchProxy's path prefix: other request lines are handed off
@@ -142,8 +141,10 @@ class RelayLoop(_ContainerSide):
     def _shut(self) -> None:
         for c in list(self._clients):
             self._close_client(c)
-        for idle in list(self._idle.values()):
-            for up in list(idle):
+        registered = self._selector.get_map()  # None once closed (a second close)
+        for key in list(registered.values() if registered is not None else ()):  # watched idle sockets in pools
+            up = key.data[1]
+            if isinstance(up, _Upstream) and up.exchange is None:
                 self._discard_idle(up)
         with self._lock:
             incoming, self._incoming = list(self._incoming), deque()

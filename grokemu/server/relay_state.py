@@ -16,7 +16,7 @@ import time
 
 import httptools
 
-from grokemu.domain.upstream import FastForward
+from grokemu.domain.upstream import FastForward, KeptAliveSockets
 from grokemu.http1 import ChunkedDecoder
 from grokemu.server.relay_answer import NONE
 
@@ -25,7 +25,6 @@ log = logging.getLogger("grokemu.server")
 MAX_PENDING = 256 * 1024  # bytes read ahead of the request in flight (pipelining) before the caller is not read
 HIGH_WATER = 1024 * 1024  # answer bytes waiting for a slow caller before the container is not read
 HOLD_HEAD_FOR = 64 * 1024  # an answer head is held back until its body when the body is at most this big
-MAX_IDLE_UPSTREAM = 32  # kept-alive sockets per container address
 SWEEP = 0.5  # seconds between timeout checks
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
@@ -177,13 +176,14 @@ class _Exchange:
 
 
 class _Upstream:
-    """A socket to a container, registered with the loop for its whole life; `exchange` is the request it carries,
-    None while it waits in the idle pool."""
+    """A socket to a container, registered with the loop while it carries an exchange (`exchange`) and while it
+    rests, watched, in the container's pool (`pool`, domain/upstream.py KeptAliveSockets; `exchange` None then), and
+    the events the loop watches on it."""
 
-    __slots__ = ("sock", "key", "exchange", "events")
+    __slots__ = ("sock", "pool", "exchange", "events")
 
-    def __init__(self, sock: socket.socket, key: tuple):
+    def __init__(self, sock: socket.socket, pool: KeptAliveSockets | None):
         self.sock = sock
-        self.key = key
+        self.pool = pool
         self.exchange: _Exchange | None = None
         self.events = 0

@@ -66,6 +66,11 @@ class ProxyService:
         # port, until some container changes status, so the hot path skips the database read of ensure_ready.
         self._started: dict[str, tuple[int, DockerContainer]] = {}
 
+    def forget(self, cid: str) -> None:
+        """A container was deleted: its kept-alive upstream sockets are closed, its started entry dropped."""
+        self._started.pop(cid, None)
+        self._http.forget(cid)
+
     def reset(self) -> None:
         """Forget every started container and every upstream connection (admin reset)."""
         self._started.clear()
@@ -217,7 +222,8 @@ class ProxyService:
             self._started.pop(cid, None)
             return self._spawner.explain_broken(cid)
 
-        return FastForward(cid, c.name, address, head, method, done, refused, explain, rec)
+        return FastForward(cid, c.name, address, head, method, done, refused, explain, rec,
+                           self._http.kept_alive(cid, address))
 
     # webSocketProxy ---------------------------------------------------------------------------------------------
     def websocket(self, cid: str, login: str, target: str, environ: dict, client: socket.socket,

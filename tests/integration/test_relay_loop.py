@@ -62,7 +62,8 @@ def _loop_served(server) -> list[str]:
 
 
 def _idle_discards(server) -> list[int]:
-    """The local ports of the upstream sockets the loop drops from its idle pool from now on."""
+    """The local ports of the watched idle upstream sockets the loop closes from now on (readable while idle: the
+    container closed them, or their pool was closed)."""
     loop = server.takeover.loop
     ports, discard = [], loop._discard_idle
 
@@ -233,6 +234,16 @@ def test_bodyless_post_and_delete_are_forwarded_with_their_methods(live, looped)
 
 
 # -- kept-alive upstream sockets -------------------------------------------------------------------------------------
+def test_the_loop_reuses_the_socket_the_blocking_relay_kept(live, looped):
+    up, a, served, sock, answers = looped
+    relay_port = up.last()["client_port"]  # the second warm-up request, served by the blocking relay
+    assert up.seen[-1]["path"] == WARM_UP[-1]
+    sock.sendall(_get(live, a, "/through-the-loop"))
+    got = answers.read()
+    assert got.status == 200 and served == [proxy_url(a, "/through-the-loop")]
+    assert up.last()["client_port"] == relay_port  # one pool per container: the relay's socket carried it
+
+
 def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them(live, looped):
     up, a, served, sock, answers = looped
     noticed = _idle_discards(live)
@@ -253,7 +264,7 @@ def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them
     replaced = get("/at-once")  # sent before or after the loop noticed: either way a new connection
     assert replaced != fresh
     assert get("/drop-after") == replaced
-    # the loop notices the close while the socket waits idle (readable there means closed): waited for, not slept
+    # the loop notices the close while the socket rests watched in the pool: waited for, not slept
     _eventually(lambda: replaced in noticed)
     assert replaced in noticed
     last = get("/later")
@@ -262,6 +273,23 @@ def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them
     assert paths == [*WARM_UP, "/r0", "/r1", "/r2", "/r3", "/close-after", "/after-close", "/drop-after",
                      "/at-once", "/drop-after", "/later"]  # each exactly once
     assert served == [proxy_url(a, p) for p in paths[2:]]
+    sock.close()
+
+
+def test_a_closed_pool_takes_the_loops_resting_socket_with_it(live, looped):
+    """The container is forgotten (or moved) while the loop's socket rests in its pool: the pool shuts it down, the
+    loop closes it (or, when the pool closed before the socket came back, does not keep it), and the next request
+    opens a new one."""
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/one"))
+    assert answers.read().status == 200
+    resting = up.last()["client_port"]
+    live.ctx.proxy.forget(a)  # as when the container is deleted
+    _eventually(lambda: resting in up.ended)
+    assert resting in up.ended  # the container saw the socket end
+    sock.sendall(_get(live, a, "/two"))
+    assert answers.read().status == 200
+    assert up.last()["client_port"] != resting
     sock.close()
 
 
