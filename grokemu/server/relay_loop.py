@@ -8,7 +8,8 @@ thread to thread; a selector loop answers each readable socket in turn with a fe
 
 Per request head (found by its blank line, parsed by httptools, the C parser of llhttp):
 - a body-less HTTP/1.1 fetchProxy request that `plan` (web/fast_proxy.py FastProxy.plan: the guard, then
-  ProxyService.fast_forward) accepts is sent to the container on a kept-alive upstream socket, and the answer
+  ProxyService.fast_forward) accepts is sent to the container on a kept-alive upstream socket (from the container's
+  one pool, shared with the blocking relay: adapters/lean_upstream.py LeanPool), and the answer
   passed back as it arrives: status, headers (hop-by-hop ones dropped, as everywhere) and body bytes unchanged, a
   chunked body passed through chunk for chunk, a body that ends with the container's close re-framed as chunked;
 - what repeats is worked out once: header lines equal to the last ones on the connection are not parsed again
