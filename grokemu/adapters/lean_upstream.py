@@ -42,7 +42,7 @@ class _Broken(Exception):
 class LeanPool:
     """Kept-alive sockets to one container address, and the body-less exchanges on them. It is the container's one
     pool (domain/upstream.py KeptAliveSockets): the server's relay loop takes its sockets from it and gives them back
-    too, so a socket the loop opened serves the blocking relay's next request and the other way round.
+    too, so a socket the blocking relay opened serves the loop's next request, and both kinds count towards one bound.
 
     Two kinds of idle socket, one rule for both (an idle socket that turns readable, EOF or bytes nobody asked for,
     is dead): a *loose* one nobody watches is polled when it is taken; a *watched* one stays registered with the

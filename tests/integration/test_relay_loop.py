@@ -276,6 +276,19 @@ def test_upstream_sockets_are_reused_and_replaced_when_the_container_closes_them
     sock.close()
 
 
+def test_the_loop_takes_the_socket_the_blocking_relay_left_in_the_containers_pool(live, looped):
+    """The warm-up requests were answered by the blocking relay, which gave its socket back to the container's one
+    pool: the loop's first request goes out on that socket rather than a new one."""
+    up, a, served, sock, answers = looped
+    blocking_relays = up.last()["client_port"]
+    assert up.last()["path"] == WARM_UP[-1]
+    sock.sendall(_get(live, a, "/first-in-loop"))
+    assert answers.read().status == 200
+    assert served == [proxy_url(a, "/first-in-loop")]  # the loop forwarded it, not the blocking relay
+    assert up.last()["client_port"] == blocking_relays
+    sock.close()
+
+
 def test_a_closed_pool_takes_the_loops_resting_socket_with_it(live, looped):
     """The container is forgotten (or moved) while the loop's socket rests in its pool: the pool shuts it down, the
     loop closes it (or, when the pool closed before the socket came back, does not keep it), and the next request
