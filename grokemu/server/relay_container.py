@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from grokemu.domain.errors import DockerUnavailable, GatewayTimeout, GrokemuError
-from grokemu.domain.upstream import UpstreamFailed
+from grokemu.domain.upstream import KeptAliveSockets, UpstreamFailed
 from grokemu.http1 import MAX_ANSWER_HEAD, RECV, ChunkedDecoder, retry_on_stale
 from grokemu.server.channel import raw_answer
 from grokemu.server.relay import http_date
@@ -41,21 +41,11 @@ class _ContainerSide(_CallerSide):
 
     def _connect(self, ex: _Exchange) -> None:
         pool = ex.plan.pool  # the container's one pool, shared with the blocking relay (adapters/lean_upstream.py)
-        if pool is not None and not ex.retried:  # a retry never takes a kept one
-            watched = pool.take_watched()  # one the loop gave back: still registered, no system call
-            if watched is not None:
-                up = watched[1]
-                assert isinstance(up, _Upstream)  # the loop gives its sockets back with their records
-                up.exchange, ex.up, ex.reused = ex, up, True
-                self._send_request(ex)
-                return
-            loose = pool.take()  # one the blocking relay gave back (checked alive by the pool)
-            if loose is not None:
-                loose.setblocking(False)
-                up = _Upstream(loose, pool)
-                up.exchange, ex.up, ex.reused = ex, up, True
-                self._send_request(ex)
-                return
+        kept = None if pool is None or ex.retried else self._take_kept(pool)  # a retry never takes a kept one
+        if kept is not None:
+            kept.exchange, ex.up, ex.reused = ex, kept, True
+            self._send_request(ex)
+            return
         family = socket.AF_INET6 if ":" in ex.plan.address[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -73,6 +63,21 @@ class _ContainerSide(_CallerSide):
         else:
             self._upstream_events(up, _READ)
             self._send_request(ex)
+
+    @staticmethod
+    def _take_kept(pool: KeptAliveSockets) -> _Upstream | None:
+        """A kept-alive socket from the container's pool: first one the loop gave back (still registered, no system
+        call), else one the blocking relay gave back (checked alive by the pool); None: there is none."""
+        watched = pool.take_watched()
+        if watched is not None:
+            up = watched[1]
+            assert isinstance(up, _Upstream)  # the loop gives its sockets back with their records
+            return up
+        loose = pool.take()
+        if loose is None:
+            return None
+        loose.setblocking(False)
+        return _Upstream(loose, pool)
 
     def _upstream_events(self, up: _Upstream, events: int) -> None:
         if events == up.events:
