@@ -17,6 +17,7 @@ from grokemu.domain.lifecycle import ImageStatus
 from grokemu.domain.model import DockerContainer, DockerImage
 
 # what `/chunked` writes after its head, piece by piece: three chunks and a trailer
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nContent-Type: text/plain\r\n\r\nsmuggled"
 CHUNKED_PIECES = (b"5\r\nhello\r\n", b"1\r\n \r\n", b"5\r\nworld\r\n", b"0\r\nX-Trailer: t\r\n\r\n")
 # what `/until-close` writes after its head (no Content-Length, no chunks: the body ends with the connection)
 UNTIL_CLOSE_PIECES = (b"first|", b"second|", b"z" * 100_000, b"|last")
@@ -120,6 +121,14 @@ class Upstream:
                 if path == "/close-after":  # a whole answer, announced as the connection's last
                     return self._answer(200, json.dumps({"path": self.path}).encode(),
                                         [("Content-Type", "application/json"), ("Connection", "close")])
+                if path == "/smuggle":  # a whole answer and, in the same write, a second one nobody asked for
+                    body = json.dumps({"path": self.path}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body + SMUGGLED)
+                    return None
                 if path == "/drop-after":  # a whole answer, then the connection closed unannounced (an idle timeout)
                     self._answer(200, json.dumps({"path": self.path}).encode(), [("Content-Type", "application/json")])
                     self.close_connection = True

@@ -289,6 +289,38 @@ def test_the_loop_takes_the_socket_the_blocking_relay_left_in_the_containers_poo
     sock.close()
 
 
+def test_an_answer_the_container_sent_unasked_never_reaches_the_next_request(live, looped):
+    """A container writes a second answer right behind the first, unasked: the socket is not kept, and the next
+    request, on this connection or from another caller, gets its own answer from a new upstream socket."""
+    up, a, served, sock, answers = looped
+    sock.sendall(_get(live, a, "/smuggle"))
+    got = answers.read()
+    assert got.status == 200 and json.loads(got.body) == {"path": "/smuggle"}
+    smuggling = up.last()["client_port"]
+    for path in ("/after-smuggle", "/again"):
+        sock.sendall(_get(live, a, path))
+        got = answers.read()
+        assert got.status == 200 and json.loads(got.body) == {"path": path}
+        assert b"smuggled" not in got.body
+    assert up.seen[-2]["client_port"] != smuggling
+    assert served == [proxy_url(a, p) for p in ("/smuggle", "/after-smuggle", "/again")]
+    sock.close()
+
+
+def test_the_blocking_relay_does_not_keep_a_socket_with_an_unasked_answer_either(live, looped):
+    """The same container behaviour on the blocking relay's side (each request the first on a new connection, which
+    waitress serves): the next request gets its own answer."""
+    up, a, served, sock, answers = looped
+    for path in ("/smuggle", "/after-smuggle"):
+        fresh = connect_raw(live)
+        fresh.sendall(_get(live, a, path))
+        got = RawAnswers(fresh).read()
+        fresh.close()
+        assert got.status == 200 and json.loads(got.body) == {"path": path}
+    assert up.seen[-1]["client_port"] != up.seen[-2]["client_port"]
+    assert served == []  # both went through the blocking relay
+
+
 def test_a_closed_pool_takes_the_loops_resting_socket_with_it(live, looped):
     """The container is forgotten (or moved) while the loop's socket rests in its pool: the pool shuts it down, the
     loop closes it (or, when the pool closed before the socket came back, does not keep it), and the next request
